@@ -1,0 +1,219 @@
+//! The command line: `serve` runs the service; `get` and `set` are an
+//! operator's client for a running server (like etcdctl), printing the
+//! resource as the REST API's JSON.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    pb::{
+        recording_settings_service_client::RecordingSettingsServiceClient,
+        GetRecordingSettingsRequest, SetRecordingSettingsRequest,
+    },
+    server::{self, PublicUrl, ServerConfig},
+    store::StoreOptions,
+    twilio::RecordingSettingsJson,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "settingsd", version, about = "A durable settings service: gRPC API over sled, for Twilio-shaped per-account settings")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the settings service.
+    Serve(ServeArgs),
+    /// Print an account's Recording Settings from a running server.
+    Get(GetArgs),
+    /// Create or update an account's Recording Settings on a running server
+    /// (fields not given keep their stored value; "" clears a field).
+    Set(SetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory holding the sled database; created if missing. Only one
+    /// settingsd can use a directory at a time.
+    #[arg(long, env = "SETTINGSD_DATA_DIR", default_value = "./settingsd-data")]
+    pub data_dir: PathBuf,
+    /// Address for the gRPC API (port 0 picks a free port; the log says which).
+    #[arg(long, env = "SETTINGSD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address for the Twilio-shaped HTTP bridge (reserved: the bridge is not
+    /// served yet).
+    #[arg(long, env = "SETTINGSD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Base URL that resources report in their `url` field.
+    #[arg(long, env = "SETTINGSD_PUBLIC_URL", default_value = PublicUrl::TWILIO, value_parser = PublicUrl::parse)]
+    pub public_url: PublicUrl,
+    /// sled's page cache size, in MiB.
+    #[arg(long, env = "SETTINGSD_CACHE_MB", default_value_t = StoreOptions::DEFAULT_CACHE_CAPACITY >> 20)]
+    pub cache_mb: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Address of the settingsd gRPC API: HOST:PORT or http://HOST:PORT.
+    #[arg(long, env = "SETTINGSD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+    /// The account: AC followed by 32 hex digits.
+    #[arg(long)]
+    pub account: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Required: a descriptive name, 1 to 255 characters.
+    #[arg(long)]
+    pub friendly_name: String,
+    /// AWS credential SID (CR + 32 hex digits), or "" to clear.
+    #[arg(long)]
+    pub aws_credentials_sid: Option<String>,
+    /// S3 URL for recordings (absolute https), or "" to clear.
+    #[arg(long)]
+    pub aws_s3_url: Option<String>,
+    /// Store recordings in your S3 bucket: true or false.
+    #[arg(long)]
+    pub aws_storage_enabled: Option<bool>,
+    /// Public key SID for encryption (CR + 32 hex digits), or "" to clear.
+    #[arg(long)]
+    pub encryption_key_sid: Option<String>,
+    /// Encrypt recordings: true or false.
+    #[arg(long)]
+    pub encryption_enabled: Option<bool>,
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Anything that stops the command; `main` prints it and exits non-zero.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Get(args) => {
+            let mut client = connect(&args.client.grpc_addr).await?;
+            let request = GetRecordingSettingsRequest {
+                account_sid: args.client.account,
+            };
+            let settings = client
+                .get_recording_settings(request)
+                .await
+                .map_err(status_error)?;
+            print_json(settings.into_inner())
+        }
+        Command::Set(args) => {
+            let mut client = connect(&args.client.grpc_addr).await?;
+            let request = SetRecordingSettingsRequest {
+                account_sid: args.client.account,
+                friendly_name: args.friendly_name,
+                aws_credentials_sid: args.aws_credentials_sid,
+                aws_s3_url: args.aws_s3_url,
+                aws_storage_enabled: args.aws_storage_enabled,
+                encryption_key_sid: args.encryption_key_sid,
+                encryption_enabled: args.encryption_enabled,
+            };
+            let settings = client
+                .set_recording_settings(request)
+                .await
+                .map_err(status_error)?;
+            print_json(settings.into_inner())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on --grpc-addr {}", args.grpc_addr))?;
+    let config = ServerConfig {
+        store: StoreOptions {
+            data_dir: args.data_dir,
+            cache_capacity: args.cache_mb << 20,
+        },
+        public_url: args.public_url,
+    };
+    server::run(config, grpc, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+    }
+}
+
+async fn connect(addr: &str) -> anyhow::Result<RecordingSettingsServiceClient<Channel>> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = Endpoint::from_shared(uri.clone())
+        .with_context(|| format!("invalid --grpc-addr {addr:?}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to settingsd at {uri}"))?;
+    Ok(RecordingSettingsServiceClient::new(channel))
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+/// The REST resource's eight fields, plus the store's revision and update time.
+#[derive(Serialize)]
+struct CliOutput {
+    #[serde(flatten)]
+    resource: RecordingSettingsJson,
+    revision: u64,
+    update_time: Option<String>,
+}
+
+fn print_json(settings: crate::pb::RecordingSettings) -> anyhow::Result<()> {
+    let revision = settings.revision;
+    let update_time = settings.update_time.as_ref().map(ToString::to_string);
+    let output = CliOutput {
+        resource: settings.into(),
+        revision,
+        update_time,
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}

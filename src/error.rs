@@ -1,0 +1,41 @@
+//! The one domain error. Each edge maps it exhaustively (no wildcard arm), so
+//! adding a variant forces a decision at every transport: see
+//! `grpc::status_from_error`.
+
+use std::path::PathBuf;
+
+use crate::domain::{AccountSid, ValidationError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent something invalid; nothing was changed.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+
+    /// A stored record could not be decoded. Only that account is affected.
+    #[error("stored settings of account {account} are unreadable: {detail}")]
+    Corrupt { account: AccountSid, detail: String },
+
+    /// The data directory could not be opened (missing permissions, held by
+    /// another settingsd, not a sled database...).
+    #[error("cannot open data directory {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Reading or writing the store failed; for a Set, it was not acknowledged.
+    #[error("storage failure: {0}")]
+    Storage(String),
+
+    /// The store is closing and takes no more writes.
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,168 @@
+//! The gRPC service: proto <-> domain conversions at the edge, and the one
+//! mapping from [`Error`] to [`tonic::Status`].
+
+use std::{sync::Arc, time::SystemTime};
+
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::{
+    domain::{
+        AccountSid, CredentialSid, Field, FriendlyName, RecordingSettings, RecordingSettingsPatch,
+        S3Url, Update, ValidationError, Violation,
+    },
+    error::Error,
+    pb::{
+        self, recording_settings_service_server::RecordingSettingsService,
+        GetRecordingSettingsRequest, SetRecordingSettingsRequest,
+    },
+    store::Store,
+};
+
+/// `google.rpc.BadRequest.FieldViolation.reason` for a required field that
+/// was absent or empty. The HTTP bridge relies on it to say "Missing
+/// required parameter" rather than "Invalid parameter".
+pub const REASON_MISSING: &str = "MISSING";
+/// `FieldViolation.reason` for any other invalid value.
+pub const REASON_INVALID: &str = "INVALID";
+
+/// The `settingsd.v1.RecordingSettingsService` implementation. Cheap to clone.
+#[derive(Clone)]
+pub struct RecordingSettingsGrpc {
+    store: Store,
+    /// What every answer carries in `url`: the resource's REST address under
+    /// the configured public base URL.
+    resource_url: Arc<str>,
+}
+
+impl RecordingSettingsGrpc {
+    pub fn new(store: Store, resource_url: impl Into<Arc<str>>) -> Self {
+        RecordingSettingsGrpc {
+            store,
+            resource_url: resource_url.into(),
+        }
+    }
+
+    fn to_proto(&self, s: RecordingSettings) -> pb::RecordingSettings {
+        pb::RecordingSettings {
+            account_sid: s.account_sid.as_str().to_owned(),
+            friendly_name: s.friendly_name.map(|v| v.as_str().to_owned()),
+            aws_credentials_sid: s.aws_credentials_sid.map(|v| v.as_str().to_owned()),
+            aws_s3_url: s.aws_s3_url.map(|v| v.as_str().to_owned()),
+            aws_storage_enabled: s.aws_storage_enabled,
+            encryption_key_sid: s.encryption_key_sid.map(|v| v.as_str().to_owned()),
+            encryption_enabled: s.encryption_enabled,
+            url: self.resource_url.to_string(),
+            revision: s.revision,
+            update_time: s.update_time.map(timestamp),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RecordingSettingsService for RecordingSettingsGrpc {
+    #[tracing::instrument(skip_all, fields(account))]
+    async fn get_recording_settings(
+        &self,
+        request: Request<GetRecordingSettingsRequest>,
+    ) -> Result<Response<pb::RecordingSettings>, Status> {
+        let account = AccountSid::parse(&request.get_ref().account_sid).map_err(Error::from)?;
+        tracing::Span::current().record("account", account.as_str());
+        let settings = self.store.get(&account)?;
+        Ok(Response::new(self.to_proto(settings)))
+    }
+
+    #[tracing::instrument(skip_all, fields(account))]
+    async fn set_recording_settings(
+        &self,
+        request: Request<SetRecordingSettingsRequest>,
+    ) -> Result<Response<pb::RecordingSettings>, Status> {
+        let (account, patch) = parse_set_request(request.get_ref()).map_err(Error::from)?;
+        tracing::Span::current().record("account", account.as_str());
+        let stored = self.store.set(&account, patch).await?;
+        tracing::debug!(revision = stored.revision, "settings stored");
+        Ok(Response::new(self.to_proto(stored)))
+    }
+}
+
+/// Validates a Set request into the account and the patch to apply, checking
+/// fields in the order the proto declares them.
+///
+/// # Errors
+/// The first invalid field.
+pub fn parse_set_request(
+    req: &SetRecordingSettingsRequest,
+) -> Result<(AccountSid, RecordingSettingsPatch), ValidationError> {
+    let account = AccountSid::parse(&req.account_sid)?;
+    let friendly_name = FriendlyName::parse(&req.friendly_name)?;
+    let aws_credentials_sid = Update::from_wire(req.aws_credentials_sid.as_deref(), |v| {
+        CredentialSid::parse(Field::AwsCredentialsSid, v)
+    })?;
+    let aws_s3_url = Update::from_wire(req.aws_s3_url.as_deref(), S3Url::parse)?;
+    let encryption_key_sid = Update::from_wire(req.encryption_key_sid.as_deref(), |v| {
+        CredentialSid::parse(Field::EncryptionKeySid, v)
+    })?;
+    Ok((
+        account,
+        RecordingSettingsPatch {
+            friendly_name,
+            aws_credentials_sid,
+            aws_s3_url,
+            aws_storage_enabled: req.aws_storage_enabled,
+            encryption_key_sid,
+            encryption_enabled: req.encryption_enabled,
+        },
+    ))
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+impl From<Error> for Status {
+    /// The one mapping from the domain error to gRPC. Clients get a safe
+    /// message; faults on our side are logged here with their cause.
+    fn from(error: Error) -> Status {
+        match error {
+            Error::Invalid(v) => invalid_argument(&v),
+            Error::Corrupt { account, detail } => {
+                tracing::error!(%account, %detail, "stored record does not decode");
+                Status::data_loss(format!(
+                    "the stored settings of account {account} cannot be read; \
+                     other accounts are unaffected"
+                ))
+            }
+            Error::Storage(detail) => {
+                tracing::error!(%detail, "storage failure");
+                Status::unavailable("the settings store could not complete the request; retry")
+            }
+            Error::ShuttingDown => Status::unavailable("settingsd is shutting down; retry"),
+            Error::Open { .. } => {
+                tracing::error!(error = %error, "store unavailable");
+                Status::internal("the settings store is unavailable")
+            }
+        }
+    }
+}
+
+/// INVALID_ARGUMENT whose message names the field, with a
+/// `google.rpc.BadRequest` detail so programs need not parse the message.
+fn invalid_argument(v: &ValidationError) -> Status {
+    let reason = match v.violation {
+        Violation::Missing => REASON_MISSING,
+        Violation::TooLong { .. } | Violation::Malformed(_) | Violation::Requires(_) => {
+            REASON_INVALID
+        }
+    };
+    let violation = FieldViolation {
+        field: v.field.as_str().to_owned(),
+        description: v.describe(Field::as_str),
+        reason: reason.to_owned(),
+        localized_message: None,
+    };
+    Status::with_error_details(
+        Code::InvalidArgument,
+        v.to_string(),
+        ErrorDetails::with_bad_request(vec![violation]),
+    )
+}

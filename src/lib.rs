@@ -1,0 +1,33 @@
+//! settingsd: a durable, embedded settings service.
+//!
+//! It keeps per-account settings (first: Twilio Video's Recording Settings)
+//! in sled and serves them over gRPC, with server reflection and health.
+//!
+//! # Layout
+//! - [`domain`]: validated SIDs and URLs, the settings record, the patch a
+//!   Set applies. No transport or storage types.
+//! - [`store`]: the sled store: keys, value encoding, group commit.
+//! - [`grpc`]: the gRPC service: proto <-> domain, errors -> `Status`.
+//! - [`server`]: wiring: listeners, health, reflection, graceful shutdown.
+//! - [`cli`]: the command line (`serve`, `get`, `set`); `main.rs` only calls it.
+//! - [`pb`]: the code generated from `proto/settingsd/v1`.
+
+pub mod cli;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod server;
+pub mod store;
+pub mod twilio;
+
+pub use error::Error;
+
+/// Generated from `proto/settingsd/v1` by `build.rs`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("settingsd.v1");
+
+    /// The encoded descriptor set of `proto/` (with imports), for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("settingsd_descriptor");
+}

@@ -1,0 +1,465 @@
+//! The sled-backed store: where settings live on disk, how they are encoded,
+//! and when a write counts as durable.
+//!
+//! Layout: one sled tree per resource kind (`recording_settings`), keyed by
+//! account SID. A value is one format-version byte followed by a prost message
+//! ([`StoredRecordingSettingsV1`]), so the encoding can evolve without
+//! guessing what an old record means.
+//!
+//! Durability: a Set returns only once its write is on stable storage. sled's
+//! `flush()` on Linux ends in `sync_file_range`, which reaches neither the
+//! drive's cache nor the file's metadata, so the commit path follows it with a
+//! real `fdatasync` of sled's data file. That costs a few milliseconds, so
+//! writers share it: see [`GroupCommit`].
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{Arc, Condvar, Mutex, PoisonError},
+    thread::JoinHandle,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::{
+    domain::{
+        AccountSid, CredentialSid, Field, FriendlyName, RecordingSettings, RecordingSettingsPatch,
+        S3Url, ValidationError,
+    },
+    error::Error,
+};
+
+/// The name of sled's data file inside the data directory (sled 0.34 layout).
+const SLED_DATA_FILE: &str = "db";
+const RECORDING_SETTINGS_TREE: &[u8] = b"recording_settings";
+/// First byte of every stored value; bump it when the encoding changes.
+const FORMAT_V1: u8 = 1;
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    /// sled's page cache, in bytes. sled's own default (1 GB) is far more
+    /// than a settings store needs; the working set of a million accounts is
+    /// well under 100 MB.
+    pub cache_capacity: u64,
+}
+
+impl StoreOptions {
+    pub const DEFAULT_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            data_dir: data_dir.into(),
+            cache_capacity: Self::DEFAULT_CACHE_CAPACITY,
+        }
+    }
+}
+
+/// The settings store. Cheap to clone: clones share one database, one write
+/// lock and one group committer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    /// The `recording_settings` tree.
+    settings: sled::Tree,
+    /// Serialises read-merge-write so that concurrent Sets on one account
+    /// never lose an update, and so revisions are assigned in the order
+    /// writes reach sled (a later Watch API streams changes in that order).
+    /// Held only for in-memory sled operations, never across the fsync.
+    write_lock: Mutex<()>,
+    commit: GroupCommit,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `options.data_dir`.
+    ///
+    /// # Errors
+    /// [`Error::Open`] naming the directory if it cannot be created or read,
+    /// or if another process holds it (sled takes an exclusive file lock; the
+    /// second opener fails at once rather than waiting).
+    pub fn open(options: &StoreOptions) -> Result<Store, Error> {
+        let path = options.data_dir.clone();
+        let open_err = |source: std::io::Error| Error::Open {
+            path: path.clone(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(&options.data_dir)
+            .cache_capacity(options.cache_capacity)
+            // Our own committer flushes when a write needs it; sled's
+            // background flusher would only add fsync-less flushes.
+            .flush_every_ms(None)
+            // sled persists its ID counter every this many IDs and skips
+            // twice as many on recovery: revisions jump by ~8k per restart.
+            .idgen_persist_interval(4096)
+            .open()
+            .map_err(|e| match e {
+                // sled reports its held file lock as a generic I/O error.
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    open_err(std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        "it is in use by another settingsd process (the lock on its db file is held)",
+                    ))
+                }
+                sled::Error::Io(io) => open_err(io),
+                other => open_err(std::io::Error::other(other.to_string())),
+            })?;
+        let settings = db.open_tree(RECORDING_SETTINGS_TREE)?;
+        let data_file = File::open(options.data_dir.join(SLED_DATA_FILE)).map_err(open_err)?;
+        // Make the directory entries of sled's files durable once, so the
+        // per-commit fdatasync of the data file is enough from here on.
+        sync_dir(&options.data_dir).map_err(open_err)?;
+        let commit = GroupCommit::start(db.clone(), data_file);
+        tracing::info!(data_dir = %options.data_dir.display(), accounts = settings.len(), "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                settings,
+                write_lock: Mutex::new(()),
+                commit,
+            }),
+        })
+    }
+
+    /// Reads an account's settings; the default resource if it never set any.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the stored record does not decode,
+    /// [`Error::Storage`] if sled fails.
+    pub fn get(&self, account: &AccountSid) -> Result<RecordingSettings, Error> {
+        match self.inner.settings.get(account.as_str())? {
+            Some(bytes) => decode(account, &bytes),
+            None => Ok(RecordingSettings::default_for(account.clone())),
+        }
+    }
+
+    /// Merges `patch` into the account's settings and returns the result once
+    /// it is durable.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the merged settings break a cross-field rule
+    /// (nothing is written); [`Error::Corrupt`] if the stored record does not
+    /// decode; [`Error::Storage`] if the write or its commit failed, in which
+    /// case the write was not acknowledged (it may or may not survive a crash);
+    /// [`Error::ShuttingDown`] if the store is closing.
+    pub async fn set(
+        &self,
+        account: &AccountSid,
+        patch: RecordingSettingsPatch,
+    ) -> Result<RecordingSettings, Error> {
+        let stored = self.apply(account, patch)?;
+        self.inner.commit.wait_durable(stored.revision).await?;
+        Ok(stored)
+    }
+
+    /// The read-merge-write half of [`Store::set`], under the write lock.
+    fn apply(
+        &self,
+        account: &AccountSid,
+        patch: RecordingSettingsPatch,
+    ) -> Result<RecordingSettings, Error> {
+        let inner = &*self.inner;
+        let _guard = inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut next = self.get(account)?.merged(patch)?;
+        // sled's IDs are strictly increasing across restarts (it persists
+        // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
+        next.revision = inner.db.generate_id()? + 1;
+        next.update_time = Some(SystemTime::now());
+        inner
+            .settings
+            .insert(account.as_str(), encode(&next))?;
+        inner.commit.written(next.revision);
+        Ok(next)
+    }
+
+    /// How many accounts have stored settings.
+    pub fn len(&self) -> usize {
+        self.inner.settings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.settings.is_empty()
+    }
+
+    /// Makes every write so far durable and stops the committer. Later Sets
+    /// fail with [`Error::ShuttingDown`]; reads keep working.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the final flush fails.
+    pub fn close(&self) -> Result<(), Error> {
+        self.inner.commit.stop()
+    }
+}
+
+/// Group commit: one flush+fdatasync covers every write applied before it.
+///
+/// Writers apply their change to sled (in memory), report its revision with
+/// [`GroupCommit::written`], and wait until a sync that started after that
+/// covers it. A dedicated thread loops: take the highest revision written so
+/// far, flush sled, fdatasync the data file, publish that revision as durable.
+/// A lone writer pays exactly one sync; writers that arrive while a sync runs
+/// share the next one, so the sync rate stays bounded however many writers wait.
+struct GroupCommit {
+    queue: Arc<(Mutex<CommitQueue>, Condvar)>,
+    outcome: watch::Receiver<CommitOutcome>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    /// Highest revision applied to sled.
+    written: u64,
+    stopping: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct CommitOutcome {
+    /// Every revision up to this one is on stable storage.
+    durable: u64,
+    /// The last failed sync: revisions in `(after, through]` were not made
+    /// durable by it. A later successful sync may still cover them.
+    failed: Option<FailedSync>,
+    /// The committer has stopped: no revision beyond `durable` will become durable.
+    stopped: bool,
+}
+
+#[derive(Debug, Clone)]
+struct FailedSync {
+    after: u64,
+    through: u64,
+    error: Arc<str>,
+}
+
+impl GroupCommit {
+    fn start(db: sled::Db, data_file: File) -> Self {
+        let queue = Arc::new((Mutex::new(CommitQueue::default()), Condvar::new()));
+        let (tx, rx) = watch::channel(CommitOutcome::default());
+        let thread_queue = Arc::clone(&queue);
+        let thread = std::thread::Builder::new()
+            .name("settingsd-commit".into())
+            .spawn(move || commit_loop(&db, &data_file, &thread_queue, &tx))
+            .expect("spawning the commit thread");
+        GroupCommit {
+            queue,
+            outcome: rx,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Tells the committer that `revision` is in sled and needs a sync.
+    fn written(&self, revision: u64) {
+        let (lock, wake) = &*self.queue;
+        let mut queue = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.written = queue.written.max(revision);
+        wake.notify_one();
+    }
+
+    async fn wait_durable(&self, revision: u64) -> Result<(), Error> {
+        let mut outcome = self.outcome.clone();
+        let settled = outcome
+            .wait_for(|o| {
+                o.durable >= revision
+                    || o.stopped
+                    || o.failed
+                        .as_ref()
+                        .is_some_and(|f| f.after < revision && revision <= f.through)
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        if settled.durable >= revision {
+            return Ok(());
+        }
+        match &settled.failed {
+            Some(f) if f.after < revision && revision <= f.through => {
+                Err(Error::Storage(format!("commit failed: {}", f.error)))
+            }
+            _ => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// Syncs what is pending, stops the thread and waits for it.
+    fn stop(&self) -> Result<(), Error> {
+        {
+            let (lock, wake) = &*self.queue;
+            lock.lock().unwrap_or_else(PoisonError::into_inner).stopping = true;
+            wake.notify_one();
+        }
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                return Err(Error::Storage("the commit thread panicked".into()));
+            }
+        }
+        let outcome = self.outcome.borrow();
+        match &outcome.failed {
+            Some(f) if f.through > outcome.durable => Err(Error::Storage(format!(
+                "final commit failed: {}",
+                f.error
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn commit_loop(
+    db: &sled::Db,
+    data_file: &File,
+    queue: &(Mutex<CommitQueue>, Condvar),
+    outcome: &watch::Sender<CommitOutcome>,
+) {
+    let (lock, wake) = queue;
+    // The highest revision a sync has been attempted for (successful or not):
+    // a failed sync is retried only when a new write arrives, not in a loop.
+    let mut attempted = 0;
+    loop {
+        let (target, stopping) = {
+            let mut q = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            while q.written <= attempted && !q.stopping {
+                q = wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+            }
+            (q.written, q.stopping)
+        };
+        if target > attempted || stopping {
+            let previous = outcome.borrow().durable;
+            match sync(db, data_file) {
+                Ok(()) => outcome.send_modify(|o| o.durable = o.durable.max(target)),
+                Err(e) => {
+                    tracing::error!(error = %e, through_revision = target, "commit failed; writes not acknowledged");
+                    outcome.send_modify(|o| {
+                        o.failed = Some(FailedSync {
+                            after: previous,
+                            through: target,
+                            error: e.to_string().into(),
+                        });
+                    });
+                }
+            }
+            attempted = target;
+        }
+        if stopping {
+            outcome.send_modify(|o| o.stopped = true);
+            return;
+        }
+    }
+}
+
+/// sled's flush, then the fsync that sled's flush does not do.
+fn sync(db: &sled::Db, data_file: &File) -> std::io::Result<()> {
+    db.flush().map_err(std::io::Error::other)?;
+    data_file.sync_data()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The on-disk encoding of one account's Recording Settings, version 1. The
+/// account SID is the key, so it is not repeated here.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredRecordingSettingsV1 {
+    #[prost(string, optional, tag = "1")]
+    friendly_name: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    aws_credentials_sid: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    aws_s3_url: Option<String>,
+    #[prost(bool, tag = "4")]
+    aws_storage_enabled: bool,
+    #[prost(string, optional, tag = "5")]
+    encryption_key_sid: Option<String>,
+    #[prost(bool, tag = "6")]
+    encryption_enabled: bool,
+    #[prost(uint64, tag = "7")]
+    revision: u64,
+    /// Microseconds since the Unix epoch.
+    #[prost(int64, tag = "8")]
+    update_time_unix_micros: i64,
+}
+
+fn encode(settings: &RecordingSettings) -> Vec<u8> {
+    let stored = StoredRecordingSettingsV1 {
+        friendly_name: settings.friendly_name.as_ref().map(|v| v.as_str().to_owned()),
+        aws_credentials_sid: settings
+            .aws_credentials_sid
+            .as_ref()
+            .map(|v| v.as_str().to_owned()),
+        aws_s3_url: settings.aws_s3_url.as_ref().map(|v| v.as_str().to_owned()),
+        aws_storage_enabled: settings.aws_storage_enabled,
+        encryption_key_sid: settings
+            .encryption_key_sid
+            .as_ref()
+            .map(|v| v.as_str().to_owned()),
+        encryption_enabled: settings.encryption_enabled,
+        revision: settings.revision,
+        update_time_unix_micros: settings
+            .update_time
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+    };
+    let mut bytes = Vec::with_capacity(1 + stored.encoded_len());
+    bytes.push(FORMAT_V1);
+    stored
+        .encode(&mut bytes)
+        .expect("a Vec grows to fit any message");
+    bytes
+}
+
+/// Decodes a stored value, re-validating every field: a record that decodes
+/// but holds something the API would reject is as corrupt as one that does not.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the account.
+pub fn decode(account: &AccountSid, bytes: &[u8]) -> Result<RecordingSettings, Error> {
+    let corrupt = |detail: String| Error::Corrupt {
+        account: account.clone(),
+        detail,
+    };
+    let invalid = |e: ValidationError| corrupt(e.to_string());
+    let (version, body) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt("empty record".into()))?;
+    if *version != FORMAT_V1 {
+        return Err(corrupt(format!("unknown format version {version}")));
+    }
+    let stored = StoredRecordingSettingsV1::decode(body).map_err(|e| corrupt(e.to_string()))?;
+    let credential = |field, v: Option<String>| {
+        v.map(|s| CredentialSid::parse(field, &s))
+            .transpose()
+            .map_err(invalid)
+    };
+    let micros = u64::try_from(stored.update_time_unix_micros)
+        .map_err(|_| corrupt("negative update time".into()))?;
+    Ok(RecordingSettings {
+        account_sid: account.clone(),
+        friendly_name: stored
+            .friendly_name
+            .map(|s| FriendlyName::parse(&s))
+            .transpose()
+            .map_err(invalid)?,
+        aws_credentials_sid: credential(Field::AwsCredentialsSid, stored.aws_credentials_sid)?,
+        aws_s3_url: stored
+            .aws_s3_url
+            .map(|s| S3Url::parse(&s))
+            .transpose()
+            .map_err(invalid)?,
+        aws_storage_enabled: stored.aws_storage_enabled,
+        encryption_key_sid: credential(Field::EncryptionKeySid, stored.encryption_key_sid)?,
+        encryption_enabled: stored.encryption_enabled,
+        revision: stored.revision,
+        update_time: (stored.revision > 0).then(|| UNIX_EPOCH + Duration::from_micros(micros)),
+    })
+}
