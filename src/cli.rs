@@ -21,7 +21,11 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "settingsd", version, about = "A durable settings service: gRPC API over sled, for Twilio-shaped per-account settings")]
+#[command(
+    name = "settingsd",
+    version,
+    about = "A durable settings service: gRPC API over sled, for Twilio-shaped per-account settings"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -174,7 +174,10 @@ impl FriendlyName {
     /// A [`ValidationError`] on `friendly_name` if `value` is empty or too long.
     pub fn parse(value: &str) -> Result<Self, ValidationError> {
         if value.is_empty() {
-            return Err(ValidationError::new(Field::FriendlyName, Violation::Missing));
+            return Err(ValidationError::new(
+                Field::FriendlyName,
+                Violation::Missing,
+            ));
         }
         if value.chars().count() > Self::MAX_CHARS {
             return Err(ValidationError::new(
@@ -240,7 +243,9 @@ impl S3Url {
                 format!("must use the https scheme, not {:?}", parsed.scheme()),
             ));
         }
-        if parsed.host_str().is_none_or(str::is_empty) {
+        // The WHATWG parser invents a host for "https:///path" and
+        // "https:host"; RFC 3986 says those have no authority. Check the text.
+        if parsed.host_str().is_none_or(str::is_empty) || raw_host(value).is_empty() {
             return Err(ValidationError::malformed(field, "must have a host"));
         }
         Ok(S3Url(value.to_owned()))
@@ -249,6 +254,27 @@ impl S3Url {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The host of an `https://` URL as written: the authority (between `//` and
+/// the first `/`, `?` or `#`) without user information or port. Empty when
+/// the text has no `//` authority at all.
+fn raw_host(value: &str) -> &str {
+    let Some(after_scheme) = value
+        .get(6..)
+        .filter(|_| value[..6].eq_ignore_ascii_case("https:"))
+    else {
+        return "";
+    };
+    let Some(rest) = after_scheme.strip_prefix("//") else {
+        return "";
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    if host_port.starts_with('[') {
+        return host_port;
+    }
+    host_port.split(':').next().unwrap_or("")
 }
 
 /// RFC 3986 section 2: unreserved, reserved (gen-delims and sub-delims), and
@@ -372,7 +398,9 @@ impl RecordingSettings {
     pub fn merged(&self, patch: RecordingSettingsPatch) -> Result<Self, ValidationError> {
         let mut next = self.clone();
         next.friendly_name = Some(patch.friendly_name);
-        patch.aws_credentials_sid.apply(&mut next.aws_credentials_sid);
+        patch
+            .aws_credentials_sid
+            .apply(&mut next.aws_credentials_sid);
         patch.aws_s3_url.apply(&mut next.aws_s3_url);
         patch.encryption_key_sid.apply(&mut next.encryption_key_sid);
         if let Some(enabled) = patch.aws_storage_enabled {
@@ -437,6 +465,9 @@ mod tests {
             "/relative/path",
             "https://",
             "https:///path",
+            "https:host/path",
+            "https://:443/path",
+            "https://user@/path",
             "https://b.s3.amazonaws.com/a b",
             "https://b.s3.amazonaws.com/é",
             "https://b.s3.amazonaws.com/%zz",

@@ -25,7 +25,8 @@ impl PublicUrl {
     /// # Errors
     /// A message if `value` is not an absolute http(s) URL without query or fragment.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let url = url::Url::parse(value).map_err(|e| format!("invalid public URL {value:?}: {e}"))?;
+        let url =
+            url::Url::parse(value).map_err(|e| format!("invalid public URL {value:?}: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(format!(
                 "invalid public URL {value:?}: must be an http or https URL with a host"

@@ -174,10 +174,8 @@ impl Store {
         // sled's IDs are strictly increasing across restarts (it persists
         // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
         next.revision = inner.db.generate_id()? + 1;
-        next.update_time = Some(SystemTime::now());
-        inner
-            .settings
-            .insert(account.as_str(), encode(&next))?;
+        next.update_time = Some(now_micros());
+        inner.settings.insert(account.as_str(), encode(&next))?;
         inner.commit.written(next.revision);
         Ok(next)
     }
@@ -306,10 +304,9 @@ impl GroupCommit {
         }
         let outcome = self.outcome.borrow();
         match &outcome.failed {
-            Some(f) if f.through > outcome.durable => Err(Error::Storage(format!(
-                "final commit failed: {}",
-                f.error
-            ))),
+            Some(f) if f.through > outcome.durable => {
+                Err(Error::Storage(format!("final commit failed: {}", f.error)))
+            }
             _ => Ok(()),
         }
     }
@@ -357,6 +354,15 @@ fn commit_loop(
     }
 }
 
+/// Now, truncated to the microseconds the encoding keeps, so that a Set's
+/// answer equals what a later Get reads back.
+fn now_micros() -> SystemTime {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// sled's flush, then the fsync that sled's flush does not do.
 fn sync(db: &sled::Db, data_file: &File) -> std::io::Result<()> {
     db.flush().map_err(std::io::Error::other)?;
@@ -392,7 +398,10 @@ struct StoredRecordingSettingsV1 {
 
 fn encode(settings: &RecordingSettings) -> Vec<u8> {
     let stored = StoredRecordingSettingsV1 {
-        friendly_name: settings.friendly_name.as_ref().map(|v| v.as_str().to_owned()),
+        friendly_name: settings
+            .friendly_name
+            .as_ref()
+            .map(|v| v.as_str().to_owned()),
         aws_credentials_sid: settings
             .aws_credentials_sid
             .as_ref()

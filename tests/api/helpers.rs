@@ -1,0 +1,213 @@
+//! Starting servers for tests: in-process (`spawn_app`) and as the real
+//! binary (`BinaryServer`). Neither sleeps to wait for readiness: listeners
+//! are bound before the server runs, and the binary's log says its address.
+
+use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
+
+use settingsd::{
+    pb::{
+        recording_settings_service_client::RecordingSettingsServiceClient,
+        GetRecordingSettingsRequest, SetRecordingSettingsRequest,
+    },
+    server::{self, PublicUrl, ServerConfig},
+    store::StoreOptions,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
+    process::{Child, Command},
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tonic::transport::Channel;
+
+pub const ACCOUNT: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const OTHER_ACCOUNT: &str = "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+pub const CREDENTIAL: &str = "CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const KEY: &str = "CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
+pub const S3_URL: &str = "https://my-super-duper-bucket.s3.amazonaws.com/my/path/";
+pub const TWILIO_URL: &str = "https://video.twilio.com/v1/RecordingSettings/Default";
+
+/// A guard against a test hanging forever on a broken server; never a
+/// readiness wait.
+pub const GUARD: Duration = Duration::from_secs(30);
+
+pub type Client = RecordingSettingsServiceClient<Channel>;
+
+/// An in-process server on port 0 with its own data directory.
+pub struct TestApp {
+    pub grpc_addr: SocketAddr,
+    pub client: Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<anyhow::Result<()>>,
+    /// Deletes the data directory when the test ends (None when the caller
+    /// owns the directory, as restart tests do).
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let path = temp.path().to_owned();
+    let mut app = spawn_app_on(&path).await;
+    app._temp = Some(temp);
+    app
+}
+
+pub async fn spawn_app_on(data_dir: &Path) -> TestApp {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let grpc_addr = grpc.local_addr().unwrap();
+    let config = ServerConfig {
+        store: StoreOptions::new(data_dir),
+        public_url: PublicUrl::default(),
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(server::run(config, grpc, async {
+        let _ = rx.await;
+    }));
+    let client = connect(grpc_addr).await;
+    TestApp {
+        grpc_addr,
+        client,
+        shutdown: Some(tx),
+        handle,
+        _temp: None,
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to gRPC")
+}
+
+pub async fn connect(addr: SocketAddr) -> Client {
+    RecordingSettingsServiceClient::new(channel(addr).await)
+}
+
+impl TestApp {
+    /// Stops the server gracefully and returns what `run` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(GUARD, &mut self.handle)
+            .await
+            .expect("server stops")
+            .expect("server task")
+    }
+}
+
+pub fn get_request(account: &str) -> GetRecordingSettingsRequest {
+    GetRecordingSettingsRequest {
+        account_sid: account.to_owned(),
+    }
+}
+
+/// A Set that only sends the (required) friendly name.
+pub fn set_request(account: &str, friendly_name: &str) -> SetRecordingSettingsRequest {
+    SetRecordingSettingsRequest {
+        account_sid: account.to_owned(),
+        friendly_name: friendly_name.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A Set that fills every field, as Twilio's own example does.
+pub fn full_set_request(account: &str) -> SetRecordingSettingsRequest {
+    SetRecordingSettingsRequest {
+        account_sid: account.to_owned(),
+        friendly_name: "friendly_name".to_owned(),
+        aws_credentials_sid: Some(CREDENTIAL.to_owned()),
+        aws_s3_url: Some(S3_URL.to_owned()),
+        aws_storage_enabled: Some(true),
+        encryption_key_sid: Some(KEY.to_owned()),
+        encryption_enabled: Some(true),
+    }
+}
+
+/// The real `settingsd` binary, started with `serve` on port 0.
+pub struct BinaryServer {
+    pub child: Child,
+    pub grpc_addr: SocketAddr,
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+pub fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_settingsd"));
+    cmd.env("RUST_LOG", "info").kill_on_drop(true);
+    cmd
+}
+
+impl BinaryServer {
+    pub async fn start(data_dir: &Path) -> BinaryServer {
+        let mut child = binary()
+            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn settingsd");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = BinaryServer {
+            child,
+            grpc_addr: "0.0.0.0:0".parse().unwrap(),
+            lines,
+        };
+        let line = server.wait_for_log("serving gRPC").await;
+        server.grpc_addr = field_value(&line, "grpc_addr")
+            .parse()
+            .expect("grpc_addr in the log");
+        server
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub async fn wait_for_log(&mut self, needle: &str) -> String {
+        tokio::time::timeout(GUARD, async {
+            while let Some(line) = self.lines.recv().await {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("settingsd exited without logging {needle:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no log line {needle:?} within {GUARD:?}"))
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(GUARD, self.child.wait())
+            .await
+            .expect("settingsd exits")
+            .expect("wait")
+    }
+}
+
+/// The value of `key=value` in a tracing log line.
+fn field_value<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("{key} not in {line:?}"))
+        + key.len()
+        + 1;
+    line[start..].split_whitespace().next().unwrap()
+}

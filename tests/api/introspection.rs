@@ -1,0 +1,169 @@
+//! What operators and grpcurl see: health, reflection (v1 and v1alpha), and
+//! grpcurl itself against the server.
+
+use std::path::PathBuf;
+
+use tokio::process::Command;
+
+use tokio_stream::StreamExt;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+
+use crate::helpers::*;
+
+const SERVICE: &str = "settingsd.v1.RecordingSettingsService";
+
+#[tokio::test]
+async fn health_says_serving_for_the_service_and_the_server() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(channel(app.grpc_addr).await);
+
+    for service in [SERVICE, ""] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_the_service() {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let app = spawn_app().await;
+    let mut client = ServerReflectionClient::new(channel(app.grpc_addr).await);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == SERVICE), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "grpc.health.v1.Health"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_the_service() {
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let app = spawn_app().await;
+    let mut client = ServerReflectionClient::new(channel(app.grpc_addr).await);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    assert!(list.service.iter().any(|s| s.name == SERVICE));
+}
+
+/// grpcurl from `GRPCURL`, the project's `.venv` (made by `.ci/run`), or PATH.
+fn grpcurl() -> PathBuf {
+    if let Some(path) = std::env::var_os("GRPCURL") {
+        return path.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/grpcurl");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("grpcurl"))
+        .find(|p| p.exists());
+    on_path.expect(
+        "grpcurl not found: run `bash .ci/run` once (it installs grpcurl into .venv), \
+         or set GRPCURL to a grpcurl binary",
+    )
+}
+
+async fn run_grpcurl(args: &[&str]) -> String {
+    let output = Command::new(grpcurl())
+        .arg("-plaintext")
+        .args(args)
+        .output()
+        .await
+        .expect("run grpcurl");
+    assert!(
+        output.status.success(),
+        "grpcurl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn grpcurl_can_list_describe_and_call_both_rpcs_and_health() {
+    let app = spawn_app().await;
+    let addr = app.grpc_addr.to_string();
+
+    let list = run_grpcurl(&[&addr, "list"]).await;
+    let describe = run_grpcurl(&[
+        &addr,
+        "describe",
+        "settingsd.v1.SetRecordingSettingsRequest",
+    ])
+    .await;
+    let set = run_grpcurl(&[
+        "-d",
+        &format!(r#"{{"account_sid": "{ACCOUNT}", "friendly_name": "from grpcurl", "aws_s3_url": "{S3_URL}"}}"#),
+        &addr,
+        "settingsd.v1.RecordingSettingsService/SetRecordingSettings",
+    ]).await;
+    let get = run_grpcurl(&[
+        "-d",
+        &format!(r#"{{"account_sid": "{ACCOUNT}"}}"#),
+        &addr,
+        "settingsd.v1.RecordingSettingsService/GetRecordingSettings",
+    ])
+    .await;
+    let health = run_grpcurl(&[&addr, "grpc.health.v1.Health/Check"]).await;
+
+    assert!(list.contains(SERVICE), "{list}");
+    assert!(list.contains("grpc.health.v1.Health"), "{list}");
+    assert!(describe.contains("aws_s3_url"), "{describe}");
+    assert!(
+        describe.contains("Required on every call"),
+        "describe shows the field docs: {describe}"
+    );
+    let set: serde_json::Value = serde_json::from_str(&set).unwrap();
+    let get: serde_json::Value = serde_json::from_str(&get).unwrap();
+    assert_eq!(set["friendlyName"], "from grpcurl");
+    assert_eq!(get["friendlyName"], "from grpcurl");
+    assert_eq!(get["awsS3Url"], S3_URL);
+    assert!(health.contains("SERVING"), "{health}");
+}

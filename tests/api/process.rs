@@ -1,0 +1,198 @@
+//! The real binary: the held data directory, graceful shutdown on SIGTERM
+//! with a request in flight, and the operator CLI.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+use settingsd::pb::{RecordingSettings, SetRecordingSettingsRequest};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_second_server_on_a_held_data_directory_fails_fast_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = BinaryServer::start(dir.path()).await;
+
+    let second = tokio::time::timeout(
+        GUARD,
+        binary()
+            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .output(),
+    )
+    .await
+    .expect("the second server exits instead of waiting for the lock")
+    .unwrap();
+
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        stderr.contains(&dir.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use by another settingsd"), "{stderr}");
+    // The first server is unaffected.
+    let mut client = connect(first.grpc_addr).await;
+    client
+        .get_recording_settings(get_request(ACCOUNT))
+        .await
+        .unwrap();
+    first.signal("TERM");
+    assert!(first.wait().await.success());
+}
+
+/// A gRPC message frame: uncompressed flag, big-endian length, message.
+fn grpc_frame(message: &impl Message) -> Bytes {
+    let body = message.encode_to_vec();
+    let mut frame = BytesMut::with_capacity(5 + body.len());
+    frame.put_u8(0);
+    frame.put_u32(u32::try_from(body.len()).unwrap());
+    frame.put_slice(&body);
+    frame.freeze()
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_set_finish_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = BinaryServer::start(dir.path()).await;
+    // A raw HTTP/2 client, so the request can be left half-sent: headers now,
+    // body after the server has begun shutting down.
+    let tcp = TcpStream::connect(server.grpc_addr).await.unwrap();
+    let (send, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping_pong = connection.ping_pong().expect("ping_pong");
+    tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{}/settingsd.v1.RecordingSettingsService/SetRecordingSettings",
+            server.grpc_addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = send.send_request(request, false).unwrap();
+    // The server answers a PING only after processing the frames before it,
+    // so once the PONG is back the request's stream is open on the server.
+    ping_pong.ping(h2::Ping::opaque()).await.unwrap();
+
+    server.signal("TERM");
+    server.wait_for_log("finishing in-flight requests").await;
+    body.send_data(
+        grpc_frame(&SetRecordingSettingsRequest {
+            account_sid: ACCOUNT.into(),
+            friendly_name: "in flight".into(),
+            ..Default::default()
+        }),
+        true,
+    )
+    .unwrap();
+    let response = tokio::time::timeout(GUARD, response)
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, mut body) = response.into_parts();
+    let mut data = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    let status = server.wait().await;
+
+    assert_eq!(parts.status, 200);
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.to_str().unwrap()),
+        Some("0"),
+        "trailers: {trailers:?}"
+    );
+    let mut data = data.freeze();
+    data.advance(5);
+    let stored = RecordingSettings::decode(data).unwrap();
+    assert_eq!(stored.friendly_name.as_deref(), Some("in flight"));
+    assert!(status.success(), "exit status {status:?}");
+
+    let mut restarted = spawn_app_on(dir.path()).await;
+    let got = restarted
+        .client
+        .get_recording_settings(get_request(ACCOUNT))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, stored, "the in-flight write is on disk");
+}
+
+async fn cli(args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(GUARD, binary().args(args).output())
+        .await
+        .expect("the CLI finishes")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_sets_and_gets_settings_as_rest_json() {
+    let app = spawn_app().await;
+    let addr = app.grpc_addr.to_string();
+
+    let set = cli(&[
+        "set",
+        "--grpc-addr",
+        &addr,
+        "--account",
+        ACCOUNT,
+        "--friendly-name",
+        "from the cli",
+        "--encryption-key-sid",
+        KEY,
+        "--encryption-enabled",
+        "true",
+    ])
+    .await;
+    let get = cli(&["get", "--grpc-addr", &addr, "--account", ACCOUNT]).await;
+
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(json["account_sid"], ACCOUNT);
+    assert_eq!(json["friendly_name"], "from the cli");
+    assert_eq!(json["encryption_key_sid"], KEY);
+    assert_eq!(json["encryption_enabled"], true);
+    assert_eq!(json["aws_s3_url"], serde_json::Value::Null);
+    assert_eq!(json["url"], TWILIO_URL);
+    assert!(json["revision"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn the_cli_reports_a_rejected_set_on_stderr_and_exits_non_zero() {
+    let app = spawn_app().await;
+    let addr = app.grpc_addr.to_string();
+
+    let out = cli(&[
+        "set",
+        "--grpc-addr",
+        &addr,
+        "--account",
+        ACCOUNT,
+        "--friendly-name",
+        "x",
+        "--aws-s3-url",
+        "ftp://nope",
+    ])
+    .await;
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(stderr.contains("InvalidArgument"), "{stderr}");
+    assert!(stderr.contains("aws_s3_url"), "{stderr}");
+}
