@@ -11,11 +11,12 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
+    auth::{basic_authorization, Authenticator},
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         GetRecordingSettingsRequest, SetRecordingSettingsRequest,
     },
-    server::{self, PublicUrl, ServerConfig},
+    server::{self, Listeners, PublicUrl, ServerConfig},
     store::StoreOptions,
     twilio::RecordingSettingsJson,
 };
@@ -33,8 +34,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the settings service.
+    /// Run the settings service: gRPC API and the Twilio-shaped HTTP bridge.
     Serve(ServeArgs),
+    /// Run only the Twilio-shaped HTTP bridge, in front of a settingsd gRPC
+    /// server elsewhere.
+    Bridge(BridgeArgs),
     /// Print an account's Recording Settings from a running server.
     Get(GetArgs),
     /// Create or update an account's Recording Settings on a running server
@@ -51,10 +55,18 @@ pub struct ServeArgs {
     /// Address for the gRPC API (port 0 picks a free port; the log says which).
     #[arg(long, env = "SETTINGSD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
-    /// Address for the Twilio-shaped HTTP bridge (reserved: the bridge is not
-    /// served yet).
+    /// Address for the Twilio-shaped HTTP bridge (GET/POST
+    /// /v1/RecordingSettings/Default).
     #[arg(long, env = "SETTINGSD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+    /// TOML file of accounts ([[accounts]] sid, auth_token) and API keys
+    /// ([[api_keys]] sid, secret, account_sid) allowed to call. Without it the
+    /// server runs open: any AC SID with any password, on loopback only.
+    #[arg(long, env = "SETTINGSD_ACCOUNTS")]
+    pub accounts: Option<PathBuf>,
+    /// Run open (no --accounts) even on a non-loopback address.
+    #[arg(long, env = "SETTINGSD_ALLOW_OPEN")]
+    pub allow_open: bool,
     /// Base URL that resources report in their `url` field.
     #[arg(long, env = "SETTINGSD_PUBLIC_URL", default_value = PublicUrl::TWILIO, value_parser = PublicUrl::parse)]
     pub public_url: PublicUrl,
@@ -64,13 +76,28 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// The settingsd gRPC server to forward to, as http://HOST:PORT.
+    #[arg(long, env = "SETTINGSD_UPSTREAM")]
+    pub upstream: String,
+    /// Address for the Twilio-shaped HTTP bridge.
+    #[arg(long, env = "SETTINGSD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Address of the settingsd gRPC API: HOST:PORT or http://HOST:PORT.
     #[arg(long, env = "SETTINGSD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: String,
-    /// The account: AC followed by 32 hex digits.
-    #[arg(long)]
+    /// The account: AC followed by 32 hex digits. May be left out when
+    /// --credentials say which account to act for.
+    #[arg(long, default_value = "")]
     pub account: String,
+    /// Basic credentials, as USER:SECRET: AccountSid:AuthToken or
+    /// ApiKeySid:Secret. Needed when the server has --accounts.
+    #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
+    pub credentials: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -110,11 +137,17 @@ pub struct SetArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Bridge(args) => {
+            let http = TcpListener::bind(args.http_addr)
+                .await
+                .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
+            server::run_bridge(&args.upstream, http, shutdown_signal()).await
+        }
         Command::Get(args) => {
             let mut client = connect(&args.client.grpc_addr).await?;
-            let request = GetRecordingSettingsRequest {
-                account_sid: args.client.account,
-            };
+            let request = args.client.request(GetRecordingSettingsRequest {
+                account_sid: args.client.account.clone(),
+            })?;
             let settings = client
                 .get_recording_settings(request)
                 .await
@@ -123,15 +156,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Set(args) => {
             let mut client = connect(&args.client.grpc_addr).await?;
-            let request = SetRecordingSettingsRequest {
-                account_sid: args.client.account,
+            let request = args.client.request(SetRecordingSettingsRequest {
+                account_sid: args.client.account.clone(),
                 friendly_name: args.friendly_name,
                 aws_credentials_sid: args.aws_credentials_sid,
                 aws_s3_url: args.aws_s3_url,
                 aws_storage_enabled: args.aws_storage_enabled,
                 encryption_key_sid: args.encryption_key_sid,
                 encryption_enabled: args.encryption_enabled,
-            };
+            })?;
             let settings = client
                 .set_recording_settings(request)
                 .await
@@ -141,18 +174,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+impl ClientArgs {
+    /// Wraps `message` with the `authorization` metadata, if credentials were given.
+    fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        if let Some(credentials) = &self.credentials {
+            let (user, secret) = credentials
+                .split_once(':')
+                .context("--credentials must be USER:SECRET")?;
+            let value = basic_authorization(user, secret)
+                .parse()
+                .context("--credentials must be printable ASCII")?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let auth = match &args.accounts {
+        Some(path) => Authenticator::load(path)?,
+        None => Authenticator::Open,
+    };
+    // Check before binding, so a refused configuration never listens at all.
+    server::check_exposure(&auth, args.allow_open, &[args.grpc_addr, args.http_addr])?;
     let grpc = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on --grpc-addr {}", args.grpc_addr))?;
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
     let config = ServerConfig {
         store: StoreOptions {
             data_dir: args.data_dir,
             cache_capacity: args.cache_mb << 20,
         },
         public_url: args.public_url,
+        auth,
+        allow_open: args.allow_open,
     };
-    server::run(config, grpc, shutdown_signal()).await
+    server::run(config, Listeners { grpc, http }, shutdown_signal()).await
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.

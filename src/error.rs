@@ -4,13 +4,27 @@
 
 use std::path::PathBuf;
 
-use crate::domain::{AccountSid, ValidationError};
+use crate::{
+    auth::Unauthenticated,
+    domain::{AccountSid, ValidationError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The caller sent something invalid; nothing was changed.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+
+    /// The caller did not prove who it is.
+    #[error("authentication failed: {0}")]
+    Unauthenticated(Unauthenticated),
+
+    /// The caller named an account other than its own.
+    #[error("credentials for account {caller} cannot act for account {requested}")]
+    PermissionDenied {
+        caller: AccountSid,
+        requested: AccountSid,
+    },
 
     /// A stored record could not be decoded. Only that account is affected.
     #[error("stored settings of account {account} are unreadable: {detail}")]

@@ -3,10 +3,11 @@
 
 use std::{sync::Arc, time::SystemTime};
 
-use tonic::{Code, Request, Response, Status};
+use tonic::{metadata::MetadataMap, Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::{
+    auth::{Authenticator, Caller, Unauthenticated},
     domain::{
         AccountSid, CredentialSid, Field, FriendlyName, RecordingSettings, RecordingSettingsPatch,
         S3Url, Update, ValidationError, Violation,
@@ -30,16 +31,54 @@ pub const REASON_INVALID: &str = "INVALID";
 #[derive(Clone)]
 pub struct RecordingSettingsGrpc {
     store: Store,
+    /// Decides which account each call may act for.
+    auth: Authenticator,
     /// What every answer carries in `url`: the resource's REST address under
     /// the configured public base URL.
     resource_url: Arc<str>,
 }
 
 impl RecordingSettingsGrpc {
-    pub fn new(store: Store, resource_url: impl Into<Arc<str>>) -> Self {
+    pub fn new(store: Store, auth: Authenticator, resource_url: impl Into<Arc<str>>) -> Self {
         RecordingSettingsGrpc {
             store,
+            auth,
             resource_url: resource_url.into(),
+        }
+    }
+
+    /// The account a call acts for: the credentials' account when
+    /// `account_sid` is empty, else `account_sid`, which must then be the
+    /// caller's own (any account for an anonymous caller in open mode).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`], [`Error::Invalid`] for a malformed
+    /// `account_sid`, [`Error::PermissionDenied`] for another account.
+    fn authorize(&self, metadata: &MetadataMap, account_sid: &str) -> Result<AccountSid, Error> {
+        let authorization = match metadata.get("authorization") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| Error::Unauthenticated(Unauthenticated::Rejected))?,
+            ),
+        };
+        let caller = self.auth.authenticate(authorization)?;
+        match (caller, account_sid) {
+            (Caller::Account(own), "") => Ok(own),
+            (Caller::Anonymous, "") => Err(Error::Unauthenticated(Unauthenticated::Missing)),
+            (Caller::Anonymous, named) => Ok(AccountSid::parse(named)?),
+            (Caller::Account(own), named) => {
+                let requested = AccountSid::parse(named)?;
+                if requested == own {
+                    Ok(own)
+                } else {
+                    Err(Error::PermissionDenied {
+                        caller: own,
+                        requested,
+                    })
+                }
+            }
         }
     }
 
@@ -66,7 +105,7 @@ impl RecordingSettingsService for RecordingSettingsGrpc {
         &self,
         request: Request<GetRecordingSettingsRequest>,
     ) -> Result<Response<pb::RecordingSettings>, Status> {
-        let account = AccountSid::parse(&request.get_ref().account_sid).map_err(Error::from)?;
+        let account = self.authorize(request.metadata(), &request.get_ref().account_sid)?;
         tracing::Span::current().record("account", account.as_str());
         let settings = self.store.get(&account)?;
         Ok(Response::new(self.to_proto(settings)))
@@ -77,7 +116,8 @@ impl RecordingSettingsService for RecordingSettingsGrpc {
         &self,
         request: Request<SetRecordingSettingsRequest>,
     ) -> Result<Response<pb::RecordingSettings>, Status> {
-        let (account, patch) = parse_set_request(request.get_ref()).map_err(Error::from)?;
+        let account = self.authorize(request.metadata(), &request.get_ref().account_sid)?;
+        let patch = parse_patch(request.get_ref()).map_err(Error::from)?;
         tracing::Span::current().record("account", account.as_str());
         let stored = self.store.set(&account, patch).await?;
         tracing::debug!(revision = stored.revision, "settings stored");
@@ -85,15 +125,15 @@ impl RecordingSettingsService for RecordingSettingsGrpc {
     }
 }
 
-/// Validates a Set request into the account and the patch to apply, checking
-/// fields in the order the proto declares them.
+/// Validates a Set request's fields (all but the account, which
+/// `authorize` resolves) into the patch to apply, in the order the proto
+/// declares them.
 ///
 /// # Errors
 /// The first invalid field.
-pub fn parse_set_request(
+pub fn parse_patch(
     req: &SetRecordingSettingsRequest,
-) -> Result<(AccountSid, RecordingSettingsPatch), ValidationError> {
-    let account = AccountSid::parse(&req.account_sid)?;
+) -> Result<RecordingSettingsPatch, ValidationError> {
     let friendly_name = FriendlyName::parse(&req.friendly_name)?;
     let aws_credentials_sid = Update::from_wire(req.aws_credentials_sid.as_deref(), |v| {
         CredentialSid::parse(Field::AwsCredentialsSid, v)
@@ -102,17 +142,14 @@ pub fn parse_set_request(
     let encryption_key_sid = Update::from_wire(req.encryption_key_sid.as_deref(), |v| {
         CredentialSid::parse(Field::EncryptionKeySid, v)
     })?;
-    Ok((
-        account,
-        RecordingSettingsPatch {
-            friendly_name,
-            aws_credentials_sid,
-            aws_s3_url,
-            aws_storage_enabled: req.aws_storage_enabled,
-            encryption_key_sid,
-            encryption_enabled: req.encryption_enabled,
-        },
-    ))
+    Ok(RecordingSettingsPatch {
+        friendly_name,
+        aws_credentials_sid,
+        aws_s3_url,
+        aws_storage_enabled: req.aws_storage_enabled,
+        encryption_key_sid,
+        encryption_enabled: req.encryption_enabled,
+    })
 }
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
@@ -125,6 +162,16 @@ impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error {
             Error::Invalid(v) => invalid_argument(&v),
+            Error::Unauthenticated(why) => Status::unauthenticated(match why {
+                Unauthenticated::Missing => {
+                    "no credentials: send `authorization: Basic base64(AccountSid:AuthToken)` \
+                     (or ApiKeySid:Secret); in open mode, name the account in account_sid instead"
+                }
+                Unauthenticated::Rejected => "the credentials are malformed or incorrect",
+            }),
+            Error::PermissionDenied { caller, requested } => Status::permission_denied(format!(
+                "credentials for account {caller} cannot act for account {requested}"
+            )),
             Error::Corrupt { account, detail } => {
                 tracing::error!(%account, %detail, "stored record does not decode");
                 Status::data_loss(format!(

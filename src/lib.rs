@@ -1,21 +1,29 @@
 //! settingsd: a durable, embedded settings service.
 //!
 //! It keeps per-account settings (first: Twilio Video's Recording Settings)
-//! in sled and serves them over gRPC, with server reflection and health.
+//! in sled and serves them over gRPC, with server reflection and health, and
+//! over a thin Twilio-shaped HTTP bridge so Twilio's helper libraries can use
+//! it as a persistent local emulator.
 //!
 //! # Layout
 //! - [`domain`]: validated SIDs and URLs, the settings record, the patch a
 //!   Set applies. No transport or storage types.
 //! - [`store`]: the sled store: keys, value encoding, group commit.
-//! - [`grpc`]: the gRPC service: proto <-> domain, errors -> `Status`.
+//! - [`auth`]: credentials (accounts file or open mode) and the account a
+//!   caller may act for.
+//! - [`grpc`]: the gRPC service: auth, proto <-> domain, errors -> `Status`.
+//! - [`http`]: the Twilio-shaped HTTP bridge: form -> gRPC request, `Status`
+//!   -> Twilio error body. No logic of its own.
 //! - [`server`]: wiring: listeners, health, reflection, graceful shutdown.
 //! - [`cli`]: the command line (`serve`, `get`, `set`); `main.rs` only calls it.
 //! - [`pb`]: the code generated from `proto/settingsd/v1`.
 
+pub mod auth;
 pub mod cli;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod server;
 pub mod store;
 pub mod twilio;

@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
     // The service logs at info by default; the client commands only warn, so
     // their stdout stays the JSON a script reads.
     let default_level = match cli.command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Bridge(_) => "info",
         Command::Get(_) | Command::Set(_) => "warn",
     };
     tracing_subscriber::fmt()

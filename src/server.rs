@@ -1,16 +1,22 @@
-//! Wiring: the store, the gRPC services (settings, health, reflection) and
-//! graceful shutdown. [`run`] takes already-bound listeners and a shutdown
+//! Wiring: the store, the gRPC services (settings, health, reflection), the
+//! HTTP bridge, and graceful shutdown. [`run`] takes already-bound listeners and a shutdown
 //! future, so tests bind port 0 and stop the server without signals.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use tokio::net::TcpListener;
-use tonic::transport::{server::TcpIncoming, Server};
+use axum::serve::ListenerExt;
+use tokio::{net::TcpListener, sync::watch};
+use tonic::transport::{server::TcpIncoming, Endpoint, Server};
 use tonic_health::ServingStatus;
 
 use crate::{
+    auth::Authenticator,
     grpc::RecordingSettingsGrpc,
-    pb::{recording_settings_service_server::RecordingSettingsServiceServer, FILE_DESCRIPTOR_SET},
+    http::{self, SettingsBackend},
+    pb::{
+        recording_settings_service_client::RecordingSettingsServiceClient,
+        recording_settings_service_server::RecordingSettingsServiceServer, FILE_DESCRIPTOR_SET,
+    },
     store::{Store, StoreOptions},
 };
 
@@ -57,22 +63,72 @@ impl Default for PublicUrl {
 pub struct ServerConfig {
     pub store: StoreOptions,
     pub public_url: PublicUrl,
+    pub auth: Authenticator,
+    /// Serve without an accounts file on a non-loopback address anyway.
+    pub allow_open: bool,
 }
 
-/// Opens the store, serves gRPC on `grpc` until `shutdown` completes, then
-/// finishes in-flight requests, makes every write durable and closes the store.
+/// The bound sockets `run` serves on.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+/// Refuses to expose an open (credential-less) server beyond loopback unless
+/// the operator said so: in open mode anyone who can connect can read and
+/// write every account.
 ///
 /// # Errors
-/// If the store cannot be opened (for example, the data directory is held by
-/// another settingsd), if serving fails, or if the final flush fails.
+/// A message naming the address and the two ways out.
+pub fn check_exposure(
+    auth: &Authenticator,
+    allow_open: bool,
+    addrs: &[SocketAddr],
+) -> anyhow::Result<()> {
+    if !auth.is_open() || allow_open {
+        return Ok(());
+    }
+    if let Some(addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        anyhow::bail!(
+            "refusing to serve without --accounts on non-loopback address {addr}: \
+             anyone who can reach it could read and change every account's settings; \
+             give --accounts FILE, bind a loopback address, or pass --allow-open"
+        );
+    }
+    Ok(())
+}
+
+/// Opens the store and serves gRPC and the HTTP bridge until `shutdown`
+/// completes; then stops accepting, finishes in-flight requests, makes every
+/// write durable and closes the store.
+///
+/// # Errors
+/// If an open server would be exposed beyond loopback (see
+/// [`check_exposure`]), if the store cannot be opened (for example, the data
+/// directory is held by another settingsd), if serving fails, or if the
+/// final flush fails.
 pub async fn run(
     config: ServerConfig,
-    grpc: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let http_addr = listeners.http.local_addr()?;
+    check_exposure(&config.auth, config.allow_open, &[grpc_addr, http_addr])?;
+    if config.auth.is_open() {
+        tracing::warn!(
+            "running open (no --accounts): any account SID is accepted with any password; \
+             use this only as a local emulator"
+        );
+    }
     let store_options = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
-    let result = serve(&config, store.clone(), grpc, shutdown).await;
+    let service = RecordingSettingsGrpc::new(
+        store.clone(),
+        config.auth.clone(),
+        config.public_url.recording_settings_url(),
+    );
+    let result = serve(service, listeners, shutdown).await;
     let closed = tokio::task::spawn_blocking(move || store.close()).await?;
     result?;
     closed?;
@@ -81,17 +137,12 @@ pub async fn run(
 }
 
 async fn serve(
-    config: &ServerConfig,
-    store: Store,
-    grpc: TcpListener,
+    service: RecordingSettingsGrpc,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let grpc_addr: SocketAddr = grpc.local_addr()?;
-    let settings = RecordingSettingsServiceServer::new(RecordingSettingsGrpc::new(
-        store,
-        config.public_url.recording_settings_url(),
-    ));
-
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let http_addr = listeners.http.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<RecordingSettingsServiceServer<RecordingSettingsGrpc>>()
@@ -107,21 +158,82 @@ async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    tracing::info!(%grpc_addr, "serving gRPC");
-    let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let health_on_shutdown = health.clone();
-    Server::builder()
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let grpc = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(settings)
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            health_on_shutdown
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-        })
+        .add_service(RecordingSettingsServiceServer::new(service.clone()))
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            stopped(),
+        );
+    let http = serve_http(listeners.http, Arc::new(service), stopped());
+
+    tracing::info!(%grpc_addr, %http_addr, "serving gRPC and the HTTP bridge");
+    let servers = async {
+        let (grpc, http) = tokio::join!(grpc, http);
+        grpc?;
+        http
+    };
+    tokio::pin!(servers);
+    tokio::select! {
+        result = &mut servers => return result,
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let _ = stop_tx.send(true);
+    servers.await
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    backend: Arc<dyn SettingsBackend>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, http::router(backend))
+        .with_graceful_shutdown(shutdown)
         .await?;
+    Ok(())
+}
+
+/// Runs the HTTP bridge alone, in front of the settingsd gRPC server at
+/// `upstream` (for example `http://10.0.0.5:50051`). Credentials pass
+/// through; the upstream server decides.
+///
+/// # Errors
+/// If `upstream` is not a valid URI or serving fails. An unreachable upstream
+/// is not an error here: each request then answers Twilio's 503.
+pub async fn run_bridge(
+    upstream: &str,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let channel = Endpoint::from_shared(upstream.to_owned())
+        .map_err(|e| anyhow::anyhow!("invalid --upstream {upstream:?}: {e}"))?
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let backend: Arc<dyn SettingsBackend> = Arc::new(RecordingSettingsServiceClient::new(channel));
+    tracing::info!(http_addr = %http.local_addr()?, %upstream, "serving the HTTP bridge");
+    serve_http(http, backend, async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
+    .await?;
+    tracing::info!("stopped");
     Ok(())
 }

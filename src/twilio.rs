@@ -1,5 +1,6 @@
-//! Twilio's REST shapes: the Recording Settings JSON body. Shared by the HTTP
-//! bridge and the CLI, which both print the resource as the REST API does.
+//! Twilio's REST shapes: the Recording Settings JSON body (shared by the HTTP
+//! bridge and the CLI, which both print the resource as the REST API does)
+//! and the error body.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,28 @@ impl From<pb::RecordingSettings> for RecordingSettingsJson {
             encryption_key_sid: s.encryption_key_sid,
             encryption_enabled: Some(s.encryption_enabled),
             url: Some(s.url),
+        }
+    }
+}
+
+/// Twilio's error body: `{"code", "message", "more_info", "status"}`. The
+/// helper libraries raise their usual exception (`TwilioRestException` with
+/// `code` and `status`) from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwilioError {
+    pub code: u32,
+    pub message: String,
+    pub more_info: String,
+    pub status: u16,
+}
+
+impl TwilioError {
+    pub fn new(code: u32, message: impl Into<String>, status: u16) -> Self {
+        TwilioError {
+            code,
+            message: message.into(),
+            more_info: format!("https://www.twilio.com/docs/errors/{code}"),
+            status,
         }
     }
 }

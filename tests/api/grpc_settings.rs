@@ -123,7 +123,6 @@ fn invalid_sets() -> Vec<(SetRecordingSettingsRequest, &'static str)> {
         ..base()
     };
     vec![
-        (set_request("", "x"), "account_sid"),
         (set_request("AC123", "x"), "account_sid"),
         (
             set_request("CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "x"),
@@ -239,6 +238,24 @@ async fn clearing_a_value_an_enabled_flag_needs_is_rejected() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("aws_storage_enabled"));
     assert!(status.message().contains("aws_s3_url"));
+}
+
+#[tokio::test]
+async fn an_empty_account_without_credentials_is_unauthenticated_naming_account_sid() {
+    let mut app = spawn_app().await;
+
+    let status = app
+        .client
+        .set_recording_settings(set_request("", "x"))
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("account_sid"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]

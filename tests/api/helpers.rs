@@ -5,11 +5,12 @@
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
 use settingsd::{
+    auth::{basic_authorization, Authenticator},
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         GetRecordingSettingsRequest, SetRecordingSettingsRequest,
     },
-    server::{self, PublicUrl, ServerConfig},
+    server::{self, Listeners, PublicUrl, ServerConfig},
     store::StoreOptions,
 };
 use tokio::{
@@ -27,6 +28,29 @@ pub const CREDENTIAL: &str = "CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 pub const KEY: &str = "CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
 pub const S3_URL: &str = "https://my-super-duper-bucket.s3.amazonaws.com/my/path/";
 pub const TWILIO_URL: &str = "https://video.twilio.com/v1/RecordingSettings/Default";
+pub const TOKEN: &str = "token-of-account-a";
+pub const OTHER_TOKEN: &str = "token-of-account-b";
+pub const API_KEY: &str = "SKaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const API_SECRET: &str = "secret-of-key-a";
+
+/// Accounts A and B with auth tokens, and an API key of account A.
+pub fn accounts_toml() -> String {
+    format!(
+        r#"[[accounts]]
+sid = "{ACCOUNT}"
+auth_token = "{TOKEN}"
+
+[[accounts]]
+sid = "{OTHER_ACCOUNT}"
+auth_token = "{OTHER_TOKEN}"
+
+[[api_keys]]
+sid = "{API_KEY}"
+secret = "{API_SECRET}"
+account_sid = "{ACCOUNT}"
+"#
+    )
+}
 
 /// A guard against a test hanging forever on a broken server; never a
 /// readiness wait.
@@ -37,6 +61,7 @@ pub type Client = RecordingSettingsServiceClient<Channel>;
 /// An in-process server on port 0 with its own data directory.
 pub struct TestApp {
     pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub client: Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
@@ -45,28 +70,48 @@ pub struct TestApp {
     _temp: Option<tempfile::TempDir>,
 }
 
+/// An open-mode server (no accounts file), as `settingsd serve` runs by default.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Authenticator::Open).await
+}
+
+/// A server that only accepts the credentials in [`accounts_toml`].
+pub async fn spawn_authenticated_app() -> TestApp {
+    spawn_app_with(Authenticator::parse(&accounts_toml()).unwrap()).await
+}
+
+pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
     let temp = tempfile::tempdir().expect("temp dir");
     let path = temp.path().to_owned();
-    let mut app = spawn_app_on(&path).await;
+    let mut app = start(&path, auth).await;
     app._temp = Some(temp);
     app
 }
 
+/// An open-mode server on a data directory the caller owns (for restarts).
 pub async fn spawn_app_on(data_dir: &Path) -> TestApp {
+    start(data_dir, Authenticator::Open).await
+}
+
+async fn start(data_dir: &Path, auth: Authenticator) -> TestApp {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let grpc_addr = grpc.local_addr().unwrap();
+    let http_addr = http.local_addr().unwrap();
     let config = ServerConfig {
         store: StoreOptions::new(data_dir),
         public_url: PublicUrl::default(),
+        auth,
+        allow_open: false,
     };
     let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(server::run(config, grpc, async {
+    let handle = tokio::spawn(server::run(config, Listeners { grpc, http }, async {
         let _ = rx.await;
     }));
     let client = connect(grpc_addr).await;
     TestApp {
         grpc_addr,
+        http_addr,
         client,
         shutdown: Some(tx),
         handle,
@@ -96,6 +141,45 @@ impl TestApp {
             .await
             .expect("server stops")
             .expect("server task")
+    }
+}
+
+/// Wraps a message with Basic credentials, as an authenticated caller sends it.
+pub fn with_auth<T>(message: T, user: &str, secret: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        basic_authorization(user, secret).parse().unwrap(),
+    );
+    request
+}
+
+impl TestApp {
+    pub fn url(&self) -> String {
+        format!("http://{}/v1/RecordingSettings/Default", self.http_addr)
+    }
+
+    /// Reads the account's settings over gRPC (open mode, no credentials).
+    pub async fn get(&self, account: &str) -> settingsd::pb::RecordingSettings {
+        self.client
+            .clone()
+            .get_recording_settings(get_request(account))
+            .await
+            .expect("get")
+            .into_inner()
+    }
+
+    /// Sets over gRPC (open mode, no credentials).
+    pub async fn set(
+        &self,
+        request: SetRecordingSettingsRequest,
+    ) -> settingsd::pb::RecordingSettings {
+        self.client
+            .clone()
+            .set_recording_settings(request)
+            .await
+            .expect("set")
+            .into_inner()
     }
 }
 
@@ -131,8 +215,18 @@ pub fn full_set_request(account: &str) -> SetRecordingSettingsRequest {
 pub struct BinaryServer {
     pub child: Child,
     pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     lines: mpsc::UnboundedReceiver<String>,
 }
+
+/// `serve` with both listeners on free ports, so tests can run in parallel.
+pub const SERVE_ON_PORT_0: [&str; 5] = [
+    "serve",
+    "--grpc-addr",
+    "127.0.0.1:0",
+    "--http-addr",
+    "127.0.0.1:0",
+];
 
 pub fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_settingsd"));
@@ -141,10 +235,38 @@ pub fn binary() -> Command {
 }
 
 impl BinaryServer {
+    /// `settingsd serve` on port 0 for both listeners.
     pub async fn start(data_dir: &Path) -> BinaryServer {
-        let mut child = binary()
-            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// `settingsd serve` on port 0 with extra arguments.
+    pub async fn start_with(data_dir: &Path, args: &[&str]) -> BinaryServer {
+        let mut cmd = binary();
+        cmd.args(SERVE_ON_PORT_0)
+            .arg("--data-dir")
             .arg(data_dir)
+            .args(args);
+        let mut server = Self::spawn(cmd).await;
+        let line = server.wait_for_log("serving gRPC").await;
+        server.grpc_addr = field_value(&line, "grpc_addr").parse().unwrap();
+        server.http_addr = field_value(&line, "http_addr").parse().unwrap();
+        server
+    }
+
+    /// `settingsd bridge` on port 0 in front of `upstream`.
+    pub async fn start_bridge(upstream: SocketAddr) -> BinaryServer {
+        let mut cmd = binary();
+        cmd.args(["bridge", "--http-addr", "127.0.0.1:0", "--upstream"])
+            .arg(format!("http://{upstream}"));
+        let mut server = Self::spawn(cmd).await;
+        let line = server.wait_for_log("serving the HTTP bridge").await;
+        server.http_addr = field_value(&line, "http_addr").parse().unwrap();
+        server
+    }
+
+    async fn spawn(mut cmd: Command) -> BinaryServer {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -159,16 +281,13 @@ impl BinaryServer {
                 }
             }
         });
-        let mut server = BinaryServer {
+        let unknown: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        BinaryServer {
             child,
-            grpc_addr: "0.0.0.0:0".parse().unwrap(),
+            grpc_addr: unknown,
+            http_addr: unknown,
             lines,
-        };
-        let line = server.wait_for_log("serving gRPC").await;
-        server.grpc_addr = field_value(&line, "grpc_addr")
-            .parse()
-            .expect("grpc_addr in the log");
-        server
+        }
     }
 
     /// Waits for a log line containing `needle` and returns it.

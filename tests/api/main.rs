@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod auth;
 mod grpc_settings;
+mod http_bridge;
 mod introspection;
 mod process;

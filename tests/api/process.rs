@@ -16,7 +16,8 @@ async fn a_second_server_on_a_held_data_directory_fails_fast_naming_it() {
     let second = tokio::time::timeout(
         GUARD,
         binary()
-            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+            .args(SERVE_ON_PORT_0)
+            .arg("--data-dir")
             .arg(dir.path())
             .output(),
     )

@@ -1,0 +1,317 @@
+//! Who is calling, and which account they may act for.
+//!
+//! Callers authenticate as Twilio's do, with HTTP Basic credentials:
+//! `AccountSid:AuthToken`, or `ApiKeySid:Secret` for an API key, which acts
+//! for the account it belongs to. Over gRPC the same value travels as the
+//! `authorization` metadata, which is how the HTTP bridge passes it on: the
+//! rule lives here once and both transports share it.
+//!
+//! Without an accounts file the server runs *open*, an emulator convenience
+//! (like LocalStack's): any well-formed account SID as the user name is
+//! accepted with any password, gRPC calls need no credentials at all, and API
+//! keys are unknown.
+
+use std::{collections::HashMap, fmt, path::Path, sync::Arc};
+
+use base64::Engine;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::{
+    domain::{AccountSid, ValidationError},
+    error::Error,
+};
+
+/// The `[[accounts]]` / `[[api_keys]]` TOML file given to `--accounts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountsFile {
+    #[serde(default)]
+    accounts: Vec<AccountEntry>,
+    #[serde(default)]
+    api_keys: Vec<ApiKeyEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountEntry {
+    sid: String,
+    auth_token: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiKeyEntry {
+    sid: String,
+    secret: Secret,
+    account_sid: String,
+}
+
+/// A secret that never prints: `Debug` shows a placeholder, so a stray
+/// `{:?}` of a config struct cannot leak it into logs.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+struct Secret(String);
+
+impl Secret {
+    /// Constant-time comparison, so response timing does not reveal how much
+    /// of a guess was right. (The length may still show; tokens are fixed-size.)
+    fn matches(&self, candidate: &str) -> bool {
+        self.0.as_bytes().ct_eq(candidate.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How callers are authenticated. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Authenticator {
+    /// No accounts file: see the module docs.
+    Open,
+    /// Only the credentials in the accounts file are accepted.
+    Accounts(Arc<Credentials>),
+}
+
+/// The credentials loaded from an accounts file.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    accounts: HashMap<String, Secret>,
+    /// API key SID -> (secret, the account the key acts for).
+    api_keys: HashMap<String, (Secret, AccountSid)>,
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Authenticated (or, in open mode, named) as acting for this account.
+    Account(AccountSid),
+    /// Open mode without credentials: may act for any account it names.
+    Anonymous,
+}
+
+const SK_PREFIX: &str = "SK";
+
+fn is_api_key_sid(value: &str) -> bool {
+    value.len() == 34
+        && value.starts_with(SK_PREFIX)
+        && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Authenticator {
+    /// Loads an accounts file.
+    ///
+    /// # Errors
+    /// A message naming the file and the problem: unreadable, not TOML of the
+    /// documented shape, a malformed SID, an empty secret, or a SID listed twice.
+    pub fn load(path: &Path) -> anyhow::Result<Authenticator> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read accounts file {}: {e}", path.display()))?;
+        Self::parse(&text)
+            .map_err(|e| anyhow::anyhow!("invalid accounts file {}: {e}", path.display()))
+    }
+
+    /// Parses the text of an accounts file; see [`Authenticator::load`].
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn parse(text: &str) -> Result<Authenticator, String> {
+        let file: AccountsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut credentials = Credentials::default();
+        for entry in file.accounts {
+            let sid = AccountSid::parse(&entry.sid)
+                .map_err(|_| format!("accounts: sid {:?} is not AC + 32 hex digits", entry.sid))?;
+            if entry.auth_token.0.is_empty() {
+                return Err(format!("accounts: {sid} has an empty auth_token"));
+            }
+            if credentials
+                .accounts
+                .insert(sid.as_str().to_owned(), entry.auth_token)
+                .is_some()
+            {
+                return Err(format!("accounts: {sid} is listed twice"));
+            }
+        }
+        for entry in file.api_keys {
+            if !is_api_key_sid(&entry.sid) {
+                return Err(format!(
+                    "api_keys: sid {:?} is not SK + 32 hex digits",
+                    entry.sid
+                ));
+            }
+            let account = AccountSid::parse(&entry.account_sid).map_err(|_| {
+                format!(
+                    "api_keys: {}: account_sid {:?} is not AC + 32 hex digits",
+                    entry.sid, entry.account_sid
+                )
+            })?;
+            if entry.secret.0.is_empty() {
+                return Err(format!("api_keys: {} has an empty secret", entry.sid));
+            }
+            let sid = entry.sid.clone();
+            if credentials
+                .api_keys
+                .insert(entry.sid, (entry.secret, account))
+                .is_some()
+            {
+                return Err(format!("api_keys: {sid} is listed twice"));
+            }
+        }
+        Ok(Authenticator::Accounts(Arc::new(credentials)))
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self, Authenticator::Open)
+    }
+
+    /// Authenticates the value of an `authorization` header or metadata entry.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] if credentials are required and absent,
+    /// malformed, or wrong. The message never includes the secret.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, Error> {
+        let Some(header) = authorization else {
+            return match self {
+                Authenticator::Open => Ok(Caller::Anonymous),
+                Authenticator::Accounts(_) => Err(Error::Unauthenticated(Unauthenticated::Missing)),
+            };
+        };
+        let (user, password) = parse_basic(header)?;
+        match self {
+            Authenticator::Open => AccountSid::parse(&user)
+                .map(Caller::Account)
+                .map_err(|_: ValidationError| Error::Unauthenticated(Unauthenticated::Rejected)),
+            Authenticator::Accounts(credentials) => credentials.check(&user, &password),
+        }
+    }
+}
+
+impl Credentials {
+    fn check(&self, user: &str, password: &str) -> Result<Caller, Error> {
+        let rejected = || Error::Unauthenticated(Unauthenticated::Rejected);
+        if let Some(token) = self.accounts.get(user) {
+            if token.matches(password) {
+                return AccountSid::parse(user)
+                    .map(Caller::Account)
+                    .map_err(|_| rejected());
+            }
+        } else if let Some((secret, account)) = self.api_keys.get(user) {
+            if secret.matches(password) {
+                return Ok(Caller::Account(account.clone()));
+            }
+        }
+        Err(rejected())
+    }
+}
+
+/// Why authentication failed; the edges word their answers from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// No credentials were sent.
+    Missing,
+    /// Credentials were sent but are malformed, unknown or wrong.
+    Rejected,
+}
+
+impl fmt::Display for Unauthenticated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unauthenticated::Missing => "no credentials provided",
+            Unauthenticated::Rejected => "the credentials are malformed or incorrect",
+        })
+    }
+}
+
+/// Splits `Basic base64(user:password)`.
+fn parse_basic(header: &str) -> Result<(String, String), Error> {
+    let rejected = || Error::Unauthenticated(Unauthenticated::Rejected);
+    let (scheme, encoded) = header.trim().split_once(' ').ok_or_else(rejected)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(rejected());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| rejected())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| rejected())?;
+    let (user, password) = decoded.split_once(':').ok_or_else(rejected)?;
+    Ok((user.to_owned(), password.to_owned()))
+}
+
+/// The `authorization` value for Basic credentials (for clients and tests).
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AC: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const SK: &str = "SKbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn file() -> Authenticator {
+        Authenticator::parse(&format!(
+            "[[accounts]]\nsid = \"{AC}\"\nauth_token = \"token\"\n\n\
+             [[api_keys]]\nsid = \"{SK}\"\nsecret = \"secret\"\naccount_sid = \"{AC}\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn account_token_and_api_key_both_act_for_the_account() {
+        let auth = file();
+        let account = Caller::Account(AccountSid::parse(AC).unwrap());
+        let token = basic_authorization(AC, "token");
+        let key = basic_authorization(SK, "secret");
+        assert_eq!(auth.authenticate(Some(token.as_str())).unwrap(), account);
+        assert_eq!(auth.authenticate(Some(key.as_str())).unwrap(), account);
+    }
+
+    #[test]
+    fn wrong_missing_or_malformed_credentials_are_rejected() {
+        let auth = file();
+        for header in [
+            basic_authorization(AC, "wrong"),
+            basic_authorization(SK, "token"),
+            basic_authorization("ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "token"),
+            "Bearer abc".to_owned(),
+            "Basic !!!".to_owned(),
+        ] {
+            assert!(
+                auth.authenticate(Some(header.as_str())).is_err(),
+                "{header}"
+            );
+        }
+        assert!(matches!(
+            auth.authenticate(None),
+            Err(Error::Unauthenticated(Unauthenticated::Missing))
+        ));
+    }
+
+    #[test]
+    fn open_mode_takes_any_account_sid_and_no_api_key() {
+        let auth = Authenticator::Open;
+        let any = basic_authorization(AC, "anything");
+        let key = basic_authorization(SK, "secret");
+        assert!(matches!(
+            auth.authenticate(Some(any.as_str())),
+            Ok(Caller::Account(_))
+        ));
+        assert!(auth.authenticate(Some(key.as_str())).is_err());
+        assert_eq!(auth.authenticate(None).unwrap(), Caller::Anonymous);
+    }
+
+    #[test]
+    fn accounts_file_errors_name_the_problem() {
+        let bad_sid = Authenticator::parse("[[accounts]]\nsid = \"AC1\"\nauth_token = \"t\"\n");
+        assert!(bad_sid.unwrap_err().contains("AC1"));
+        let unknown = Authenticator::parse("[[users]]\nname = \"x\"\n");
+        assert!(unknown.unwrap_err().contains("users"));
+        let secret_not_printed = format!("{:?}", file());
+        assert!(!secret_not_printed.contains("token"));
+    }
+}
