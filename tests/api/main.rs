@@ -8,3 +8,4 @@ mod grpc_settings;
 mod http_bridge;
 mod introspection;
 mod process;
+mod twilio_libraries;
