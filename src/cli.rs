@@ -17,7 +17,7 @@ use crate::{
         GetRecordingSettingsRequest, SetRecordingSettingsRequest,
     },
     server::{self, Listeners, PublicUrl, ServerConfig},
-    store::StoreOptions,
+    store::{StoreOptions, SyncMode},
     twilio::RecordingSettingsJson,
 };
 
@@ -70,6 +70,11 @@ pub struct ServeArgs {
     /// Base URL that resources report in their `url` field.
     #[arg(long, env = "SETTINGSD_PUBLIC_URL", default_value = PublicUrl::TWILIO, value_parser = PublicUrl::parse)]
     pub public_url: PublicUrl,
+    /// Give every write its own flush+fdatasync instead of sharing one among
+    /// concurrent writers (group commit). Slower; only for measuring what
+    /// group commit buys.
+    #[arg(long, env = "SETTINGSD_SYNC_PER_WRITE")]
+    pub sync_per_write: bool,
     /// sled's page cache size, in MiB.
     #[arg(long, env = "SETTINGSD_CACHE_MB", default_value_t = StoreOptions::DEFAULT_CACHE_CAPACITY >> 20)]
     pub cache_mb: u64,
@@ -206,8 +211,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
     let config = ServerConfig {
         store: StoreOptions {
-            data_dir: args.data_dir,
             cache_capacity: args.cache_mb << 20,
+            sync_mode: if args.sync_per_write {
+                SyncMode::PerWrite
+            } else {
+                SyncMode::Group
+            },
+            ..StoreOptions::new(args.data_dir)
         },
         public_url: args.public_url,
         auth,

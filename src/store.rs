@@ -15,7 +15,10 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Condvar, Mutex, PoisonError,
+    },
     thread::JoinHandle,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -45,6 +48,24 @@ pub struct StoreOptions {
     /// than a settings store needs; the working set of a million accounts is
     /// well under 100 MB.
     pub cache_capacity: u64,
+    /// How writes are made durable; [`SyncMode::Group`] unless measuring.
+    pub sync_mode: SyncMode,
+    /// Fault injection for tests: while set, every commit fails as a full
+    /// disk would, without touching the disk.
+    pub fail_commits: Option<Arc<AtomicBool>>,
+}
+
+/// How a Set's write reaches stable storage. Both modes flush sled and
+/// fdatasync its data file before acknowledging; they differ in how many
+/// writes one sync covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Concurrent writers share one flush+fdatasync (see [`GroupCommit`]).
+    #[default]
+    Group,
+    /// Every write pays its own flush+fdatasync. Only for measuring what
+    /// group commit buys.
+    PerWrite,
 }
 
 impl StoreOptions {
@@ -54,6 +75,8 @@ impl StoreOptions {
         StoreOptions {
             data_dir: data_dir.into(),
             cache_capacity: Self::DEFAULT_CACHE_CAPACITY,
+            sync_mode: SyncMode::Group,
+            fail_commits: None,
         }
     }
 }
@@ -74,6 +97,8 @@ struct Inner {
     /// writes reach sled (a later Watch API streams changes in that order).
     /// Held only for in-memory sled operations, never across the fsync.
     write_lock: Mutex<()>,
+    sync_mode: SyncMode,
+    syncer: Arc<Syncer>,
     commit: GroupCommit,
 }
 
@@ -116,13 +141,20 @@ impl Store {
         // Make the directory entries of sled's files durable once, so the
         // per-commit fdatasync of the data file is enough from here on.
         sync_dir(&options.data_dir).map_err(open_err)?;
-        let commit = GroupCommit::start(db.clone(), data_file);
+        let syncer = Arc::new(Syncer {
+            db: db.clone(),
+            data_file,
+            fail: options.fail_commits.clone(),
+        });
+        let commit = GroupCommit::start(Arc::clone(&syncer));
         tracing::info!(data_dir = %options.data_dir.display(), accounts = settings.len(), "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 settings,
                 write_lock: Mutex::new(()),
+                sync_mode: options.sync_mode,
+                syncer,
                 commit,
             }),
         })
@@ -155,7 +187,16 @@ impl Store {
         patch: RecordingSettingsPatch,
     ) -> Result<RecordingSettings, Error> {
         let stored = self.apply(account, patch)?;
-        self.inner.commit.wait_durable(stored.revision).await?;
+        match self.inner.sync_mode {
+            SyncMode::Group => self.inner.commit.wait_durable(stored.revision).await?,
+            SyncMode::PerWrite => {
+                let syncer = Arc::clone(&self.inner.syncer);
+                tokio::task::spawn_blocking(move || syncer.sync())
+                    .await
+                    .map_err(|e| Error::Storage(format!("sync task failed: {e}")))?
+                    .map_err(|e| Error::Storage(format!("commit failed: {e}")))?;
+            }
+        }
         Ok(stored)
     }
 
@@ -170,6 +211,10 @@ impl Store {
             .write_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // After close, a write could reach sled but never be acknowledged.
+        if inner.commit.is_stopping() {
+            return Err(Error::ShuttingDown);
+        }
         let mut next = self.get(account)?.merged(patch)?;
         // sled's IDs are strictly increasing across restarts (it persists
         // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
@@ -239,13 +284,13 @@ struct FailedSync {
 }
 
 impl GroupCommit {
-    fn start(db: sled::Db, data_file: File) -> Self {
+    fn start(syncer: Arc<Syncer>) -> Self {
         let queue = Arc::new((Mutex::new(CommitQueue::default()), Condvar::new()));
         let (tx, rx) = watch::channel(CommitOutcome::default());
         let thread_queue = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
             .name("settingsd-commit".into())
-            .spawn(move || commit_loop(&db, &data_file, &thread_queue, &tx))
+            .spawn(move || commit_loop(&syncer, &thread_queue, &tx))
             .expect("spawning the commit thread");
         GroupCommit {
             queue,
@@ -285,6 +330,11 @@ impl GroupCommit {
         }
     }
 
+    fn is_stopping(&self) -> bool {
+        let (lock, _) = &*self.queue;
+        lock.lock().unwrap_or_else(PoisonError::into_inner).stopping
+    }
+
     /// Syncs what is pending, stops the thread and waits for it.
     fn stop(&self) -> Result<(), Error> {
         {
@@ -313,8 +363,7 @@ impl GroupCommit {
 }
 
 fn commit_loop(
-    db: &sled::Db,
-    data_file: &File,
+    syncer: &Syncer,
     queue: &(Mutex<CommitQueue>, Condvar),
     outcome: &watch::Sender<CommitOutcome>,
 ) {
@@ -332,7 +381,7 @@ fn commit_loop(
         };
         if target > attempted || stopping {
             let previous = outcome.borrow().durable;
-            match sync(db, data_file) {
+            match syncer.sync() {
                 Ok(()) => outcome.send_modify(|o| o.durable = o.durable.max(target)),
                 Err(e) => {
                     tracing::error!(error = %e, through_revision = target, "commit failed; writes not acknowledged");
@@ -363,10 +412,37 @@ fn now_micros() -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// sled's flush, then the fsync that sled's flush does not do.
-fn sync(db: &sled::Db, data_file: &File) -> std::io::Result<()> {
-    db.flush().map_err(std::io::Error::other)?;
-    data_file.sync_data()
+impl Drop for GroupCommit {
+    /// A store dropped without [`Store::close`] still syncs what it wrote and
+    /// releases its thread (and with it sled's lock on the directory).
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!(error = %e, "final commit on drop failed");
+        }
+    }
+}
+
+/// Makes everything written to sled so far durable: the one place that does.
+struct Syncer {
+    db: sled::Db,
+    /// sled's data file, kept open for fdatasync.
+    data_file: File,
+    /// See [`StoreOptions::fail_commits`].
+    fail: Option<Arc<AtomicBool>>,
+}
+
+impl Syncer {
+    /// sled's flush, then the fdatasync that sled's flush does not do.
+    fn sync(&self) -> std::io::Result<()> {
+        if self.fail.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "injected fault: no space left on device",
+            ));
+        }
+        self.db.flush().map_err(std::io::Error::other)?;
+        self.data_file.sync_data()
+    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

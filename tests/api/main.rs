@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod crash;
 mod grpc_settings;
 mod http_bridge;
 mod introspection;
