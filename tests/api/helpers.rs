@@ -82,24 +82,28 @@ pub async fn spawn_authenticated_app() -> TestApp {
 
 pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
     let temp = tempfile::tempdir().expect("temp dir");
-    let path = temp.path().to_owned();
-    let mut app = start(&path, auth).await;
+    let mut app = start(StoreOptions::new(temp.path()), auth).await;
     app._temp = Some(temp);
     app
 }
 
 /// An open-mode server on a data directory the caller owns (for restarts).
 pub async fn spawn_app_on(data_dir: &Path) -> TestApp {
-    start(data_dir, Authenticator::Open).await
+    start(StoreOptions::new(data_dir), Authenticator::Open).await
 }
 
-async fn start(data_dir: &Path, auth: Authenticator) -> TestApp {
+/// An open-mode server with these store options (the caller owns the directory).
+pub async fn spawn_app_with_store(store: StoreOptions) -> TestApp {
+    start(store, Authenticator::Open).await
+}
+
+async fn start(store: StoreOptions, auth: Authenticator) -> TestApp {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let grpc_addr = grpc.local_addr().unwrap();
     let http_addr = http.local_addr().unwrap();
     let config = ServerConfig {
-        store: StoreOptions::new(data_dir),
+        store,
         public_url: PublicUrl::default(),
         auth,
         allow_open: false,

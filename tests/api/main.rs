@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod crash;
+mod faults;
 mod grpc_settings;
 mod http_bridge;
 mod introspection;

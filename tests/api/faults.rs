@@ -1,0 +1,127 @@
+//! Faults give clear errors and never silent loss: an undecodable record,
+//! failing commits, an unusable data directory.
+
+use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
+
+use settingsd::store::StoreOptions;
+use tonic::Code;
+
+use crate::{
+    helpers::*,
+    http_bridge::{assert_twilio_error, fetch, post},
+};
+
+/// Overwrites `account`'s stored record with `bytes`, behind the server's back.
+fn corrupt(data_dir: &std::path::Path, account: &str, bytes: &[u8]) {
+    let db = sled::open(data_dir).unwrap();
+    let tree = db.open_tree("recording_settings").unwrap();
+    tree.insert(account, bytes).unwrap();
+    db.flush().unwrap();
+}
+
+#[tokio::test]
+async fn an_undecodable_record_is_data_loss_for_that_account_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_on(dir.path()).await;
+    app.set(full_set_request(ACCOUNT)).await;
+    app.set(set_request(OTHER_ACCOUNT, "healthy")).await;
+    app.stop().await.unwrap();
+    corrupt(dir.path(), ACCOUNT, &[1, 0xff, 0xff, 0xff]);
+
+    let app = spawn_app_on(dir.path()).await;
+    let mut client = app.client.clone();
+    let get = client
+        .get_recording_settings(get_request(ACCOUNT))
+        .await
+        .unwrap_err();
+    let set = client
+        .set_recording_settings(set_request(ACCOUNT, "x"))
+        .await
+        .unwrap_err();
+    let http = fetch(&app.url(), ACCOUNT, "any").await;
+
+    assert_eq!(get.code(), Code::DataLoss);
+    assert!(get.message().contains(ACCOUNT), "{}", get.message());
+    assert_eq!(set.code(), Code::DataLoss);
+    let message = assert_twilio_error(http, 500, 20500).await;
+    assert!(!message.contains("0xff"), "no internals leak: {message}");
+    assert_eq!(
+        app.get(OTHER_ACCOUNT).await.friendly_name.as_deref(),
+        Some("healthy")
+    );
+    app.set(set_request(OTHER_ACCOUNT, "still writable")).await;
+}
+
+#[tokio::test]
+async fn a_record_of_an_unknown_format_version_is_data_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_on(dir.path()).await;
+    app.set(set_request(ACCOUNT, "x")).await;
+    app.stop().await.unwrap();
+    corrupt(dir.path(), ACCOUNT, &[99, 0x0a, 0x01, b'x']);
+
+    let app = spawn_app_on(dir.path()).await;
+    let status = app
+        .client
+        .clone()
+        .get_recording_settings(get_request(ACCOUNT))
+        .await
+        .unwrap_err();
+
+    assert_eq!(status.code(), Code::DataLoss);
+}
+
+#[tokio::test]
+async fn failing_commits_are_unavailable_never_acknowledged_and_the_server_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk_full = Arc::new(AtomicBool::new(false));
+    let app = spawn_app_with_store(StoreOptions {
+        fail_commits: Some(Arc::clone(&disk_full)),
+        ..StoreOptions::new(dir.path())
+    })
+    .await;
+    app.set(set_request(ACCOUNT, "before the fault")).await;
+
+    disk_full.store(true, Ordering::SeqCst);
+    let grpc = app
+        .client
+        .clone()
+        .set_recording_settings(set_request(ACCOUNT, "during the fault"))
+        .await
+        .unwrap_err();
+    let http = post(&app.url(), ACCOUNT, "any", "FriendlyName=during+the+fault").await;
+    assert_eq!(grpc.code(), Code::Unavailable);
+    assert_twilio_error(http, 503, 20503).await;
+
+    disk_full.store(false, Ordering::SeqCst);
+    let after = app.set(set_request(ACCOUNT, "after the fault")).await;
+    assert_eq!(after.friendly_name.as_deref(), Some("after the fault"));
+    app.stop().await.unwrap();
+    let restarted = spawn_app_on(dir.path()).await;
+    assert_eq!(restarted.get(ACCOUNT).await, after);
+}
+
+#[tokio::test]
+async fn an_unusable_data_directory_is_a_clear_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"").unwrap();
+    let data_dir = file.join("data");
+
+    let out = tokio::time::timeout(
+        GUARD,
+        binary()
+            .args(SERVE_ON_PORT_0)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&data_dir.display().to_string()), "{stderr}");
+    assert!(stderr.contains("Not a directory"), "{stderr}");
+}
