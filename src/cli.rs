@@ -2,7 +2,7 @@
 //! operator's client for a running server (like etcdctl), printing the
 //! resource as the REST API's JSON.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     auth::{basic_authorization, Authenticator},
+    limits::Limits,
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         GetRecordingSettingsRequest, SetRecordingSettingsRequest,
@@ -75,6 +76,13 @@ pub struct ServeArgs {
     /// group commit buys.
     #[arg(long, env = "SETTINGSD_SYNC_PER_WRITE")]
     pub sync_per_write: bool,
+    /// Open connections allowed per listener; more wait in the accept queue.
+    #[arg(long, env = "SETTINGSD_MAX_CONNECTIONS", default_value_t = nonzero(Limits::default().max_connections))]
+    pub max_connections: NonZeroUsize,
+    /// Requests handled at once; past it, requests are shed with
+    /// UNAVAILABLE (gRPC) or 503 (HTTP).
+    #[arg(long, env = "SETTINGSD_MAX_IN_FLIGHT", default_value_t = nonzero(Limits::default().max_in_flight))]
+    pub max_in_flight: NonZeroUsize,
     /// sled's page cache size, in MiB.
     #[arg(long, env = "SETTINGSD_CACHE_MB", default_value_t = StoreOptions::DEFAULT_CACHE_CAPACITY >> 20)]
     pub cache_mb: u64,
@@ -222,8 +230,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url,
         auth,
         allow_open: args.allow_open,
+        limits: Limits {
+            max_connections: args.max_connections.get(),
+            max_in_flight: args.max_in_flight.get(),
+            ..Limits::default()
+        },
     };
     server::run(config, Listeners { grpc, http }, shutdown_signal()).await
+}
+
+fn nonzero(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.

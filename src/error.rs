@@ -43,6 +43,10 @@ pub enum Error {
     #[error("storage failure: {0}")]
     Storage(String),
 
+    /// Too many requests are in flight; this one was shed without being run.
+    #[error("at the limit of {max} requests in flight")]
+    Overloaded { max: usize },
+
     /// The store is closing and takes no more writes.
     #[error("the store is shutting down")]
     ShuttingDown,

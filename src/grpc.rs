@@ -13,6 +13,7 @@ use crate::{
         S3Url, Update, ValidationError, Violation,
     },
     error::Error,
+    limits::InFlight,
     pb::{
         self, recording_settings_service_server::RecordingSettingsService,
         GetRecordingSettingsRequest, SetRecordingSettingsRequest,
@@ -33,18 +34,34 @@ pub struct RecordingSettingsGrpc {
     store: Store,
     /// Decides which account each call may act for.
     auth: Authenticator,
+    /// Sheds requests past the in-flight limit (shared with the HTTP
+    /// bridge, which calls this service).
+    in_flight: InFlight,
     /// What every answer carries in `url`: the resource's REST address under
     /// the configured public base URL.
     resource_url: Arc<str>,
 }
 
 impl RecordingSettingsGrpc {
-    pub fn new(store: Store, auth: Authenticator, resource_url: impl Into<Arc<str>>) -> Self {
+    pub fn new(
+        store: Store,
+        auth: Authenticator,
+        in_flight: InFlight,
+        resource_url: impl Into<Arc<str>>,
+    ) -> Self {
         RecordingSettingsGrpc {
             store,
             auth,
+            in_flight,
             resource_url: resource_url.into(),
         }
+    }
+
+    /// Claims an in-flight slot for one request, held until it is dropped.
+    fn start(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.in_flight.try_start().ok_or(Error::Overloaded {
+            max: self.in_flight.max(),
+        })
     }
 
     /// The account a call acts for: the credentials' account when
@@ -105,6 +122,7 @@ impl RecordingSettingsService for RecordingSettingsGrpc {
         &self,
         request: Request<GetRecordingSettingsRequest>,
     ) -> Result<Response<pb::RecordingSettings>, Status> {
+        let _slot = self.start()?;
         let account = self.authorize(request.metadata(), &request.get_ref().account_sid)?;
         tracing::Span::current().record("account", account.as_str());
         let settings = self.store.get(&account)?;
@@ -116,6 +134,7 @@ impl RecordingSettingsService for RecordingSettingsGrpc {
         &self,
         request: Request<SetRecordingSettingsRequest>,
     ) -> Result<Response<pb::RecordingSettings>, Status> {
+        let _slot = self.start()?;
         let account = self.authorize(request.metadata(), &request.get_ref().account_sid)?;
         let patch = parse_patch(request.get_ref()).map_err(Error::from)?;
         tracing::Span::current().record("account", account.as_str());
@@ -184,6 +203,12 @@ impl From<Error> for Status {
                 Status::unavailable("the settings store could not complete the request; retry")
             }
             Error::ShuttingDown => Status::unavailable("settingsd is shutting down; retry"),
+            Error::Overloaded { max } => {
+                tracing::warn!(max, "request shed: too many in flight");
+                Status::unavailable(format!(
+                    "settingsd is at its limit of {max} requests in flight; retry with backoff"
+                ))
+            }
             Error::Open { .. } => {
                 tracing::error!(error = %error, "store unavailable");
                 Status::internal("the settings store is unavailable")

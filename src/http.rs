@@ -10,12 +10,13 @@
 //! serves both deployments, through [`SettingsBackend`]: in-process, calling
 //! the service directly, and standalone, calling a remote server.
 
-use std::{fmt, str::FromStr, sync::Arc};
+use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
     extract::State,
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -105,7 +106,9 @@ type Backend = Arc<dyn SettingsBackend>;
 
 /// The bridge's routes, over `backend`. Unknown paths answer Twilio's 404,
 /// other methods on the resource Twilio's 405.
-pub fn router(backend: Arc<dyn SettingsBackend>) -> Router {
+/// A request not answered within `request_timeout` (for example, a client
+/// trickling its body) gets Twilio's 503.
+pub fn router(backend: Arc<dyn SettingsBackend>, request_timeout: Duration) -> Router {
     Router::new()
         .route(
             RECORDING_SETTINGS_PATH,
@@ -113,6 +116,23 @@ pub fn router(backend: Arc<dyn SettingsBackend>) -> Router {
         )
         .fallback(not_found)
         .with_state(backend)
+        .layer(middleware::from_fn_with_state(request_timeout, time_limit))
+}
+
+async fn time_limit(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            20503,
+            format!("Request timed out after {} ms", limit.as_millis()),
+        )
+        .into_response(),
+    }
 }
 
 async fn fetch(State(backend): State<Backend>, headers: HeaderMap) -> Response {

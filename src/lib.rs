@@ -14,6 +14,7 @@
 //! - [`grpc`]: the gRPC service: auth, proto <-> domain, errors -> `Status`.
 //! - [`http`]: the Twilio-shaped HTTP bridge: form -> gRPC request, `Status`
 //!   -> Twilio error body. No logic of its own.
+//! - [`limits`]: connection, in-flight, size and time limits against abuse.
 //! - [`server`]: wiring: listeners, health, reflection, graceful shutdown.
 //! - [`cli`]: the command line (`serve`, `get`, `set`); `main.rs` only calls it.
 //! - [`pb`]: the code generated from `proto/settingsd/v1`.
@@ -24,6 +25,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod server;
 pub mod store;
 pub mod twilio;

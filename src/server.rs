@@ -2,23 +2,32 @@
 //! HTTP bridge, and graceful shutdown. [`run`] takes already-bound listeners and a shutdown
 //! future, so tests bind port 0 and stop the server without signals.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
 use tokio::{net::TcpListener, sync::watch};
-use tonic::transport::{server::TcpIncoming, Endpoint, Server};
+use tokio_stream::StreamExt;
+use tonic::transport::{Endpoint, Server};
 use tonic_health::ServingStatus;
 
 use crate::{
     auth::Authenticator,
     grpc::RecordingSettingsGrpc,
     http::{self, SettingsBackend},
+    limits::{limited_incoming, InFlight, Limits},
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         recording_settings_service_server::RecordingSettingsServiceServer, FILE_DESCRIPTOR_SET,
     },
     store::{Store, StoreOptions},
 };
+
+/// How long a keep-alive ping may go unanswered before the connection is dropped.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The public base URL that resources report in their `url` field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +75,7 @@ pub struct ServerConfig {
     pub auth: Authenticator,
     /// Serve without an accounts file on a non-loopback address anyway.
     pub allow_open: bool,
+    pub limits: Limits,
 }
 
 /// The bound sockets `run` serves on.
@@ -126,9 +136,10 @@ pub async fn run(
     let service = RecordingSettingsGrpc::new(
         store.clone(),
         config.auth.clone(),
+        InFlight::new(config.limits.max_in_flight),
         config.public_url.recording_settings_url(),
     );
-    let result = serve(service, listeners, shutdown).await;
+    let result = serve(service, listeners, &config.limits, shutdown).await;
     let closed = tokio::task::spawn_blocking(move || store.close()).await?;
     result?;
     closed?;
@@ -139,6 +150,7 @@ pub async fn run(
 async fn serve(
     service: RecordingSettingsGrpc,
     listeners: Listeners,
+    limits: &Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let grpc_addr = listeners.grpc.local_addr()?;
@@ -166,15 +178,22 @@ async fn serve(
         }
     };
     let grpc = Server::builder()
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(RecordingSettingsServiceServer::new(service.clone()))
+        .add_service(
+            RecordingSettingsServiceServer::new(service.clone())
+                .max_decoding_message_size(limits.max_grpc_message_bytes),
+        )
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            limited_incoming(listeners.grpc, limits.max_connections),
             stopped(),
         );
-    let http = serve_http(listeners.http, Arc::new(service), stopped());
+    let http = serve_http(listeners.http, Arc::new(service), limits.clone(), stopped());
 
     tracing::info!(%grpc_addr, %http_addr, "serving gRPC and the HTTP bridge");
     let servers = async {
@@ -195,19 +214,56 @@ async fn serve(
     servers.await
 }
 
+/// Serves the bridge with hyper directly (rather than `axum::serve`) for the
+/// limits axum does not expose: the header read timeout that cuts off
+/// slowloris clients, and the header size caps.
 async fn serve_http(
     listener: TcpListener,
     backend: Arc<dyn SettingsBackend>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, http::router(backend))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let router = http::router(backend, limits.request_timeout);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    let mut incoming = limited_incoming(listener, limits.max_connections);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            next = incoming.next() => match next {
+                Some(Ok(stream)) => stream,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    continue;
+                }
+                None => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(incoming);
+    graceful.shutdown().await;
     Ok(())
 }
 
@@ -229,7 +285,7 @@ pub async fn run_bridge(
         .connect_lazy();
     let backend: Arc<dyn SettingsBackend> = Arc::new(RecordingSettingsServiceClient::new(channel));
     tracing::info!(http_addr = %http.local_addr()?, %upstream, "serving the HTTP bridge");
-    serve_http(http, backend, async move {
+    serve_http(http, backend, Limits::default(), async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
     })

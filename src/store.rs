@@ -472,7 +472,8 @@ struct StoredRecordingSettingsV1 {
     update_time_unix_micros: i64,
 }
 
-fn encode(settings: &RecordingSettings) -> Vec<u8> {
+/// Encodes a record as stored: the format byte, then the prost message.
+pub fn encode(settings: &RecordingSettings) -> Vec<u8> {
     let stored = StoredRecordingSettingsV1 {
         friendly_name: settings
             .friendly_name

@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
 use settingsd::{
     auth::{basic_authorization, Authenticator},
+    limits::Limits,
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         GetRecordingSettingsRequest, SetRecordingSettingsRequest,
@@ -82,22 +83,35 @@ pub async fn spawn_authenticated_app() -> TestApp {
 
 pub async fn spawn_app_with(auth: Authenticator) -> TestApp {
     let temp = tempfile::tempdir().expect("temp dir");
-    let mut app = start(StoreOptions::new(temp.path()), auth).await;
+    let mut app = start(StoreOptions::new(temp.path()), auth, Limits::default()).await;
     app._temp = Some(temp);
     app
 }
 
 /// An open-mode server on a data directory the caller owns (for restarts).
 pub async fn spawn_app_on(data_dir: &Path) -> TestApp {
-    start(StoreOptions::new(data_dir), Authenticator::Open).await
+    start(
+        StoreOptions::new(data_dir),
+        Authenticator::Open,
+        Limits::default(),
+    )
+    .await
 }
 
 /// An open-mode server with these store options (the caller owns the directory).
 pub async fn spawn_app_with_store(store: StoreOptions) -> TestApp {
-    start(store, Authenticator::Open).await
+    start(store, Authenticator::Open, Limits::default()).await
 }
 
-async fn start(store: StoreOptions, auth: Authenticator) -> TestApp {
+/// An open-mode server with these limits.
+pub async fn spawn_app_with_limits(limits: Limits) -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut app = start(StoreOptions::new(temp.path()), Authenticator::Open, limits).await;
+    app._temp = Some(temp);
+    app
+}
+
+async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> TestApp {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let grpc_addr = grpc.local_addr().unwrap();
@@ -107,6 +121,7 @@ async fn start(store: StoreOptions, auth: Authenticator) -> TestApp {
         public_url: PublicUrl::default(),
         auth,
         allow_open: false,
+        limits,
     };
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(server::run(config, Listeners { grpc, http }, async {

@@ -9,5 +9,6 @@ mod faults;
 mod grpc_settings;
 mod http_bridge;
 mod introspection;
+mod limits;
 mod process;
 mod twilio_libraries;

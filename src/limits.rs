@@ -1,0 +1,182 @@
+//! Limits against abuse: how much a client can make the server hold, and for
+//! how long. Past a limit the server sheds load with a clear error
+//! (UNAVAILABLE over gRPC, Twilio's 503 over HTTP) instead of growing memory
+//! or connection counts without bound.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// Every limit, with defaults sized for a settings service whose requests
+/// are a few hundred bytes and take milliseconds.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections per listener; further clients wait in the kernel's
+    /// accept queue until one closes.
+    pub max_connections: usize,
+    /// Requests being handled at once across both transports; past it, new
+    /// requests are shed at once.
+    pub max_in_flight: usize,
+    /// The longest a request may take, from headers to answer (a client
+    /// trickling its body is cut off here).
+    pub request_timeout: Duration,
+    /// How long an HTTP/1 client may take to send a request's headers,
+    /// including an idle keep-alive connection's next request.
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest gRPC request message, in bytes.
+    pub max_grpc_message_bytes: usize,
+    /// HTTP/2 keep-alive pings, to drop connections whose peer vanished.
+    pub keepalive_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            max_in_flight: 1024,
+            request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_grpc_message_bytes: 64 * 1024,
+            keepalive_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A TCP connection counted against its listener's connection limit until
+/// it is dropped.
+pub struct LimitedStream {
+    inner: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Accepts connections from `listener`, at most `max_connections` open at
+/// once, with TCP_NODELAY (answers are small and latency matters). Accept
+/// errors (such as running out of file descriptors) are logged and retried
+/// after a pause rather than ending the server. The stream ends, and the
+/// listener closes, once the consumer drops it.
+pub fn limited_incoming(
+    listener: TcpListener,
+    max_connections: usize,
+) -> ReceiverStream<io::Result<LimitedStream>> {
+    let (tx, rx) = mpsc::channel(1);
+    let permits = Arc::new(Semaphore::new(max_connections));
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
+                () = tx.closed() => return,
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            match accepted {
+                Ok((inner, _peer)) => {
+                    if let Err(e) = inner.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let stream = LimitedStream {
+                        inner,
+                        _permit: permit,
+                    };
+                    if tx.send(Ok(stream)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+impl Connected for LimitedStream {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Requests in flight across both transports. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        InFlight {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// A slot for one request, or `None` when `max` are already in flight.
+    pub fn try_start(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
