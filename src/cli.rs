@@ -12,13 +12,14 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     auth::{basic_authorization, Authenticator},
+    backup,
     limits::Limits,
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         GetRecordingSettingsRequest, SetRecordingSettingsRequest,
     },
     server::{self, Listeners, PublicUrl, ServerConfig},
-    store::{StoreOptions, SyncMode},
+    store::{Store, StoreOptions, SyncMode},
     twilio::RecordingSettingsJson,
 };
 
@@ -45,6 +46,11 @@ pub enum Command {
     /// Create or update an account's Recording Settings on a running server
     /// (fields not given keep their stored value; "" clears a field).
     Set(SetArgs),
+    /// Write every stored record as JSON lines (the server must be stopped).
+    Export(ExportArgs),
+    /// Load JSON lines written by `export`, replacing each listed account's
+    /// settings (the server must be stopped).
+    Import(ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +92,25 @@ pub struct ServeArgs {
     /// sled's page cache size, in MiB.
     #[arg(long, env = "SETTINGSD_CACHE_MB", default_value_t = StoreOptions::DEFAULT_CACHE_CAPACITY >> 20)]
     pub cache_mb: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The data directory to read.
+    #[arg(long, env = "SETTINGSD_DATA_DIR", default_value = "./settingsd-data")]
+    pub data_dir: PathBuf,
+    /// Where to write; replaced atomically (temporary file, fsync, rename).
+    /// Standard output if omitted.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The data directory to load into; created if missing.
+    #[arg(long, env = "SETTINGSD_DATA_DIR", default_value = "./settingsd-data")]
+    pub data_dir: PathBuf,
+    /// The JSON lines to load. Standard input if omitted.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +180,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
             server::run_bridge(&args.upstream, http, shutdown_signal()).await
+        }
+        Command::Export(args) => {
+            let store = open_offline(&args.data_dir)?;
+            let reader = store.clone();
+            let n =
+                tokio::task::spawn_blocking(move || backup::export(&reader, args.file.as_deref()))
+                    .await??;
+            store.close()?;
+            eprintln!("settingsd: exported {n} records");
+            Ok(())
+        }
+        Command::Import(args) => {
+            let store = open_offline(&args.data_dir)?;
+            let n = match &args.file {
+                Some(path) => {
+                    let file = std::fs::File::open(path)
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    backup::import(&store, std::io::BufReader::new(file)).await?
+                }
+                None => backup::import(&store, std::io::stdin().lock()).await?,
+            };
+            store.close()?;
+            eprintln!("settingsd: imported {n} records");
+            Ok(())
         }
         Command::Get(args) => {
             let mut client = connect(&args.client.grpc_addr).await?;
@@ -237,6 +286,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     server::run(config, Listeners { grpc, http }, shutdown_signal()).await
+}
+
+/// Opens a data directory for export or import, which need it to themselves.
+fn open_offline(data_dir: &std::path::Path) -> anyhow::Result<Store> {
+    Store::open(&StoreOptions::new(data_dir))
+        .context("export and import need the data directory to themselves: stop the server first")
 }
 
 fn nonzero(n: usize) -> NonZeroUsize {

@@ -16,10 +16,12 @@
 //!   -> Twilio error body. No logic of its own.
 //! - [`limits`]: connection, in-flight, size and time limits against abuse.
 //! - [`server`]: wiring: listeners, health, reflection, graceful shutdown.
-//! - [`cli`]: the command line (`serve`, `get`, `set`); `main.rs` only calls it.
+//! - [`backup`]: export to and import from JSON lines.
+//! - [`cli`]: the command line (`serve`, `get`, `set`, `bridge`, `export`, `import`); `main.rs` only calls it.
 //! - [`pb`]: the code generated from `proto/settingsd/v1`.
 
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod domain;
 pub mod error;

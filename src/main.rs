@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
     // their stdout stays the JSON a script reads.
     let default_level = match cli.command {
         Command::Serve(_) | Command::Bridge(_) => "info",
-        Command::Get(_) | Command::Set(_) => "warn",
+        Command::Get(_) | Command::Set(_) | Command::Export(_) | Command::Import(_) => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

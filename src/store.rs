@@ -225,6 +225,54 @@ impl Store {
         Ok(next)
     }
 
+    /// Applies many patches and waits for one durable commit covering them
+    /// all: the bulk path for imports and preloading. Each patch is merged
+    /// as a Set would merge it; the first invalid one stops the batch, and
+    /// the ones before it are still made durable.
+    ///
+    /// # Errors
+    /// As [`Store::set`], for the first patch that fails.
+    pub async fn set_many(
+        &self,
+        patches: impl IntoIterator<Item = (AccountSid, RecordingSettingsPatch)>,
+    ) -> Result<usize, Error> {
+        let mut applied = 0;
+        let mut last = None;
+        let mut failure = None;
+        for (account, patch) in patches {
+            match self.apply(&account, patch) {
+                Ok(stored) => {
+                    last = Some(stored.revision);
+                    applied += 1;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(revision) = last {
+            self.inner.commit.wait_durable(revision).await?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(applied),
+        }
+    }
+
+    /// Every stored record, in account order. A record that does not decode
+    /// is yielded as [`Error::Corrupt`], and the scan goes on.
+    pub fn scan(&self) -> impl Iterator<Item = Result<RecordingSettings, Error>> + '_ {
+        self.inner.settings.iter().map(|entry| {
+            let (key, value) = entry?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let account = AccountSid::parse(&key).map_err(|_| {
+                Error::Storage(format!("a stored key is not an account SID: {key:?}"))
+            })?;
+            decode(&account, &value)
+        })
+    }
+
     /// How many accounts have stored settings.
     pub fn len(&self) -> usize {
         self.inner.settings.len()

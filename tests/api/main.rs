@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod backup;
 mod crash;
 mod faults;
 mod grpc_settings;
