@@ -12,7 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     auth::{basic_authorization, Authenticator},
-    backup,
+    backup, bench,
     limits::Limits,
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
@@ -46,6 +46,15 @@ pub enum Command {
     /// Create or update an account's Recording Settings on a running server
     /// (fields not given keep their stored value; "" clears a field).
     Set(SetArgs),
+    /// Load-test a settingsd (its own, on temporary directories, unless
+    /// --target is given) and report throughput and latency percentiles.
+    Bench(bench::BenchArgs),
+    /// The constant-answer gRPC server the bench's `noop` scenario runs against.
+    #[command(hide = true)]
+    BenchNoopServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        grpc_addr: SocketAddr,
+    },
     /// Write every stored record as JSON lines (the server must be stopped).
     Export(ExportArgs),
     /// Load JSON lines written by `export`, replacing each listed account's
@@ -181,6 +190,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
             server::run_bridge(&args.upstream, http, shutdown_signal()).await
         }
+        Command::Bench(args) => bench::run(args).await,
+        Command::BenchNoopServer { grpc_addr } => bench::serve_noop(grpc_addr).await,
         Command::Export(args) => {
             let store = open_offline(&args.data_dir)?;
             let reader = store.clone();

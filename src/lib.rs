@@ -16,12 +16,14 @@
 //!   -> Twilio error body. No logic of its own.
 //! - [`limits`]: connection, in-flight, size and time limits against abuse.
 //! - [`server`]: wiring: listeners, health, reflection, graceful shutdown.
+//! - [`bench`]: the load generator (`settingsd bench`).
 //! - [`backup`]: export to and import from JSON lines.
 //! - [`cli`]: the command line (`serve`, `get`, `set`, `bridge`, `export`, `import`); `main.rs` only calls it.
 //! - [`pb`]: the code generated from `proto/settingsd/v1`.
 
 pub mod auth;
 pub mod backup;
+pub mod bench;
 pub mod cli;
 pub mod domain;
 pub mod error;

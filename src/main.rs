@@ -13,8 +13,12 @@ async fn main() -> ExitCode {
     // The service logs at info by default; the client commands only warn, so
     // their stdout stays the JSON a script reads.
     let default_level = match cli.command {
-        Command::Serve(_) | Command::Bridge(_) => "info",
-        Command::Get(_) | Command::Set(_) | Command::Export(_) | Command::Import(_) => "warn",
+        Command::Serve(_) | Command::Bridge(_) | Command::BenchNoopServer { .. } => "info",
+        Command::Get(_)
+        | Command::Set(_)
+        | Command::Export(_)
+        | Command::Import(_)
+        | Command::Bench(_) => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

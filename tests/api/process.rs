@@ -197,3 +197,51 @@ async fn the_cli_reports_a_rejected_set_on_stderr_and_exits_non_zero() {
     assert!(stderr.contains("InvalidArgument"), "{stderr}");
     assert!(stderr.contains("aws_s3_url"), "{stderr}");
 }
+
+#[tokio::test]
+async fn bench_quick_reports_every_requested_scenario_as_json() {
+    let out = tokio::time::timeout(
+        GUARD * 2,
+        binary()
+            .args([
+                "bench",
+                "--quick",
+                "--json",
+                "--concurrency",
+                "4",
+                "--accounts",
+                "50",
+                "--scenario",
+                "noop",
+                "--scenario",
+                "grpc_get",
+                "--scenario",
+                "http_post",
+            ])
+            .output(),
+    )
+    .await
+    .expect("the bench finishes")
+    .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    let names: Vec<_> = results
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["noop", "grpc_get", "http_post"]);
+    for r in results {
+        assert!(r["throughput_rps"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        for key in ["p50_us", "p99_us", "p999_us"] {
+            assert!(r[key].as_u64().unwrap() > 0, "{key} in {r}");
+        }
+    }
+    assert_eq!(results[1]["baseline"], "noop");
+}

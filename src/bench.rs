@@ -1,0 +1,728 @@
+//! `settingsd bench`: a load generator that ships with the binary, like
+//! etcd's benchmark tool. It drives a server over gRPC or HTTP with C
+//! connections x M concurrent requests for a fixed time, spreads keys over K
+//! accounts, and reports throughput and HDR-histogram latency percentiles.
+//!
+//! Every figure is meant to be read as a ratio against a baseline from the
+//! same run (this kind of machine is shared and noisy): `noop` is the ceiling
+//! the client, tonic and the machine allow; `grpc_set_sync_each` is what
+//! group commit is measured against; `grpc_get` is the HTTP bridge's baseline.
+//!
+//! Without `--target` the bench starts its own servers as child processes
+//! (the real `settingsd serve` on a temporary directory, and a constant-answer
+//! gRPC server for `noop`), so client and server are separate processes.
+
+use std::{
+    future::Future,
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
+use serde::Serialize;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
+    process::{Child, Command},
+};
+use tonic::{transport::Channel, Request, Response, Status};
+
+use crate::{
+    auth::basic_authorization,
+    domain::{AccountSid, FriendlyName, RecordingSettingsPatch},
+    pb::{
+        recording_settings_service_client::RecordingSettingsServiceClient,
+        recording_settings_service_server::{
+            RecordingSettingsService, RecordingSettingsServiceServer,
+        },
+        GetRecordingSettingsRequest, RecordingSettings, SetRecordingSettingsRequest,
+    },
+    store::{Store, StoreOptions},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Scenario {
+    /// The same RPC shape answered with a constant: the ceiling.
+    Noop,
+    GrpcGet,
+    /// Durable Sets, group commit.
+    GrpcSet,
+    /// Durable Sets, one flush+fdatasync per write.
+    GrpcSetSyncEach,
+    HttpGet,
+    HttpPost,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 6] = [
+        Scenario::Noop,
+        Scenario::GrpcGet,
+        Scenario::GrpcSet,
+        Scenario::GrpcSetSyncEach,
+        Scenario::HttpGet,
+        Scenario::HttpPost,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Noop => "noop",
+            Scenario::GrpcGet => "grpc_get",
+            Scenario::GrpcSet => "grpc_set",
+            Scenario::GrpcSetSyncEach => "grpc_set_sync_each",
+            Scenario::HttpGet => "http_get",
+            Scenario::HttpPost => "http_post",
+        }
+    }
+
+    /// The scenario this one is compared against in the same run.
+    fn baseline(self) -> Option<Scenario> {
+        match self {
+            Scenario::Noop | Scenario::GrpcSetSyncEach => None,
+            Scenario::GrpcGet => Some(Scenario::Noop),
+            Scenario::GrpcSet => Some(Scenario::GrpcSetSyncEach),
+            Scenario::HttpGet | Scenario::HttpPost => Some(Scenario::GrpcGet),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A running settingsd's gRPC address (http://HOST:PORT). Without it the
+    /// bench starts its own servers on temporary directories.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The HTTP bridge of --target (http://HOST:PORT), for the http_* scenarios.
+    #[arg(long)]
+    pub http_target: Option<String>,
+    /// Basic credentials USER:SECRET for a --target with --accounts.
+    #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
+    pub credentials: Option<String>,
+    /// A scenario to run (repeatable); all by default.
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Concurrent requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// gRPC connections (HTTP/2) the requests are spread over. HTTP/1.1 has
+    /// one request per connection at a time, so the http_* scenarios use as
+    /// many connections as --concurrency.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Accounts the keys are spread over (written once before the runs).
+    #[arg(long, default_value_t = 1000)]
+    pub accounts: usize,
+    /// How long each scenario runs, after a short warm-up (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// About a second per scenario and a small --preload: a smoke run.
+    #[arg(long)]
+    pub quick: bool,
+    /// Fill this many accounts through the store's bulk path, then report the
+    /// open time after a restart, disk bytes per account, grpc_get over all
+    /// of them, and the server's peak RSS. Needs no --target.
+    #[arg(long)]
+    pub preload: Option<usize>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScenarioResult {
+    pub scenario: &'static str,
+    pub concurrency: usize,
+    pub connections: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub throughput_rps: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    /// The scenario this one is compared with, and throughput / its throughput.
+    pub baseline: Option<&'static str>,
+    pub ratio_to_baseline: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PreloadResult {
+    pub accounts: usize,
+    pub preload_seconds: f64,
+    pub open_after_restart_ms: f64,
+    pub disk_bytes_per_account: f64,
+    pub grpc_get: ScenarioResult,
+    pub server_peak_rss_mb: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub results: Vec<ScenarioResult>,
+    pub preload: Option<PreloadResult>,
+}
+
+/// Runs the bench and prints its report.
+///
+/// # Errors
+/// If a server cannot be started or reached, or a scenario cannot run at all.
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if args.quick {
+        args.duration = Duration::from_secs(1);
+        args.preload = args.preload.map(|n| n.min(10_000));
+    }
+    anyhow::ensure!(
+        args.concurrency > 0 && args.connections > 0 && args.accounts > 0,
+        "--concurrency, --connections and --accounts must be at least 1"
+    );
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let mut results = Vec::new();
+    for scenario in scenarios {
+        let result = run_scenario(&args, scenario).await?;
+        if !args.json {
+            eprintln!("{}", table_row(&result));
+        }
+        results.push(result);
+    }
+    for i in 0..results.len() {
+        let baseline = Scenario::ALL
+            .into_iter()
+            .find(|s| s.name() == results[i].scenario)
+            .and_then(Scenario::baseline);
+        if let Some(base) = baseline.and_then(|b| results.iter().find(|r| r.scenario == b.name())) {
+            let ratio = results[i].throughput_rps / base.throughput_rps;
+            let name = base.scenario;
+            results[i].baseline = Some(name);
+            results[i].ratio_to_baseline = Some(ratio);
+        }
+    }
+    let preload = match args.preload {
+        Some(n) => Some(run_preload(&args, n).await?),
+        None => None,
+    };
+    let report = Report { results, preload };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn table_row(r: &ScenarioResult) -> String {
+    format!(
+        "{:<20} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        r.scenario,
+        r.throughput_rps,
+        r.p50_us,
+        r.p90_us,
+        r.p99_us,
+        r.p999_us,
+        r.errors,
+        r.ratio_to_baseline
+            .map(|x| format!("{x:.2}x {}", r.baseline.unwrap_or("")))
+            .unwrap_or_default()
+    )
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "{:<20} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "scenario", "req/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "errors", "vs baseline"
+    );
+    for r in &report.results {
+        println!("{}", table_row(r));
+    }
+    if let Some(p) = &report.preload {
+        println!(
+            "preload {} accounts: {:.1}s to fill, open after restart {:.0} ms, {:.0} disk bytes/account, \
+             server peak RSS {:.1} MB, grpc_get over all: {:.0} req/s p99 {} us",
+            p.accounts,
+            p.preload_seconds,
+            p.open_after_restart_ms,
+            p.disk_bytes_per_account,
+            p.server_peak_rss_mb,
+            p.grpc_get.throughput_rps,
+            p.grpc_get.p99_us
+        );
+    }
+}
+
+fn account(n: usize) -> String {
+    format!("AC{n:032x}")
+}
+
+/// One request of a scenario; `n` picks the account.
+type Op = Box<dyn FnMut(usize) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send>;
+
+async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<ScenarioResult> {
+    // Servers this scenario owns; dropped (killed) when it ends.
+    let mut _servers: Vec<ChildServer> = Vec::new();
+    let (grpc_target, http_target) = match (scenario, &args.target) {
+        (Scenario::Noop, _) => {
+            let server = ChildServer::start(&["bench-noop-server"], None).await?;
+            let grpc = server.grpc.clone();
+            _servers.push(server);
+            (grpc, None)
+        }
+        (_, Some(target)) => {
+            anyhow::ensure!(
+                scenario != Scenario::GrpcSetSyncEach,
+                "grpc_set_sync_each needs a server started with --sync-per-write; \
+                 run it without --target"
+            );
+            (target.clone(), args.http_target.clone())
+        }
+        (_, None) => {
+            let dir = tempfile::tempdir()?;
+            let extra: &[&str] = if scenario == Scenario::GrpcSetSyncEach {
+                &["--sync-per-write"]
+            } else {
+                &[]
+            };
+            let mut serve = vec!["serve"];
+            serve.extend_from_slice(extra);
+            let server = ChildServer::start(&serve, Some(dir)).await?;
+            let targets = (server.grpc.clone(), server.http.clone());
+            _servers.push(server);
+            targets
+        }
+    };
+    let credentials = args.credentials.clone();
+    let channels = connect_channels(&grpc_target, args.connections).await?;
+    // Every account exists before reads, so Gets read real records.
+    if matches!(scenario, Scenario::GrpcGet | Scenario::HttpGet) {
+        preload_over_grpc(&channels, args.accounts, credentials.as_deref()).await?;
+    }
+    let accounts = args.accounts;
+    let make_op: Box<dyn Fn(usize) -> Op> = match scenario {
+        Scenario::Noop | Scenario::GrpcGet => Box::new(move |worker| {
+            let client =
+                RecordingSettingsServiceClient::new(channels[worker % channels.len()].clone());
+            let credentials = credentials.clone();
+            Box::new(move |n| {
+                let mut client = client.clone();
+                let request = with_credentials(
+                    GetRecordingSettingsRequest {
+                        account_sid: account(n % accounts),
+                    },
+                    credentials.as_deref(),
+                );
+                Box::pin(async move { client.get_recording_settings(request).await.is_ok() })
+            })
+        }),
+        Scenario::GrpcSet | Scenario::GrpcSetSyncEach => Box::new(move |worker| {
+            let client =
+                RecordingSettingsServiceClient::new(channels[worker % channels.len()].clone());
+            let credentials = credentials.clone();
+            Box::new(move |n| {
+                let mut client = client.clone();
+                let request = with_credentials(
+                    SetRecordingSettingsRequest {
+                        account_sid: account(n % accounts),
+                        friendly_name: format!("bench {n}"),
+                        ..Default::default()
+                    },
+                    credentials.as_deref(),
+                );
+                Box::pin(async move { client.set_recording_settings(request).await.is_ok() })
+            })
+        }),
+        Scenario::HttpGet | Scenario::HttpPost => {
+            let base =
+                http_target.context("the http_* scenarios need --http-target with --target")?;
+            let url: hyper::Uri = format!(
+                "{}/v1/RecordingSettings/Default",
+                base.trim_end_matches('/')
+            )
+            .parse()
+            .context("invalid --http-target")?;
+            let client: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(args.concurrency)
+                .build_http();
+            let post = scenario == Scenario::HttpPost;
+            let fixed_user = credentials.clone();
+            Box::new(move |_worker| {
+                let client = client.clone();
+                let url = url.clone();
+                let fixed_user = fixed_user.clone();
+                Box::new(move |n| {
+                    // As the helper libraries send it: Basic auth per request.
+                    let authorization = match &fixed_user {
+                        Some(c) => {
+                            let (user, secret) = c.split_once(':').unwrap_or((c, ""));
+                            basic_authorization(user, secret)
+                        }
+                        None => basic_authorization(&account(n % accounts), "bench"),
+                    };
+                    let builder = hyper::Request::builder()
+                        .uri(url.clone())
+                        .header("authorization", authorization)
+                        .header("accept", "application/json");
+                    let request = if post {
+                        builder
+                            .method("POST")
+                            .header("content-type", "application/x-www-form-urlencoded")
+                            .body(Full::new(Bytes::from(format!("FriendlyName=bench+{n}"))))
+                    } else {
+                        builder.method("GET").body(Full::new(Bytes::new()))
+                    };
+                    let client = client.clone();
+                    Box::pin(async move {
+                        let Ok(request) = request else { return false };
+                        match client.request(request).await {
+                            Ok(response) => {
+                                let ok = response.status().is_success();
+                                ok && response.into_body().collect().await.is_ok()
+                            }
+                            Err(_) => false,
+                        }
+                    })
+                })
+            })
+        }
+    };
+    let warmup = (args.duration / 10).min(Duration::from_millis(500));
+    drive(&make_op, args.concurrency, warmup).await;
+    let outcome = drive(&make_op, args.concurrency, args.duration).await;
+    let connections = match scenario {
+        Scenario::HttpGet | Scenario::HttpPost => args.concurrency,
+        _ => args.connections,
+    };
+    Ok(outcome.result(scenario.name(), args.concurrency, connections))
+}
+
+fn with_credentials<T>(message: T, credentials: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some((user, secret)) = credentials.and_then(|c| c.split_once(':')) {
+        if let Ok(value) = basic_authorization(user, secret).parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+    }
+    request
+}
+
+async fn connect_channels(target: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(
+            Channel::from_shared(target.to_owned())
+                .context("invalid --target")?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {target}"))?,
+        );
+    }
+    Ok(channels)
+}
+
+async fn preload_over_grpc(
+    channels: &[Channel],
+    accounts: usize,
+    credentials: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for (w, channel) in channels.iter().enumerate() {
+        let mut client = RecordingSettingsServiceClient::new(channel.clone());
+        let credentials = credentials.map(str::to_owned);
+        let stride = channels.len();
+        tasks.push(tokio::spawn(async move {
+            for n in (w..accounts).step_by(stride) {
+                let request = with_credentials(
+                    SetRecordingSettingsRequest {
+                        account_sid: account(n),
+                        friendly_name: "preloaded".into(),
+                        ..Default::default()
+                    },
+                    credentials.as_deref(),
+                );
+                client.set_recording_settings(request).await?;
+            }
+            Ok::<_, Status>(())
+        }));
+    }
+    for task in tasks {
+        task.await?.context("preloading accounts")?;
+    }
+    Ok(())
+}
+
+struct Outcome {
+    histogram: Histogram<u64>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn result(
+        &self,
+        scenario: &'static str,
+        concurrency: usize,
+        connections: usize,
+    ) -> ScenarioResult {
+        let h = &self.histogram;
+        let requests = h.len();
+        ScenarioResult {
+            scenario,
+            concurrency,
+            connections,
+            requests,
+            errors: self.errors,
+            throughput_rps: requests as f64 / self.elapsed.as_secs_f64(),
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            baseline: None,
+            ratio_to_baseline: None,
+        }
+    }
+}
+
+/// Runs `concurrency` workers issuing requests back to back for `duration`.
+/// Only successful requests count toward throughput and latency.
+async fn drive(make_op: &dyn Fn(usize) -> Op, concurrency: usize, duration: Duration) -> Outcome {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let mut op = make_op(worker);
+            tokio::spawn(async move {
+                let mut histogram =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                let mut errors = 0u64;
+                let mut n = worker;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if op(n).await {
+                        let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        histogram.saturating_record(micros.max(1));
+                    } else {
+                        errors += 1;
+                    }
+                    n += concurrency;
+                }
+                (histogram, errors)
+            })
+        })
+        .collect();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut errors = 0;
+    for worker in workers {
+        if let Ok((h, e)) = worker.await {
+            let _ = histogram.add(&h);
+            errors += e;
+        }
+    }
+    Outcome {
+        histogram,
+        errors,
+        elapsed: start.elapsed(),
+    }
+}
+
+async fn run_preload(args: &BenchArgs, n: usize) -> anyhow::Result<PreloadResult> {
+    anyhow::ensure!(
+        args.target.is_none(),
+        "--preload starts its own server; drop --target"
+    );
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let path = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || bulk_fill(&path, n)).await??;
+    let preload_seconds = started.elapsed().as_secs_f64();
+
+    // Restart: the time from spawning the server to its first answer.
+    let opened = Instant::now();
+    let server = ChildServer::start(&["serve"], Some(dir)).await?;
+    let channels = connect_channels(&server.grpc, args.connections).await?;
+    RecordingSettingsServiceClient::new(channels[0].clone())
+        .get_recording_settings(GetRecordingSettingsRequest {
+            account_sid: account(0),
+        })
+        .await?;
+    let open_after_restart_ms = opened.elapsed().as_secs_f64() * 1000.0;
+    let disk_bytes = disk_usage(server.data_dir())?;
+
+    let make_op: Box<dyn Fn(usize) -> Op> = Box::new(move |worker| {
+        let client = RecordingSettingsServiceClient::new(channels[worker % channels.len()].clone());
+        Box::new(move |i| {
+            let mut client = client.clone();
+            // Spread reads over every account, in a scattered order.
+            let k = (i.wrapping_mul(2_654_435_761)) % n;
+            let request = GetRecordingSettingsRequest {
+                account_sid: account(k),
+            };
+            Box::pin(async move { client.get_recording_settings(request).await.is_ok() })
+        })
+    });
+    let warmup = (args.duration / 10).min(Duration::from_millis(500));
+    drive(&make_op, args.concurrency, warmup).await;
+    let outcome = drive(&make_op, args.concurrency, args.duration).await;
+    let server_peak_rss_mb = server.peak_rss_kb()? as f64 / 1024.0;
+    Ok(PreloadResult {
+        accounts: n,
+        preload_seconds,
+        open_after_restart_ms,
+        disk_bytes_per_account: disk_bytes as f64 / n as f64,
+        grpc_get: outcome.result("grpc_get", args.concurrency, args.connections),
+        server_peak_rss_mb,
+    })
+}
+
+/// Fills `n` accounts through the store's bulk path (no server, one durable
+/// commit per batch).
+fn bulk_fill(dir: &Path, n: usize) -> anyhow::Result<()> {
+    let store = Store::open(&StoreOptions::new(dir))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let name = FriendlyName::parse("preloaded")?;
+    for start in (0..n).step_by(8192) {
+        let batch = (start..(start + 8192).min(n))
+            .map(|k| -> anyhow::Result<_> {
+                Ok((
+                    AccountSid::parse(&account(k))?,
+                    RecordingSettingsPatch::new(name.clone()),
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        runtime.block_on(store.set_many(batch))?;
+    }
+    store.close()?;
+    Ok(())
+}
+
+fn disk_usage(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())?
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    Ok(total)
+}
+
+/// A server the bench started: the real binary as a child process, killed
+/// when dropped.
+struct ChildServer {
+    child: Child,
+    grpc: String,
+    http: Option<String>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl ChildServer {
+    async fn start(args: &[&str], dir: Option<tempfile::TempDir>) -> anyhow::Result<ChildServer> {
+        let exe = std::env::current_exe().context("cannot find the settingsd binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
+            .args(["--grpc-addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(dir) = &dir {
+            cmd.args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+                .arg(dir.path());
+        }
+        let mut child = cmd.spawn().context("cannot start a server")?;
+        let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+        let line = loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .context("the server did not start within 60s")??
+                .context("the server exited before serving")?;
+            if line.contains("serving gRPC") {
+                break line;
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+                .map(|addr| format!("http://{addr}"))
+        };
+        Ok(ChildServer {
+            grpc: field("grpc_addr").context("no grpc_addr in the server's log")?,
+            http: field("http_addr"),
+            child,
+            dir,
+        })
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new("."), |d| d.path())
+    }
+
+    /// The server's peak resident set (VmHWM), in KiB.
+    fn peak_rss_kb(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("the server has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/PID/status")
+    }
+}
+
+/// `settingsd bench-noop-server`: the settings service's RPC shape, answered
+/// with a constant. The `noop` scenario's ceiling.
+pub async fn serve_noop(grpc_addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(grpc_addr).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(grpc_addr = %addr, "serving gRPC (noop)");
+    tonic::transport::Server::builder()
+        .add_service(RecordingSettingsServiceServer::new(Noop))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
+        .await?;
+    Ok(())
+}
+
+struct Noop;
+
+#[tonic::async_trait]
+impl RecordingSettingsService for Noop {
+    async fn get_recording_settings(
+        &self,
+        request: Request<GetRecordingSettingsRequest>,
+    ) -> Result<Response<RecordingSettings>, Status> {
+        Ok(Response::new(RecordingSettings {
+            account_sid: request.into_inner().account_sid,
+            url: "https://video.twilio.com/v1/RecordingSettings/Default".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn set_recording_settings(
+        &self,
+        request: Request<SetRecordingSettingsRequest>,
+    ) -> Result<Response<RecordingSettings>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(RecordingSettings {
+            account_sid: request.account_sid,
+            friendly_name: Some(request.friendly_name),
+            ..Default::default()
+        }))
+    }
+}
