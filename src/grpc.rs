@@ -117,7 +117,7 @@ impl RecordingSettingsGrpc {
 
 #[tonic::async_trait]
 impl RecordingSettingsService for RecordingSettingsGrpc {
-    #[tracing::instrument(skip_all, fields(account))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account))]
     async fn get_recording_settings(
         &self,
         request: Request<GetRecordingSettingsRequest>,
@@ -129,7 +129,7 @@ impl RecordingSettingsService for RecordingSettingsGrpc {
         Ok(Response::new(self.to_proto(settings)))
     }
 
-    #[tracing::instrument(skip_all, fields(account))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account))]
     async fn set_recording_settings(
         &self,
         request: Request<SetRecordingSettingsRequest>,
