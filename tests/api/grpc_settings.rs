@@ -11,14 +11,9 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn get_before_any_set_returns_the_default_resource() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
 
-    let got = app
-        .client
-        .get_recording_settings(get_request(ACCOUNT))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = app.get(ACCOUNT).await;
 
     assert_eq!(
         got,
@@ -32,26 +27,11 @@ async fn get_before_any_set_returns_the_default_resource() {
 
 #[tokio::test]
 async fn set_then_get_returns_the_merged_values() {
-    let mut app = spawn_app().await;
-    let first = app
-        .client
-        .set_recording_settings(full_set_request(ACCOUNT))
-        .await
-        .unwrap()
-        .into_inner();
+    let app = spawn_app().await;
+    let first = app.set(full_set_request(ACCOUNT)).await;
 
-    let second = app
-        .client
-        .set_recording_settings(set_request(ACCOUNT, "renamed"))
-        .await
-        .unwrap()
-        .into_inner();
-    let got = app
-        .client
-        .get_recording_settings(get_request(ACCOUNT))
-        .await
-        .unwrap()
-        .into_inner();
+    let second = app.set(set_request(ACCOUNT, "renamed")).await;
+    let got = app.get(ACCOUNT).await;
 
     assert!(first.revision > 0 && first.update_time.is_some());
     assert!(second.revision > first.revision);
@@ -66,28 +46,17 @@ async fn set_then_get_returns_the_merged_values() {
 
 #[tokio::test]
 async fn a_field_sent_empty_is_cleared() {
-    let mut app = spawn_app().await;
-    app.client
-        .set_recording_settings(full_set_request(ACCOUNT))
-        .await
-        .unwrap();
+    let app = spawn_app().await;
+    app.set(full_set_request(ACCOUNT)).await;
 
     let cleared = app
-        .client
-        .set_recording_settings(SetRecordingSettingsRequest {
+        .set(SetRecordingSettingsRequest {
             encryption_enabled: Some(false),
             encryption_key_sid: Some(String::new()),
             ..set_request(ACCOUNT, "no encryption")
         })
-        .await
-        .unwrap()
-        .into_inner();
-    let got = app
-        .client
-        .get_recording_settings(get_request(ACCOUNT))
-        .await
-        .unwrap()
-        .into_inner();
+        .await;
+    let got = app.get(ACCOUNT).await;
 
     assert_eq!(got, cleared);
     assert_eq!(got.encryption_key_sid, None);
@@ -97,18 +66,10 @@ async fn a_field_sent_empty_is_cleared() {
 
 #[tokio::test]
 async fn accounts_do_not_see_each_others_settings() {
-    let mut app = spawn_app().await;
-    app.client
-        .set_recording_settings(full_set_request(ACCOUNT))
-        .await
-        .unwrap();
+    let app = spawn_app().await;
+    app.set(full_set_request(ACCOUNT)).await;
 
-    let other = app
-        .client
-        .get_recording_settings(get_request(OTHER_ACCOUNT))
-        .await
-        .unwrap()
-        .into_inner();
+    let other = app.get(OTHER_ACCOUNT).await;
 
     assert_eq!(other.account_sid, OTHER_ACCOUNT);
     assert_eq!(other.revision, 0);
@@ -184,14 +145,11 @@ fn invalid_sets() -> Vec<(SetRecordingSettingsRequest, &'static str)> {
 async fn every_invalid_set_is_rejected_naming_the_field_and_changes_nothing() {
     let mut app = spawn_app().await;
     let before = app
-        .client
-        .set_recording_settings(SetRecordingSettingsRequest {
+        .set(SetRecordingSettingsRequest {
             friendly_name: "before".into(),
             ..set_request(ACCOUNT, "before")
         })
-        .await
-        .unwrap()
-        .into_inner();
+        .await;
 
     for (request, field) in invalid_sets() {
         let status = app
@@ -208,12 +166,7 @@ async fn every_invalid_set_is_rejected_naming_the_field_and_changes_nothing() {
         );
         let details = status.get_details_bad_request().expect("BadRequest detail");
         assert_eq!(details.field_violations[0].field, field, "{request:?}");
-        let after = app
-            .client
-            .get_recording_settings(get_request(ACCOUNT))
-            .await
-            .unwrap()
-            .into_inner();
+        let after = app.get(ACCOUNT).await;
         assert_eq!(after, before, "{request:?} changed the stored settings");
     }
 }
@@ -221,10 +174,7 @@ async fn every_invalid_set_is_rejected_naming_the_field_and_changes_nothing() {
 #[tokio::test]
 async fn clearing_a_value_an_enabled_flag_needs_is_rejected() {
     let mut app = spawn_app().await;
-    app.client
-        .set_recording_settings(full_set_request(ACCOUNT))
-        .await
-        .unwrap();
+    app.set(full_set_request(ACCOUNT)).await;
 
     let status = app
         .client
@@ -275,28 +225,13 @@ async fn get_with_a_malformed_account_is_invalid_argument() {
 #[tokio::test]
 async fn values_survive_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut app = spawn_app_on(dir.path()).await;
-    let stored = app
-        .client
-        .set_recording_settings(full_set_request(ACCOUNT))
-        .await
-        .unwrap()
-        .into_inner();
+    let app = spawn_app_on(dir.path()).await;
+    let stored = app.set(full_set_request(ACCOUNT)).await;
     app.stop().await.unwrap();
 
-    let mut restarted = spawn_app_on(dir.path()).await;
-    let got = restarted
-        .client
-        .get_recording_settings(get_request(ACCOUNT))
-        .await
-        .unwrap()
-        .into_inner();
-    let next = restarted
-        .client
-        .set_recording_settings(set_request(ACCOUNT, "after restart"))
-        .await
-        .unwrap()
-        .into_inner();
+    let restarted = spawn_app_on(dir.path()).await;
+    let got = restarted.get(ACCOUNT).await;
+    let next = restarted.set(set_request(ACCOUNT, "after restart")).await;
 
     assert_eq!(got, stored);
     assert!(

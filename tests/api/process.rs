@@ -115,13 +115,8 @@ async fn sigterm_lets_an_in_flight_set_finish_and_exits_zero() {
     assert_eq!(stored.friendly_name.as_deref(), Some("in flight"));
     assert!(status.success(), "exit status {status:?}");
 
-    let mut restarted = spawn_app_on(dir.path()).await;
-    let got = restarted
-        .client
-        .get_recording_settings(get_request(ACCOUNT))
-        .await
-        .unwrap()
-        .into_inner();
+    let restarted = spawn_app_on(dir.path()).await;
+    let got = restarted.get(ACCOUNT).await;
     assert_eq!(got, stored, "the in-flight write is on disk");
 }
 
