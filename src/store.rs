@@ -115,27 +115,15 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let db = sled::Config::new()
-            .path(&options.data_dir)
-            .cache_capacity(options.cache_capacity)
-            // Our own committer flushes when a write needs it; sled's
-            // background flusher would only add fsync-less flushes.
-            .flush_every_ms(None)
-            // sled persists its ID counter every this many IDs and skips
-            // twice as many on recovery: revisions jump by ~8k per restart.
-            .idgen_persist_interval(4096)
-            .open()
-            .map_err(|e| match e {
-                // sled reports its held file lock as a generic I/O error.
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    open_err(std::io::Error::new(
-                        std::io::ErrorKind::WouldBlock,
-                        "it is in use by another settingsd process (the lock on its db file is held)",
-                    ))
-                }
-                sled::Error::Io(io) => open_err(io),
-                other => open_err(std::io::Error::other(other.to_string())),
-            })?;
+        let db = open_sled(options).map_err(|e| match e {
+            // sled reports its held file lock as a generic I/O error.
+            sled::Error::Io(io) if is_lock_error(&io) => open_err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "it is in use by another settingsd process (the lock on its db file is held)",
+            )),
+            sled::Error::Io(io) => open_err(io),
+            other => open_err(std::io::Error::other(other.to_string())),
+        })?;
         let settings = db.open_tree(RECORDING_SETTINGS_TREE)?;
         let data_file = File::open(options.data_dir.join(SLED_DATA_FILE)).map_err(open_err)?;
         // Make the directory entries of sled's files durable once, so the
@@ -291,6 +279,56 @@ impl Store {
     pub fn close(&self) -> Result<(), Error> {
         self.inner.commit.stop()
     }
+}
+
+/// How long a reopen in this process waits for sled to let go of the
+/// directory it just closed.
+const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Opens sled in `options.data_dir`.
+///
+/// sled finishes some log writes on its own background threads, which keep
+/// its db file, and so its exclusive lock, open for a moment after the last
+/// handle is dropped. A reopen by this same process (close then open, as the
+/// tests and an embedding program do) waits that out, up to
+/// [`REOPEN_PATIENCE`]; a lock held by another process fails at once.
+fn open_sled(options: &StoreOptions) -> sled::Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(&options.data_dir)
+        .cache_capacity(options.cache_capacity)
+        // Our own committer flushes when a write needs it; sled's
+        // background flusher would only add fsync-less flushes.
+        .flush_every_ms(None)
+        // sled persists its ID counter every this many IDs and skips
+        // twice as many on recovery: revisions jump by ~8k per restart.
+        .idgen_persist_interval(4096);
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(io))
+                if is_lock_error(&io)
+                    && started.elapsed() < REOPEN_PATIENCE
+                    && this_process_has_open(&options.data_dir.join(SLED_DATA_FILE)) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
+/// Whether one of this process's file descriptors is `file` (Linux: through
+/// /proc/self/fd; elsewhere, never).
+fn this_process_has_open(file: &Path) -> bool {
+    let (Ok(file), Ok(fds)) = (file.canonicalize(), std::fs::read_dir("/proc/self/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == file))
 }
 
 /// Group commit: one flush+fdatasync covers every write applied before it.
@@ -605,4 +643,23 @@ pub fn decode(account: &AccountSid, bytes: &[u8]) -> Result<RecordingSettings, E
         revision: stored.revision,
         update_time: (stored.revision > 0).then(|| UNIX_EPOCH + Duration::from_micros(micros)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_open_sees_only_files_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = dir.path().join("held");
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"").unwrap();
+        let file = File::create(&held).unwrap();
+
+        assert!(this_process_has_open(&held));
+        assert!(!this_process_has_open(&other));
+        drop(file);
+        assert!(!this_process_has_open(&held));
+    }
 }
