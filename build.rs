@@ -6,7 +6,10 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["proto/settingsd/v1/recording_settings.proto"];
+const PROTOS: &[&str] = &[
+    "proto/settingsd/v1/recording_settings.proto",
+    "proto/settingsd/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

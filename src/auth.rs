@@ -10,6 +10,10 @@
 //! (like LocalStack's): any well-formed account SID as the user name is
 //! accepted with any password, gRPC calls need no credentials at all, and API
 //! keys are unknown.
+//!
+//! Operators (listed in the accounts file's optional `[[operators]]` table)
+//! authenticate with Basic `name:secret` and may act for any account and call
+//! the admin RPCs (export); tenants never can.
 
 use std::{collections::HashMap, fmt, path::Path, sync::Arc};
 
@@ -22,7 +26,8 @@ use crate::{
     error::Error,
 };
 
-/// The `[[accounts]]` / `[[api_keys]]` TOML file given to `--accounts`.
+/// The `[[accounts]]` / `[[api_keys]]` / `[[operators]]` TOML file given to
+/// `--accounts`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AccountsFile {
@@ -30,6 +35,15 @@ struct AccountsFile {
     accounts: Vec<AccountEntry>,
     #[serde(default)]
     api_keys: Vec<ApiKeyEntry>,
+    #[serde(default)]
+    operators: Vec<OperatorEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperatorEntry {
+    name: String,
+    secret: Secret,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +96,8 @@ pub struct Credentials {
     accounts: HashMap<String, Secret>,
     /// API key SID -> (secret, the account the key acts for).
     api_keys: HashMap<String, (Secret, AccountSid)>,
+    /// Operator name -> secret.
+    operators: HashMap<String, Secret>,
 }
 
 /// Who a request comes from.
@@ -89,8 +105,19 @@ pub struct Credentials {
 pub enum Caller {
     /// Authenticated (or, in open mode, named) as acting for this account.
     Account(AccountSid),
-    /// Open mode without credentials: may act for any account it names.
+    /// Open mode without credentials: may act for any account it names,
+    /// and call the admin RPCs.
     Anonymous,
+    /// An operator from the accounts file: may act for any account it names,
+    /// and call the admin RPCs.
+    Operator(String),
+}
+
+impl Caller {
+    /// Whether the caller may use the admin RPCs, which see every account.
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Caller::Anonymous | Caller::Operator(_))
+    }
 }
 
 const SK_PREFIX: &str = "SK";
@@ -160,6 +187,30 @@ impl Authenticator {
                 return Err(format!("api_keys: {sid} is listed twice"));
             }
         }
+        for entry in file.operators {
+            let name = entry.name;
+            if name.is_empty() || name.contains(':') {
+                return Err(format!(
+                    "operators: name {name:?} must be non-empty and contain no ':'"
+                ));
+            }
+            if credentials.accounts.contains_key(&name) || credentials.api_keys.contains_key(&name)
+            {
+                return Err(format!(
+                    "operators: {name} is also an account or API key SID"
+                ));
+            }
+            if entry.secret.0.is_empty() {
+                return Err(format!("operators: {name} has an empty secret"));
+            }
+            if credentials
+                .operators
+                .insert(name.clone(), entry.secret)
+                .is_some()
+            {
+                return Err(format!("operators: {name} is listed twice"));
+            }
+        }
         Ok(Authenticator::Accounts(Arc::new(credentials)))
     }
 
@@ -201,6 +252,10 @@ impl Credentials {
         } else if let Some((secret, account)) = self.api_keys.get(user) {
             if secret.matches(password) {
                 return Ok(Caller::Account(account.clone()));
+            }
+        } else if let Some(secret) = self.operators.get(user) {
+            if secret.matches(password) {
+                return Ok(Caller::Operator(user.to_owned()));
             }
         }
         Err(rejected())
@@ -303,6 +358,31 @@ mod tests {
         ));
         assert!(auth.authenticate(Some(key.as_str())).is_err());
         assert_eq!(auth.authenticate(None).unwrap(), Caller::Anonymous);
+    }
+
+    #[test]
+    fn an_operator_is_known_only_with_its_secret() {
+        let auth = Authenticator::parse(&format!(
+            "[[accounts]]\nsid = \"{AC}\"\nauth_token = \"token\"\n\n\
+             [[operators]]\nname = \"backup\"\nsecret = \"s3cret\"\n"
+        ))
+        .unwrap();
+        let operator = basic_authorization("backup", "s3cret");
+        let wrong = basic_authorization("backup", "token");
+        let caller = auth.authenticate(Some(operator.as_str())).unwrap();
+        assert_eq!(caller, Caller::Operator("backup".into()));
+        assert!(caller.is_operator());
+        assert!(auth.authenticate(Some(wrong.as_str())).is_err());
+        let account = basic_authorization(AC, "token");
+        assert!(!auth
+            .authenticate(Some(account.as_str()))
+            .unwrap()
+            .is_operator());
+        let clash = Authenticator::parse(&format!(
+            "[[accounts]]\nsid = \"{AC}\"\nauth_token = \"t\"\n\n\
+             [[operators]]\nname = \"{AC}\"\nsecret = \"s\"\n"
+        ));
+        assert!(clash.unwrap_err().contains("operators"));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Backup and restore: every record as JSON lines, and back.
 //!
-//! Both work on a data directory directly, so the server must be stopped
-//! first (sled allows one process per directory; a running server's
-//! directory is refused with a clear error). An export to a file is atomic:
+//! An export reads a data directory directly ([`export`], the server must be
+//! stopped: sled allows one process per directory, and a running server's
+//! directory is refused with a clear error), or a running server's records
+//! from its `AdminService` (the CLI feeds them to an [`ExportWriter`]). An
+//! import always writes a data directory directly. An export to a file is atomic:
 //! it is written to a temporary file beside the target, fsynced, and renamed
 //! over it, so a crash mid-export never leaves a half file in place of a
 //! good one.
@@ -10,7 +12,7 @@
 use std::{
     fs::{self, File},
     io::{BufRead, BufWriter, Write},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use anyhow::Context;
@@ -21,6 +23,7 @@ use crate::{
         AccountSid, CredentialSid, Field, FriendlyName, RecordingSettings, RecordingSettingsPatch,
         S3Url, Update,
     },
+    pb,
     store::Store,
 };
 
@@ -59,6 +62,23 @@ impl From<&RecordingSettings> for ExportedRecord {
             update_time: s
                 .update_time
                 .map(|t| prost_types::Timestamp::from(t).to_string()),
+        }
+    }
+}
+
+impl From<pb::RecordingSettings> for ExportedRecord {
+    /// A record as a running server's `ExportRecordingSettings` streams it.
+    fn from(s: pb::RecordingSettings) -> Self {
+        ExportedRecord {
+            account_sid: s.account_sid,
+            friendly_name: s.friendly_name,
+            aws_credentials_sid: s.aws_credentials_sid,
+            aws_s3_url: s.aws_s3_url,
+            aws_storage_enabled: s.aws_storage_enabled,
+            encryption_key_sid: s.encryption_key_sid,
+            encryption_enabled: s.encryption_enabled,
+            revision: s.revision,
+            update_time: s.update_time.map(|t| t.to_string()),
         }
     }
 }
@@ -105,56 +125,96 @@ impl ExportedRecord {
 /// An undecodable record (naming its account) or an I/O failure; a target
 /// file is then left as it was.
 pub fn export(store: &Store, out: Option<&Path>) -> anyhow::Result<usize> {
-    match out {
-        None => {
-            let stdout = std::io::stdout();
-            let mut writer = BufWriter::new(stdout.lock());
-            let n = write_records(store, &mut writer)?;
-            writer.flush()?;
-            Ok(n)
-        }
-        Some(path) => {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            let name = path
-                .file_name()
-                .with_context(|| format!("{} is not a file path", path.display()))?;
-            let temp = dir.join(format!(
-                ".{}.tmp-{}",
-                name.to_string_lossy(),
-                std::process::id()
-            ));
-            let result = (|| {
-                let file = File::create(&temp)
-                    .with_context(|| format!("cannot create {}", temp.display()))?;
-                let mut writer = BufWriter::new(file);
-                let n = write_records(store, &mut writer)?;
-                let file = writer.into_inner().map_err(|e| e.into_error())?;
-                file.sync_all()?;
-                fs::rename(&temp, path)
-                    .with_context(|| format!("cannot replace {}", path.display()))?;
-                File::open(dir)?.sync_all()?;
-                Ok(n)
-            })();
-            if result.is_err() {
+    let mut writer = ExportWriter::create(out)?;
+    for record in store.scan() {
+        writer.write(&ExportedRecord::from(&record?))?;
+    }
+    writer.commit()
+}
+
+/// Where an export goes: stdout, or a file that only [`ExportWriter::commit`]
+/// puts in place (a temporary file beside it, fsynced, renamed over it, the
+/// directory fsynced). Dropped uncommitted, it removes the temporary file and
+/// leaves the target as it was.
+pub struct ExportWriter {
+    writer: BufWriter<Box<dyn Write + Send>>,
+    /// (temporary file, target, target's directory) when writing to a file.
+    file: Option<(PathBuf, PathBuf, PathBuf)>,
+    written: usize,
+}
+
+impl ExportWriter {
+    /// # Errors
+    /// If `out` is not a file path or its temporary file cannot be created.
+    pub fn create(out: Option<&Path>) -> anyhow::Result<ExportWriter> {
+        let Some(path) = out else {
+            return Ok(ExportWriter {
+                writer: BufWriter::new(Box::new(std::io::stdout())),
+                file: None,
+                written: 0,
+            });
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} is not a file path", path.display()))?;
+        let temp = dir.join(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file =
+            File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+        Ok(ExportWriter {
+            writer: BufWriter::new(Box::new(file)),
+            file: Some((temp, path.to_owned(), dir.to_owned())),
+            written: 0,
+        })
+    }
+
+    /// Appends one record as a JSON line.
+    ///
+    /// # Errors
+    /// An I/O failure.
+    pub fn write(&mut self, record: &ExportedRecord) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.writer, record)?;
+        self.writer.write_all(b"\n")?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Makes the export durable and puts it in place. Returns how many
+    /// records it holds.
+    ///
+    /// # Errors
+    /// An I/O failure; a target file is then left as it was.
+    pub fn commit(mut self) -> anyhow::Result<usize> {
+        self.writer.flush()?;
+        if let Some((temp, target, dir)) = self.file.take() {
+            let placed = File::open(&temp)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| fs::rename(&temp, &target));
+            if let Err(e) = placed {
                 let _ = fs::remove_file(&temp);
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot replace {}", target.display()))
+                );
             }
-            result
+            File::open(&dir)?.sync_all()?;
         }
+        Ok(self.written)
     }
 }
 
-fn write_records(store: &Store, writer: &mut impl Write) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for record in store.scan() {
-        let record = record?;
-        serde_json::to_writer(&mut *writer, &ExportedRecord::from(&record))?;
-        writer.write_all(b"\n")?;
-        n += 1;
+impl Drop for ExportWriter {
+    fn drop(&mut self) {
+        if let Some((temp, _, _)) = &self.file {
+            let _ = fs::remove_file(temp);
+        }
     }
-    Ok(n)
 }
 
 /// How many records an import applies per durable commit.

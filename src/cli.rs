@@ -15,8 +15,9 @@ use crate::{
     backup, bench,
     limits::Limits,
     pb::{
+        admin_service_client::AdminServiceClient,
         recording_settings_service_client::RecordingSettingsServiceClient,
-        GetRecordingSettingsRequest, SetRecordingSettingsRequest,
+        ExportRecordingSettingsRequest, GetRecordingSettingsRequest, SetRecordingSettingsRequest,
     },
     server::{self, Listeners, PublicUrl, ServerConfig},
     store::{Store, StoreOptions, SyncMode},
@@ -55,7 +56,8 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         grpc_addr: SocketAddr,
     },
-    /// Write every stored record as JSON lines (the server must be stopped).
+    /// Write every stored record as JSON lines: from a stopped server's
+    /// --data-dir, or from a running server with --grpc-addr.
     Export(ExportArgs),
     /// Load JSON lines written by `export`, replacing each listed account's
     /// settings (the server must be stopped).
@@ -75,9 +77,10 @@ pub struct ServeArgs {
     /// /v1/RecordingSettings/Default).
     #[arg(long, env = "SETTINGSD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// TOML file of accounts ([[accounts]] sid, auth_token) and API keys
-    /// ([[api_keys]] sid, secret, account_sid) allowed to call. Without it the
-    /// server runs open: any AC SID with any password, on loopback only.
+    /// TOML file of accounts ([[accounts]] sid, auth_token), API keys
+    /// ([[api_keys]] sid, secret, account_sid) and operators ([[operators]]
+    /// name, secret) allowed to call. Without it the server runs open: any AC
+    /// SID with any password, on loopback only.
     #[arg(long, env = "SETTINGSD_ACCOUNTS")]
     pub accounts: Option<PathBuf>,
     /// Run open (no --accounts) even on a non-loopback address.
@@ -105,9 +108,19 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The data directory to read.
+    /// The data directory to read (no server may be running on it). Ignored
+    /// with --grpc-addr.
     #[arg(long, env = "SETTINGSD_DATA_DIR", default_value = "./settingsd-data")]
     pub data_dir: PathBuf,
+    /// Export from a running server instead, through its gRPC AdminService:
+    /// HOST:PORT or http://HOST:PORT. Not a point-in-time snapshot: each
+    /// record is as it was when read.
+    #[arg(long)]
+    pub grpc_addr: Option<String>,
+    /// With --grpc-addr and a server that has --accounts: an operator's
+    /// credentials from its [[operators]] table, as NAME:SECRET.
+    #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
+    pub credentials: Option<String>,
     /// Where to write; replaced atomically (temporary file, fsync, rename).
     /// Standard output if omitted.
     pub file: Option<PathBuf>,
@@ -192,6 +205,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(args).await,
         Command::BenchNoopServer { grpc_addr } => bench::serve_noop(grpc_addr).await,
+        Command::Export(ExportArgs {
+            grpc_addr: Some(addr),
+            credentials,
+            file,
+            ..
+        }) => {
+            let mut client = AdminServiceClient::new(connect(&addr).await?);
+            let request =
+                with_credentials(credentials.as_deref(), ExportRecordingSettingsRequest {})?;
+            let mut stream = client
+                .export_recording_settings(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut out = backup::ExportWriter::create(file.as_deref())?;
+            while let Some(record) = stream.message().await.map_err(status_error)? {
+                out.write(&record.into())?;
+            }
+            let n = out.commit()?;
+            eprintln!("settingsd: exported {n} records from {addr}");
+            Ok(())
+        }
         Command::Export(args) => {
             let store = open_offline(&args.data_dir)?;
             let reader = store.clone();
@@ -217,7 +252,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Get(args) => {
-            let mut client = connect(&args.client.grpc_addr).await?;
+            let mut client =
+                RecordingSettingsServiceClient::new(connect(&args.client.grpc_addr).await?);
             let request = args.client.request(GetRecordingSettingsRequest {
                 account_sid: args.client.account.clone(),
             })?;
@@ -228,7 +264,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(settings.into_inner())
         }
         Command::Set(args) => {
-            let mut client = connect(&args.client.grpc_addr).await?;
+            let mut client =
+                RecordingSettingsServiceClient::new(connect(&args.client.grpc_addr).await?);
             let request = args.client.request(SetRecordingSettingsRequest {
                 account_sid: args.client.account.clone(),
                 friendly_name: args.friendly_name,
@@ -248,20 +285,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 impl ClientArgs {
-    /// Wraps `message` with the `authorization` metadata, if credentials were given.
     fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
-        let mut request = tonic::Request::new(message);
-        if let Some(credentials) = &self.credentials {
-            let (user, secret) = credentials
-                .split_once(':')
-                .context("--credentials must be USER:SECRET")?;
-            let value = basic_authorization(user, secret)
-                .parse()
-                .context("--credentials must be printable ASCII")?;
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
+        with_credentials(self.credentials.as_deref(), message)
     }
+}
+
+/// Wraps `message` with the `authorization` metadata for `--credentials`
+/// USER:SECRET, if given.
+fn with_credentials<T>(credentials: Option<&str>, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(credentials) = credentials {
+        let (user, secret) = credentials
+            .split_once(':')
+            .context("--credentials must be USER:SECRET")?;
+        let value = basic_authorization(user, secret)
+            .parse()
+            .context("--credentials must be printable ASCII")?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -337,7 +379,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn connect(addr: &str) -> anyhow::Result<RecordingSettingsServiceClient<Channel>> {
+async fn connect(addr: &str) -> anyhow::Result<Channel> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
@@ -348,7 +390,7 @@ async fn connect(addr: &str) -> anyhow::Result<RecordingSettingsServiceClient<Ch
         .connect()
         .await
         .with_context(|| format!("cannot connect to settingsd at {uri}"))?;
-    Ok(RecordingSettingsServiceClient::new(channel))
+    Ok(channel)
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {

@@ -1,6 +1,6 @@
 //! The one domain error. Each edge maps it exhaustively (no wildcard arm), so
 //! adding a variant forces a decision at every transport: see
-//! `grpc::status_from_error`.
+//! `impl From<Error> for tonic::Status` in `grpc`.
 
 use std::path::PathBuf;
 
@@ -25,6 +25,10 @@ pub enum Error {
         caller: AccountSid,
         requested: AccountSid,
     },
+
+    /// A tenant (account or API key credentials) called an operator-only RPC.
+    #[error("account {caller} is not an operator")]
+    OperatorOnly { caller: AccountSid },
 
     /// A stored record could not be decoded. Only that account is affected.
     #[error("stored settings of account {account} are unreadable: {detail}")]

@@ -15,8 +15,9 @@ use crate::{
     error::Error,
     limits::InFlight,
     pb::{
-        self, recording_settings_service_server::RecordingSettingsService,
-        GetRecordingSettingsRequest, SetRecordingSettingsRequest,
+        self, admin_service_server::AdminService,
+        recording_settings_service_server::RecordingSettingsService,
+        ExportRecordingSettingsRequest, GetRecordingSettingsRequest, SetRecordingSettingsRequest,
     },
     store::Store,
 };
@@ -72,19 +73,10 @@ impl RecordingSettingsGrpc {
     /// [`Error::Unauthenticated`], [`Error::Invalid`] for a malformed
     /// `account_sid`, [`Error::PermissionDenied`] for another account.
     fn authorize(&self, metadata: &MetadataMap, account_sid: &str) -> Result<AccountSid, Error> {
-        let authorization = match metadata.get("authorization") {
-            None => None,
-            Some(value) => Some(
-                value
-                    .to_str()
-                    .map_err(|_| Error::Unauthenticated(Unauthenticated::Rejected))?,
-            ),
-        };
-        let caller = self.auth.authenticate(authorization)?;
-        match (caller, account_sid) {
+        match (self.caller(metadata)?, account_sid) {
             (Caller::Account(own), "") => Ok(own),
             (Caller::Anonymous, "") => Err(Error::Unauthenticated(Unauthenticated::Missing)),
-            (Caller::Anonymous, named) => Ok(AccountSid::parse(named)?),
+            (Caller::Anonymous | Caller::Operator(_), named) => Ok(AccountSid::parse(named)?),
             (Caller::Account(own), named) => {
                 let requested = AccountSid::parse(named)?;
                 if requested == own {
@@ -97,6 +89,19 @@ impl RecordingSettingsGrpc {
                 }
             }
         }
+    }
+
+    /// Who sent a call, from its `authorization` metadata.
+    fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Error> {
+        let authorization = match metadata.get("authorization") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| Error::Unauthenticated(Unauthenticated::Rejected))?,
+            ),
+        };
+        self.auth.authenticate(authorization)
     }
 
     fn to_proto(&self, s: RecordingSettings) -> pb::RecordingSettings {
@@ -141,6 +146,64 @@ impl RecordingSettingsService for RecordingSettingsGrpc {
         let stored = self.store.set(&account, patch).await?;
         tracing::debug!(revision = stored.revision, "settings stored");
         Ok(Response::new(self.to_proto(stored)))
+    }
+}
+
+/// The `settingsd.v1.AdminService` implementation: operator-only RPCs over
+/// every account. Shares the settings service's store, credentials and
+/// in-flight limit.
+#[derive(Clone)]
+pub struct AdminGrpc(RecordingSettingsGrpc);
+
+impl AdminGrpc {
+    pub fn new(settings: RecordingSettingsGrpc) -> Self {
+        AdminGrpc(settings)
+    }
+}
+
+/// How many exported records may wait for a slow reader before the scan
+/// pauses: bounds an export's memory whatever the store's size.
+const EXPORT_BUFFER: usize = 256;
+
+#[tonic::async_trait]
+impl AdminService for AdminGrpc {
+    type ExportRecordingSettingsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::RecordingSettings, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn export_recording_settings(
+        &self,
+        request: Request<ExportRecordingSettingsRequest>,
+    ) -> Result<Response<Self::ExportRecordingSettingsStream>, Status> {
+        let slot = self.0.start()?;
+        let caller = self.0.caller(request.metadata())?;
+        if let Caller::Account(caller) = caller {
+            return Err(Error::OperatorOnly { caller }.into());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
+        let service = self.0.clone();
+        // sled's iterator blocks on disk reads: scan on a blocking thread,
+        // which waits whenever the client falls EXPORT_BUFFER records behind.
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let mut exported = 0_u64;
+            for record in service.store.scan() {
+                let item = record.map(|r| service.to_proto(r)).map_err(Status::from);
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() {
+                    tracing::info!(exported, "export abandoned by the client");
+                    return;
+                }
+                if failed {
+                    return;
+                }
+                exported += 1;
+            }
+            tracing::info!(exported, "export finished");
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 }
 
@@ -190,6 +253,10 @@ impl From<Error> for Status {
             }),
             Error::PermissionDenied { caller, requested } => Status::permission_denied(format!(
                 "credentials for account {caller} cannot act for account {requested}"
+            )),
+            Error::OperatorOnly { caller } => Status::permission_denied(format!(
+                "credentials for account {caller} cannot call operator RPCs; \
+                 use an [[operators]] entry of the accounts file"
             )),
             Error::Corrupt { account, detail } => {
                 tracing::error!(%account, %detail, "stored record does not decode");

@@ -16,10 +16,11 @@ use tonic_health::ServingStatus;
 
 use crate::{
     auth::Authenticator,
-    grpc::RecordingSettingsGrpc,
+    grpc::{AdminGrpc, RecordingSettingsGrpc},
     http::{self, SettingsBackend},
     limits::{limited_incoming, InFlight, Limits},
     pb::{
+        admin_service_server::AdminServiceServer,
         recording_settings_service_client::RecordingSettingsServiceClient,
         recording_settings_service_server::RecordingSettingsServiceServer, FILE_DESCRIPTOR_SET,
     },
@@ -159,6 +160,7 @@ async fn serve(
     health
         .set_serving::<RecordingSettingsServiceServer<RecordingSettingsGrpc>>()
         .await;
+    health.set_serving::<AdminServiceServer<AdminGrpc>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     // grpcurl 1.8 asks for v1alpha, newer clients for v1: serve both.
@@ -187,6 +189,10 @@ async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(
             RecordingSettingsServiceServer::new(service.clone())
+                .max_decoding_message_size(limits.max_grpc_message_bytes),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminGrpc::new(service.clone()))
                 .max_decoding_message_size(limits.max_grpc_message_bytes),
         )
         .serve_with_incoming_shutdown(

@@ -1,10 +1,14 @@
 //! `settingsd export` and `settingsd import`: a round trip through JSON
-//! lines, atomic output, and a clear refusal while a server holds the
-//! directory.
+//! lines, atomic output, a clear refusal while a server holds the directory,
+//! and the online export from a running server (operators only).
 
 use std::path::Path;
 
-use settingsd::pb::{RecordingSettings, SetRecordingSettingsRequest};
+use settingsd::pb::{
+    admin_service_client::AdminServiceClient, ExportRecordingSettingsRequest, RecordingSettings,
+    SetRecordingSettingsRequest,
+};
+use tonic::Code;
 
 use crate::helpers::*;
 
@@ -139,4 +143,186 @@ async fn import_rejects_an_invalid_line_naming_it() {
     assert!(!out.status.success());
     assert!(stderr.contains("line 2"), "{stderr}");
     assert!(stderr.contains("aws_s3_url"), "{stderr}");
+}
+
+async fn export_online(app: &TestApp, extra: &[&str]) -> std::process::Output {
+    tokio::time::timeout(
+        GUARD,
+        binary()
+            .args(["export", "--grpc-addr", &app.grpc_addr.to_string()])
+            .args(extra)
+            .output(),
+    )
+    .await
+    .expect("finishes")
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_export_from_a_running_server_matches_the_offline_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let online = out.path().join("online.jsonl");
+    let offline = out.path().join("offline.jsonl");
+    let app = spawn_app_on(dir.path()).await;
+    app.set(full_set_request(ACCOUNT)).await;
+    app.set(set_request(OTHER_ACCOUNT, "second")).await;
+
+    let exported = export_online(&app, &[online.to_str().unwrap()]).await;
+    app.stop().await.unwrap();
+    let stopped = settingsd(&["export", offline.to_str().unwrap()], dir.path()).await;
+
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    assert!(stopped.status.success());
+    let online = std::fs::read_to_string(&online).unwrap();
+    assert_eq!(online.lines().count(), 2, "{online}");
+    assert!(online.contains(ACCOUNT) && online.contains(OTHER_ACCOUNT));
+    assert_eq!(online, std::fs::read_to_string(&offline).unwrap());
+}
+
+#[tokio::test]
+async fn only_operators_may_export_from_a_server_with_accounts() {
+    let app = spawn_authenticated_app().await;
+    app.client
+        .clone()
+        .set_recording_settings(with_auth(set_request(ACCOUNT, "a"), ACCOUNT, TOKEN))
+        .await
+        .unwrap();
+    let mut admin = AdminServiceClient::new(channel(app.grpc_addr).await);
+    let export = |user: Option<(&str, &str)>| {
+        let mut admin = admin.clone();
+        let request = match user {
+            Some((user, secret)) => with_auth(ExportRecordingSettingsRequest {}, user, secret),
+            None => tonic::Request::new(ExportRecordingSettingsRequest {}),
+        };
+        async move { admin.export_recording_settings(request).await.map(|_| ()) }
+    };
+
+    let anonymous = export(None).await.unwrap_err();
+    let account = export(Some((ACCOUNT, TOKEN))).await.unwrap_err();
+    let api_key = export(Some((API_KEY, API_SECRET))).await.unwrap_err();
+    let wrong = export(Some((OPERATOR, TOKEN))).await.unwrap_err();
+    let mut records = admin
+        .export_recording_settings(with_auth(
+            ExportRecordingSettingsRequest {},
+            OPERATOR,
+            OPERATOR_SECRET,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    assert_eq!(account.code(), Code::PermissionDenied, "{account:?}");
+    assert!(account.message().contains("operator"), "{account:?}");
+    assert_eq!(api_key.code(), Code::PermissionDenied);
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let first = records.message().await.unwrap().unwrap();
+    assert_eq!(first.account_sid, ACCOUNT);
+    assert_eq!(first.friendly_name.as_deref(), Some("a"));
+    assert!(records.message().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_operator_acts_for_any_account_it_names() {
+    let app = spawn_authenticated_app().await;
+
+    let set = app
+        .client
+        .clone()
+        .set_recording_settings(with_auth(
+            set_request(OTHER_ACCOUNT, "by the operator"),
+            OPERATOR,
+            OPERATOR_SECRET,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let unnamed = app
+        .client
+        .clone()
+        .get_recording_settings(with_auth(get_request(""), OPERATOR, OPERATOR_SECRET))
+        .await
+        .unwrap_err();
+
+    assert_eq!(set.account_sid, OTHER_ACCOUNT);
+    let read = app
+        .client
+        .clone()
+        .get_recording_settings(with_auth(
+            get_request(OTHER_ACCOUNT),
+            OTHER_ACCOUNT,
+            OTHER_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.friendly_name.as_deref(), Some("by the operator"));
+    assert_eq!(unnamed.code(), Code::InvalidArgument);
+    assert!(unnamed.message().contains("account_sid"), "{unnamed:?}");
+}
+
+#[tokio::test]
+async fn a_refused_online_export_is_a_clear_error_and_writes_no_file() {
+    let app = spawn_authenticated_app().await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("backup.jsonl");
+    let credentials = format!("{ACCOUNT}:{TOKEN}");
+
+    let refused = export_online(
+        &app,
+        &["--credentials", &credentials, file.to_str().unwrap()],
+    )
+    .await;
+    let allowed = export_online(
+        &app,
+        &[
+            "--credentials",
+            &format!("{OPERATOR}:{OPERATOR_SECRET}"),
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "");
+}
+
+#[tokio::test]
+async fn an_undecodable_record_ends_an_online_export_with_data_loss_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("recording_settings").unwrap();
+        tree.insert(OTHER_ACCOUNT, &[7u8][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let app = spawn_app_on(dir.path()).await;
+    app.set(set_request(ACCOUNT, "readable")).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("backup.jsonl");
+    std::fs::write(&file, "the previous good backup\n").unwrap();
+
+    let exported = export_online(&app, &[file.to_str().unwrap()]).await;
+
+    let stderr = String::from_utf8_lossy(&exported.stderr);
+    assert!(!exported.status.success());
+    assert!(stderr.contains("DataLoss"), "{stderr}");
+    assert!(stderr.contains(OTHER_ACCOUNT), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "the previous good backup\n"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
 }

@@ -33,8 +33,10 @@ pub const TOKEN: &str = "token-of-account-a";
 pub const OTHER_TOKEN: &str = "token-of-account-b";
 pub const API_KEY: &str = "SKaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 pub const API_SECRET: &str = "secret-of-key-a";
+pub const OPERATOR: &str = "backup-operator";
+pub const OPERATOR_SECRET: &str = "secret-of-the-operator";
 
-/// Accounts A and B with auth tokens, and an API key of account A.
+/// Accounts A and B with auth tokens, an API key of account A, and an operator.
 pub fn accounts_toml() -> String {
     format!(
         r#"[[accounts]]
@@ -49,6 +51,10 @@ auth_token = "{OTHER_TOKEN}"
 sid = "{API_KEY}"
 secret = "{API_SECRET}"
 account_sid = "{ACCOUNT}"
+
+[[operators]]
+name = "{OPERATOR}"
+secret = "{OPERATOR_SECRET}"
 "#
     )
 }

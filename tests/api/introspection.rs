@@ -152,9 +152,11 @@ async fn grpcurl_can_list_describe_and_call_both_rpcs_and_health() {
     ])
     .await;
     let health = run_grpcurl(&[&addr, "grpc.health.v1.Health/Check"]).await;
+    let export = run_grpcurl(&[&addr, "settingsd.v1.AdminService/ExportRecordingSettings"]).await;
 
     assert!(list.contains(SERVICE), "{list}");
     assert!(list.contains("grpc.health.v1.Health"), "{list}");
+    assert!(list.contains("settingsd.v1.AdminService"), "{list}");
     assert!(describe.contains("aws_s3_url"), "{describe}");
     assert!(
         describe.contains("Required on every call"),
@@ -166,4 +168,6 @@ async fn grpcurl_can_list_describe_and_call_both_rpcs_and_health() {
     assert_eq!(get["friendlyName"], "from grpcurl");
     assert_eq!(get["awsS3Url"], S3_URL);
     assert!(health.contains("SERVING"), "{health}");
+    assert!(export.contains(ACCOUNT), "{export}");
+    assert!(export.contains("from grpcurl"), "{export}");
 }
