@@ -146,7 +146,7 @@ impl Authenticator {
     /// # Errors
     /// What is wrong with it.
     pub fn parse(text: &str) -> Result<Authenticator, String> {
-        let file: AccountsFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let file: AccountsFile = toml::from_str(text).map_err(|e| redacted_toml_error(text, &e))?;
         let mut credentials = Credentials::default();
         for entry in file.accounts {
             let sid = AccountSid::parse(&entry.sid)
@@ -259,6 +259,52 @@ impl Credentials {
             }
         }
         Err(rejected())
+    }
+}
+
+/// The field names of the accounts file: the only quoted words a parse error
+/// may repeat.
+const ACCOUNTS_FILE_WORDS: &[&str] = &[
+    "accounts",
+    "api_keys",
+    "operators",
+    "sid",
+    "auth_token",
+    "secret",
+    "account_sid",
+    "name",
+];
+
+/// A TOML error as "line N: message", never the file's text: toml's own
+/// `Display` quotes the offending line, and serde's messages quote the
+/// offending value (`invalid type: integer `12345``), either of which may be
+/// a secret. A quoted word is kept only if it is one of the file's field
+/// names, the key of an "unknown field", or a lone punctuation mark.
+fn redacted_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = String::new();
+    let mut after_unknown_field = false;
+    for (i, part) in e.message().split('`').enumerate() {
+        let quoted = i % 2 == 1;
+        let safe = ACCOUNTS_FILE_WORDS.contains(&part)
+            || after_unknown_field
+            || (part.len() == 1 && part.bytes().all(|b| b.is_ascii_punctuation()));
+        after_unknown_field = !quoted && part.ends_with("unknown field ");
+        if quoted && !safe {
+            message.push_str("`..`");
+        } else if quoted {
+            message.push('`');
+            message.push_str(part);
+            message.push('`');
+        } else {
+            message.push_str(part);
+        }
+    }
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", message.trim_end())
+        }
+        None => message.trim_end().to_owned(),
     }
 }
 
@@ -389,8 +435,29 @@ mod tests {
     fn accounts_file_errors_name_the_problem() {
         let bad_sid = Authenticator::parse("[[accounts]]\nsid = \"AC1\"\nauth_token = \"t\"\n");
         assert!(bad_sid.unwrap_err().contains("AC1"));
-        let unknown = Authenticator::parse("[[users]]\nname = \"x\"\n");
-        assert!(unknown.unwrap_err().contains("users"));
+        let unknown = Authenticator::parse("[[users]]\nname = \"x\"\n").unwrap_err();
+        assert!(
+            unknown.contains("line 1") && unknown.contains("users"),
+            "{unknown}"
+        );
+        let typo = Authenticator::parse(&format!(
+            "[[accounts]]\nsid = \"{AC}\"\nauth_tokn = \"s3cret-typo\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            typo.contains("auth_tokn") && typo.contains("line 3"),
+            "{typo}"
+        );
+        for leaky in [
+            format!("[[accounts]]\nsid = \"{AC}\"\nauth_tokn = \"s3cret-typo\"\n"),
+            format!("[[accounts]]\nsid = \"{AC}\"\nauth_token = 1234567\n"),
+            format!("[[accounts]]\nsid = \"{AC}\"\nauth_token = \"s3cret-open\n"),
+        ] {
+            let error = Authenticator::parse(&leaky).unwrap_err();
+            for secret in ["s3cret", "1234567"] {
+                assert!(!error.contains(secret), "{error}");
+            }
+        }
         let secret_not_printed = format!("{:?}", file());
         assert!(!secret_not_printed.contains("token"));
     }
