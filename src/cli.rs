@@ -228,6 +228,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export(args) => {
+            // sled creates a missing database: a mistyped --data-dir would
+            // export nothing and replace a good backup with an empty one.
+            anyhow::ensure!(
+                Store::exists(&args.data_dir),
+                "{} holds no settingsd data (no sled database there); check --data-dir",
+                args.data_dir.display()
+            );
             let store = open_offline(&args.data_dir)?;
             let reader = store.clone();
             let n =

@@ -413,7 +413,12 @@ impl RecordingSettings {
         Ok(next)
     }
 
-    fn check_dependencies(&self) -> Result<(), ValidationError> {
+    /// The cross-field rules a stored resource always satisfies: storage in
+    /// S3 needs a URL and a credential, encryption needs a key.
+    ///
+    /// # Errors
+    /// The first rule broken, naming the flag and what it needs.
+    pub fn check_dependencies(&self) -> Result<(), ValidationError> {
         let requires = |field, other| Err(ValidationError::new(field, Violation::Requires(other)));
         if self.aws_storage_enabled {
             if self.aws_s3_url.is_none() {

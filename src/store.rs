@@ -149,6 +149,12 @@ impl Store {
         })
     }
 
+    /// Whether `data_dir` holds a store (so that opening it would not create
+    /// an empty one).
+    pub fn exists(data_dir: &Path) -> bool {
+        data_dir.join(SLED_DATA_FILE).is_file()
+    }
+
     /// Reads an account's settings; the default resource if it never set any.
     ///
     /// # Errors
@@ -624,7 +630,7 @@ pub fn decode(account: &AccountSid, bytes: &[u8]) -> Result<RecordingSettings, E
     };
     let micros = u64::try_from(stored.update_time_unix_micros)
         .map_err(|_| corrupt("negative update time".into()))?;
-    Ok(RecordingSettings {
+    let settings = RecordingSettings {
         account_sid: account.clone(),
         friendly_name: stored
             .friendly_name
@@ -642,7 +648,12 @@ pub fn decode(account: &AccountSid, bytes: &[u8]) -> Result<RecordingSettings, E
         encryption_enabled: stored.encryption_enabled,
         revision: stored.revision,
         update_time: (stored.revision > 0).then(|| UNIX_EPOCH + Duration::from_micros(micros)),
-    })
+    };
+    // A record the API could never have written (say, storage enabled with
+    // no URL) would make every later Set fail over a field its caller never
+    // sent: call it what it is.
+    settings.check_dependencies().map_err(invalid)?;
+    Ok(settings)
 }
 
 #[cfg(test)]
@@ -661,5 +672,22 @@ mod tests {
         assert!(!this_process_has_open(&other));
         drop(file);
         assert!(!this_process_has_open(&held));
+    }
+
+    #[test]
+    fn a_record_breaking_a_cross_field_rule_is_corrupt_naming_the_account() {
+        let account = AccountSid::parse("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
+        let mut record = RecordingSettings::default_for(account.clone());
+        record.friendly_name = Some(FriendlyName::parse("x").unwrap());
+        record.revision = 1;
+        assert!(decode(&account, &encode(&record)).is_ok());
+        record.aws_storage_enabled = true;
+
+        let error = decode(&account, &encode(&record)).unwrap_err();
+
+        assert!(
+            matches!(&error, Error::Corrupt { account: a, detail } if *a == account && detail.contains("aws_s3_url")),
+            "{error:?}"
+        );
     }
 }

@@ -87,6 +87,25 @@ async fn export_refuses_a_directory_a_running_server_holds() {
 }
 
 #[tokio::test]
+async fn an_export_of_a_directory_without_data_fails_and_keeps_the_old_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("mistyped");
+    let file = dir.path().join("backup.jsonl");
+    std::fs::write(&file, "the previous good backup\n").unwrap();
+
+    let out = settingsd(&["export", file.to_str().unwrap()], &missing).await;
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("mistyped"), "{stderr}");
+    assert!(!missing.exists(), "no empty database is created");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "the previous good backup\n"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_export_leaves_the_previous_file_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_on(dir.path()).await;
