@@ -47,6 +47,11 @@ pub enum Error {
     #[error("storage failure: {0}")]
     Storage(String),
 
+    /// An earlier commit failed, so the store takes no more writes until
+    /// the process restarts (see `store`'s module docs). Holds that failure.
+    #[error("writes stopped after a failed commit ({0}); restart settingsd")]
+    WritesStopped(std::sync::Arc<str>),
+
     /// Too many requests are in flight; this one was shed without being run.
     #[error("at the limit of {max} requests in flight")]
     Overloaded { max: usize },

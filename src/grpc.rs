@@ -270,6 +270,13 @@ impl From<Error> for Status {
                 Status::unavailable("the settings store could not complete the request; retry")
             }
             Error::ShuttingDown => Status::unavailable("settingsd is shutting down; retry"),
+            Error::WritesStopped(cause) => {
+                tracing::error!(%cause, "write refused: writes stopped after a failed commit");
+                Status::unavailable(
+                    "settingsd stopped taking writes after a storage failure and needs a restart \
+                     (its health is NOT_SERVING); retry against a restarted server",
+                )
+            }
             Error::Overloaded { max } => {
                 tracing::warn!(max, "request shed: too many in flight");
                 Status::unavailable(format!(

@@ -140,7 +140,7 @@ pub async fn run(
         InFlight::new(config.limits.max_in_flight),
         config.public_url.recording_settings_url(),
     );
-    let result = serve(service, listeners, &config.limits, shutdown).await;
+    let result = serve(service, &store, listeners, &config.limits, shutdown).await;
     let closed = tokio::task::spawn_blocking(move || store.close()).await?;
     result?;
     closed?;
@@ -150,6 +150,7 @@ pub async fn run(
 
 async fn serve(
     service: RecordingSettingsGrpc,
+    store: &Store,
     listeners: Listeners,
     limits: &Limits,
     shutdown: impl Future<Output = ()> + Send,
@@ -162,6 +163,17 @@ async fn serve(
         .await;
     health.set_serving::<AdminServiceServer<AdminGrpc>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
+    // A failed commit stops writes until a restart (see `store`): tell
+    // orchestrators, through health, that this process needs one.
+    let poison_watch = {
+        let (health, store) = (health.clone(), store.clone());
+        tokio::spawn(async move {
+            let error = store.poisoned().await;
+            tracing::error!(%error, "writes stopped after a failed commit: health is NOT_SERVING; restart settingsd once the disk is fixed");
+            not_serving(&health).await;
+        })
+    };
+    let _abort_poison_watch = AbortOnDrop(poison_watch);
 
     // grpcurl 1.8 asks for v1alpha, newer clients for v1: serve both.
     let reflection = || {
@@ -213,11 +225,31 @@ async fn serve(
         () = shutdown => {}
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    not_serving(&health).await;
+    let _ = stop_tx.send(true);
+    servers.await
+}
+
+/// Reports every service, and the server as a whole, as NOT_SERVING.
+async fn not_serving(health: &tonic_health::server::HealthReporter) {
+    health
+        .set_not_serving::<RecordingSettingsServiceServer<RecordingSettingsGrpc>>()
+        .await;
+    health
+        .set_not_serving::<AdminServiceServer<AdminGrpc>>()
+        .await;
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
-    let _ = stop_tx.send(true);
-    servers.await
+}
+
+/// Aborts a background task when the scope that owns it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Serves the bridge with hyper directly (rather than `axum::serve`) for the

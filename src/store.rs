@@ -11,6 +11,14 @@
 //! drive's cache nor the file's metadata, so the commit path follows it with a
 //! real `fdatasync` of sled's data file. That costs a few milliseconds, so
 //! writers share it: see [`GroupCommit`].
+//!
+//! Faults stop writes: after a failed flush or fdatasync the kernel may have
+//! dropped the dirty pages and marked them clean, so a later "successful"
+//! sync would prove nothing about the earlier writes (and sled itself keeps
+//! failing after an I/O error until it is reopened). The first failure
+//! therefore *poisons* the store: no write is acknowledged after it, new
+//! Sets are refused, reads go on, and a restart (which replays sled's log)
+//! brings writes back.
 
 use std::{
     fs::File,
@@ -133,6 +141,8 @@ impl Store {
             db: db.clone(),
             data_file,
             fail: options.fail_commits.clone(),
+            poisoned: Mutex::new(None),
+            poisoned_now: tokio::sync::Notify::new(),
         });
         let commit = GroupCommit::start(Arc::clone(&syncer));
         // (No account count here: sled counts by scanning the whole tree.)
@@ -174,25 +184,44 @@ impl Store {
     /// [`Error::Invalid`] if the merged settings break a cross-field rule
     /// (nothing is written); [`Error::Corrupt`] if the stored record does not
     /// decode; [`Error::Storage`] if the write or its commit failed, in which
-    /// case the write was not acknowledged (it may or may not survive a crash);
-    /// [`Error::ShuttingDown`] if the store is closing.
+    /// case the write was not acknowledged (it may or may not survive a
+    /// crash), or if an earlier commit failed and the store takes no more
+    /// writes; [`Error::ShuttingDown`] if the store is closing.
     pub async fn set(
         &self,
         account: &AccountSid,
         patch: RecordingSettingsPatch,
     ) -> Result<RecordingSettings, Error> {
         let stored = self.apply(account, patch)?;
+        self.wait_durable(stored.revision).await?;
+        Ok(stored)
+    }
+
+    /// Returns once `revision` (already applied to sled) is on stable storage.
+    async fn wait_durable(&self, revision: u64) -> Result<(), Error> {
         match self.inner.sync_mode {
-            SyncMode::Group => self.inner.commit.wait_durable(stored.revision).await?,
+            SyncMode::Group => self.inner.commit.wait_durable(revision).await,
             SyncMode::PerWrite => {
                 let syncer = Arc::clone(&self.inner.syncer);
                 tokio::task::spawn_blocking(move || syncer.sync())
                     .await
                     .map_err(|e| Error::Storage(format!("sync task failed: {e}")))?
-                    .map_err(|e| Error::Storage(format!("commit failed: {e}")))?;
             }
         }
-        Ok(stored)
+    }
+
+    /// Completes when a failed commit has poisoned the store (see the module
+    /// docs), with the failure; never, while writes are healthy. The server
+    /// uses it to report NOT_SERVING.
+    pub async fn poisoned(&self) -> Arc<str> {
+        loop {
+            // Created before the check, so a poisoning in between still wakes it.
+            let poisoned = self.inner.syncer.poisoned_now.notified();
+            if let Some(error) = self.inner.syncer.poison() {
+                return error;
+            }
+            poisoned.await;
+        }
     }
 
     /// The read-merge-write half of [`Store::set`], under the write lock.
@@ -210,13 +239,18 @@ impl Store {
         if inner.commit.is_stopping() {
             return Err(Error::ShuttingDown);
         }
+        inner.syncer.check_healthy()?;
         let mut next = self.get(account)?.merged(patch)?;
         // sled's IDs are strictly increasing across restarts (it persists
         // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
         next.revision = inner.db.generate_id()? + 1;
         next.update_time = Some(now_micros());
         inner.settings.insert(account.as_str(), encode(&next))?;
-        inner.commit.written(next.revision);
+        // In per-write mode the writer syncs for itself; waking the committer
+        // too would run a second sync beside it and skew the comparison.
+        if inner.sync_mode == SyncMode::Group {
+            inner.commit.written(next.revision);
+        }
         Ok(next)
     }
 
@@ -247,7 +281,7 @@ impl Store {
             }
         }
         if let Some(revision) = last {
-            self.inner.commit.wait_durable(revision).await?;
+            self.wait_durable(revision).await?;
         }
         match failure {
             Some(e) => Err(e),
@@ -366,18 +400,11 @@ struct CommitQueue {
 struct CommitOutcome {
     /// Every revision up to this one is on stable storage.
     durable: u64,
-    /// The last failed sync: revisions in `(after, through]` were not made
-    /// durable by it. A later successful sync may still cover them.
-    failed: Option<FailedSync>,
+    /// A sync failed: no revision beyond `durable` will ever be durable in
+    /// this process (see the module docs).
+    poisoned: Option<Arc<str>>,
     /// The committer has stopped: no revision beyond `durable` will become durable.
     stopped: bool,
-}
-
-#[derive(Debug, Clone)]
-struct FailedSync {
-    after: u64,
-    through: u64,
-    error: Arc<str>,
 }
 
 impl GroupCommit {
@@ -409,23 +436,15 @@ impl GroupCommit {
     async fn wait_durable(&self, revision: u64) -> Result<(), Error> {
         let mut outcome = self.outcome.clone();
         let settled = outcome
-            .wait_for(|o| {
-                o.durable >= revision
-                    || o.stopped
-                    || o.failed
-                        .as_ref()
-                        .is_some_and(|f| f.after < revision && revision <= f.through)
-            })
+            .wait_for(|o| o.durable >= revision || o.stopped || o.poisoned.is_some())
             .await
             .map_err(|_| Error::ShuttingDown)?;
         if settled.durable >= revision {
             return Ok(());
         }
-        match &settled.failed {
-            Some(f) if f.after < revision && revision <= f.through => {
-                Err(Error::Storage(format!("commit failed: {}", f.error)))
-            }
-            _ => Err(Error::ShuttingDown),
+        match &settled.poisoned {
+            Some(error) => Err(poisoned_error(error)),
+            None => Err(Error::ShuttingDown),
         }
     }
 
@@ -451,12 +470,11 @@ impl GroupCommit {
                 return Err(Error::Storage("the commit thread panicked".into()));
             }
         }
-        let outcome = self.outcome.borrow();
-        match &outcome.failed {
-            Some(f) if f.through > outcome.durable => {
-                Err(Error::Storage(format!("final commit failed: {}", f.error)))
-            }
-            _ => Ok(()),
+        match &self.outcome.borrow().poisoned {
+            Some(error) => Err(Error::Storage(format!(
+                "a commit failed ({error}); writes after it were not acknowledged"
+            ))),
+            None => Ok(()),
         }
     }
 }
@@ -467,8 +485,7 @@ fn commit_loop(
     outcome: &watch::Sender<CommitOutcome>,
 ) {
     let (lock, wake) = queue;
-    // The highest revision a sync has been attempted for (successful or not):
-    // a failed sync is retried only when a new write arrives, not in a loop.
+    // The highest revision a sync has been attempted for.
     let mut attempted = 0;
     loop {
         let (target, stopping) = {
@@ -481,18 +498,18 @@ fn commit_loop(
             (q.written, q.stopping)
         };
         if target > attempted || stopping {
-            let previous = outcome.borrow().durable;
             match syncer.sync() {
                 Ok(()) => outcome.send_modify(|o| o.durable = o.durable.max(target)),
                 Err(e) => {
-                    tracing::error!(error = %e, through_revision = target, "commit failed; writes not acknowledged");
-                    outcome.send_modify(|o| {
-                        o.failed = Some(FailedSync {
-                            after: previous,
-                            through: target,
-                            error: e.to_string().into(),
+                    // Syncer::sync logged the first failure; later attempts
+                    // fail at once with the same poison.
+                    if let Some(error) = syncer.poison() {
+                        outcome.send_modify(|o| {
+                            o.poisoned.get_or_insert(error);
                         });
-                    });
+                    } else {
+                        tracing::error!(error = %e, "commit failed without poisoning the store");
+                    }
                 }
             }
             attempted = target;
@@ -502,6 +519,10 @@ fn commit_loop(
             return;
         }
     }
+}
+
+fn poisoned_error(error: &Arc<str>) -> Error {
+    Error::WritesStopped(Arc::clone(error))
 }
 
 /// Now, truncated to the microseconds the encoding keeps, so that a Set's
@@ -530,19 +551,64 @@ struct Syncer {
     data_file: File,
     /// See [`StoreOptions::fail_commits`].
     fail: Option<Arc<AtomicBool>>,
+    /// The first failure; once set, every sync fails with it (see the
+    /// module docs).
+    poisoned: Mutex<Option<Arc<str>>>,
+    /// Wakes [`Store::poisoned`] when `poisoned` is set.
+    poisoned_now: tokio::sync::Notify,
 }
 
 impl Syncer {
     /// sled's flush, then the fdatasync that sled's flush does not do.
-    fn sync(&self) -> std::io::Result<()> {
-        if self.fail.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                "injected fault: no space left on device",
-            ));
+    ///
+    /// # Errors
+    /// The poisoning failure, this one or an earlier one.
+    fn sync(&self) -> Result<(), Error> {
+        self.check_healthy()?;
+        let result = self
+            .db
+            .flush()
+            .map_err(std::io::Error::other)
+            .and_then(|_| {
+                // Injected after sled's flush, where a real fdatasync fails.
+                if self.fail.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        "injected fault: no space left on device",
+                    ));
+                }
+                self.data_file.sync_data()
+            });
+        result.map_err(|e| {
+            let mut poisoned = self.poisoned.lock().unwrap_or_else(PoisonError::into_inner);
+            let error = poisoned.get_or_insert_with(|| {
+                tracing::error!(
+                    error = %e,
+                    "commit failed: no write after the last good commit is acknowledged, \
+                     and settingsd takes no more writes until it is restarted"
+                );
+                self.poisoned_now.notify_waiters();
+                e.to_string().into()
+            });
+            poisoned_error(error)
+        })
+    }
+
+    /// The failure that poisoned the store, if one did.
+    fn poison(&self) -> Option<Arc<str>> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// # Errors
+    /// [`Error::Storage`] if a failed commit poisoned the store.
+    fn check_healthy(&self) -> Result<(), Error> {
+        match self.poison() {
+            Some(error) => Err(poisoned_error(&error)),
+            None => Ok(()),
         }
-        self.db.flush().map_err(std::io::Error::other)?;
-        self.data_file.sync_data()
     }
 }
 

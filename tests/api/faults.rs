@@ -5,6 +5,9 @@ use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
 
 use settingsd::store::StoreOptions;
 use tonic::Code;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 use crate::{
     helpers::*,
@@ -72,7 +75,7 @@ async fn a_record_of_an_unknown_format_version_is_data_loss() {
 }
 
 #[tokio::test]
-async fn failing_commits_are_unavailable_never_acknowledged_and_the_server_recovers() {
+async fn a_failed_commit_stops_writes_until_a_restart_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let disk_full = Arc::new(AtomicBool::new(false));
     let app = spawn_app_with_store(StoreOptions {
@@ -80,7 +83,8 @@ async fn failing_commits_are_unavailable_never_acknowledged_and_the_server_recov
         ..StoreOptions::new(dir.path())
     })
     .await;
-    app.set(set_request(ACCOUNT, "before the fault")).await;
+    let acknowledged = app.set(set_request(ACCOUNT, "before the fault")).await;
+    let mut health = HealthClient::new(channel(app.grpc_addr).await);
 
     disk_full.store(true, Ordering::SeqCst);
     let grpc = app
@@ -90,15 +94,59 @@ async fn failing_commits_are_unavailable_never_acknowledged_and_the_server_recov
         .await
         .unwrap_err();
     let http = post(&app.url(), ACCOUNT, "any", "FriendlyName=during+the+fault").await;
+    disk_full.store(false, Ordering::SeqCst);
+    // The disk is back, but a sync that failed may have lost pages the kernel
+    // then marked clean: no later sync can vouch for them, so writes stay off.
+    let after = app
+        .client
+        .clone()
+        .set_recording_settings(set_request(OTHER_ACCOUNT, "after the fault"))
+        .await
+        .unwrap_err();
+    let status = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let not_serving = tokio::time::timeout(GUARD, async {
+        let mut status = status;
+        while let Some(s) = status.message().await.unwrap() {
+            if s.status == ServingStatus::NotServing as i32 {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    let read = app.get(OTHER_ACCOUNT).await;
+    let stopped = app.stop().await;
+
     assert_eq!(grpc.code(), Code::Unavailable);
     assert_twilio_error(http, 503, 20503).await;
-
-    disk_full.store(false, Ordering::SeqCst);
-    let after = app.set(set_request(ACCOUNT, "after the fault")).await;
-    assert_eq!(after.friendly_name.as_deref(), Some("after the fault"));
-    app.stop().await.unwrap();
+    assert_eq!(after.code(), Code::Unavailable);
+    assert!(after.message().contains("restart"), "{after:?}");
+    assert!(not_serving, "health turns NOT_SERVING");
+    assert_eq!(
+        read.revision, 0,
+        "reads go on; the refused Set wrote nothing"
+    );
+    assert!(
+        stopped.is_err(),
+        "a poisoned store does not claim a clean stop"
+    );
     let restarted = spawn_app_on(dir.path()).await;
-    assert_eq!(restarted.get(ACCOUNT).await, after);
+    let survived = restarted.get(ACCOUNT).await;
+    assert!(
+        survived.revision >= acknowledged.revision,
+        "the acknowledged write (or the unacknowledged one after it) survived: {survived:?}"
+    );
+    let again = restarted
+        .set(set_request(OTHER_ACCOUNT, "after a restart"))
+        .await;
+    assert_eq!(again.friendly_name.as_deref(), Some("after a restart"));
 }
 
 #[tokio::test]
