@@ -102,8 +102,11 @@ pub struct BenchArgs {
     /// The HTTP bridge of --target (http://HOST:PORT), for the http_* scenarios.
     #[arg(long)]
     pub http_target: Option<String>,
-    /// Basic credentials USER:SECRET for a --target with --accounts.
-    #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
+    /// Basic credentials USER:SECRET for a --target with --accounts. A
+    /// caller acts only for its own account, so with credentials every
+    /// request acts for theirs (sent as an empty account_sid) and --accounts
+    /// has no effect.
+    #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true, value_parser = parse_credentials)]
     pub credentials: Option<String>,
     /// A scenario to run (repeatable); all by default.
     #[arg(long = "scenario", value_enum)]
@@ -314,7 +317,7 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
                 let mut client = client.clone();
                 let request = with_credentials(
                     GetRecordingSettingsRequest {
-                        account_sid: account(n % accounts),
+                        account_sid: request_account(n, accounts, credentials.as_deref()),
                     },
                     credentials.as_deref(),
                 );
@@ -329,7 +332,7 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
                 let mut client = client.clone();
                 let request = with_credentials(
                     SetRecordingSettingsRequest {
-                        account_sid: account(n % accounts),
+                        account_sid: request_account(n, accounts, credentials.as_deref()),
                         friendly_name: format!("bench {n}"),
                         ..Default::default()
                     },
@@ -402,6 +405,22 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
     Ok(outcome.result(scenario.name(), args.concurrency, connections))
 }
 
+fn parse_credentials(value: &str) -> Result<String, String> {
+    match value.split_once(':') {
+        Some((user, secret)) if !user.is_empty() && !secret.is_empty() => Ok(value.to_owned()),
+        _ => Err("expected USER:SECRET".into()),
+    }
+}
+
+/// The account_sid request `n` names: spread over `accounts` accounts, or
+/// empty (the caller's own account) when credentials say who is calling.
+fn request_account(n: usize, accounts: usize, credentials: Option<&str>) -> String {
+    match credentials {
+        Some(_) => String::new(),
+        None => account(n % accounts),
+    }
+}
+
 fn with_credentials<T>(message: T, credentials: Option<&str>) -> Request<T> {
     let mut request = Request::new(message);
     if let Some((user, secret)) = credentials.and_then(|c| c.split_once(':')) {
@@ -437,11 +456,13 @@ async fn preload_over_grpc(
         let mut client = RecordingSettingsServiceClient::new(channel.clone());
         let credentials = credentials.map(str::to_owned);
         let stride = channels.len();
+        // With credentials there is one account to fill: the caller's own.
+        let accounts = if credentials.is_some() { 1 } else { accounts };
         tasks.push(tokio::spawn(async move {
             for n in (w..accounts).step_by(stride) {
                 let request = with_credentials(
                     SetRecordingSettingsRequest {
-                        account_sid: account(n),
+                        account_sid: request_account(n, accounts, credentials.as_deref()),
                         friendly_name: "preloaded".into(),
                         ..Default::default()
                     },

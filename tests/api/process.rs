@@ -240,3 +240,57 @@ async fn bench_quick_reports_every_requested_scenario_as_json() {
     }
     assert_eq!(results[1]["baseline"], "noop");
 }
+
+#[tokio::test]
+async fn bench_against_a_server_with_accounts_acts_for_the_credentials_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts.toml");
+    std::fs::write(&accounts, accounts_toml()).unwrap();
+    let server = BinaryServer::start_with(
+        &dir.path().join("data"),
+        &["--accounts", accounts.to_str().unwrap()],
+    )
+    .await;
+
+    let out = tokio::time::timeout(
+        GUARD * 2,
+        binary()
+            .args([
+                "bench",
+                "--json",
+                "--duration",
+                "300ms",
+                "--concurrency",
+                "4",
+            ])
+            .args(["--target", &format!("http://{}", server.grpc_addr)])
+            .args(["--http-target", &format!("http://{}", server.http_addr)])
+            .args(["--credentials", &format!("{API_KEY}:{API_SECRET}")])
+            .args(["--scenario", "grpc_get", "--scenario", "grpc_set"])
+            .args(["--scenario", "http_get", "--scenario", "http_post"])
+            .output(),
+    )
+    .await
+    .expect("the bench finishes")
+    .unwrap();
+    let malformed = binary()
+        .args(["bench", "--credentials", "no-colon", "--scenario", "noop"])
+        .output()
+        .await
+        .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        assert_eq!(r["errors"], 0, "{r}");
+        assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert!(!malformed.status.success());
+    assert!(String::from_utf8_lossy(&malformed.stderr).contains("USER:SECRET"));
+}
