@@ -221,15 +221,18 @@ impl Drop for ExportWriter {
 const IMPORT_BATCH: usize = 4096;
 
 /// Loads JSON lines (as [`export`] writes them) into `store`, replacing each
-/// listed account's settings. Every line is validated as a Set would be.
-/// Returns how many records were imported.
+/// listed account's settings. Every line is validated first, as a Set would
+/// be (cross-field rules included), so a bad line anywhere imports nothing;
+/// then the records are written in durable batches. The whole input is held
+/// in memory meanwhile (a few hundred bytes per record). Returns how many
+/// records were imported.
 ///
 /// # Errors
-/// The first malformed or invalid line, by line number; the lines before it
-/// are imported and durable.
+/// The first malformed or invalid line, by line number (nothing is
+/// written); or a storage failure while writing, after which the batches
+/// before it are imported and durable.
 pub async fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize> {
-    let mut batch = Vec::with_capacity(IMPORT_BATCH);
-    let mut imported = 0;
+    let mut records = Vec::new();
     for (index, line) in input.lines().enumerate() {
         let line_no = index + 1;
         let line = line.with_context(|| format!("line {line_no}: cannot read"))?;
@@ -238,14 +241,23 @@ pub async fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize>
         }
         let record: ExportedRecord = serde_json::from_str(&line)
             .with_context(|| format!("line {line_no}: not an exported record"))?;
-        let patch = record
+        let (account, patch) = record
             .into_patch()
             .with_context(|| format!("line {line_no}: invalid record"))?;
-        batch.push(patch);
-        if batch.len() == IMPORT_BATCH {
-            imported += store.set_many(std::mem::take(&mut batch)).await?;
-        }
+        // The patch sets every field, so merging it into the default resource
+        // checks exactly what merging it into the stored one will.
+        RecordingSettings::default_for(account.clone())
+            .merged(patch.clone())
+            .with_context(|| format!("line {line_no}: invalid record"))?;
+        records.push((account, patch));
     }
-    imported += store.set_many(batch).await?;
-    Ok(imported)
+    let mut imported = 0;
+    let mut records = records.into_iter();
+    loop {
+        let batch: Vec<_> = records.by_ref().take(IMPORT_BATCH).collect();
+        if batch.is_empty() {
+            return Ok(imported);
+        }
+        imported += store.set_many(batch).await?;
+    }
 }

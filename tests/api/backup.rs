@@ -135,33 +135,47 @@ async fn a_failed_export_leaves_the_previous_file_in_place() {
     assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
 }
 
+/// One exported record as a JSON line, with `field` set to `value`.
+fn line(account: &str, field: &str, value: serde_json::Value) -> String {
+    let mut record = serde_json::json!({
+        "account_sid": account,
+        "friendly_name": "ok",
+        "aws_credentials_sid": null,
+        "aws_s3_url": null,
+        "aws_storage_enabled": false,
+        "encryption_key_sid": null,
+        "encryption_enabled": false,
+    });
+    record[field] = value;
+    format!("{record}\n")
+}
+
 #[tokio::test]
-async fn import_rejects_an_invalid_line_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in.jsonl");
-    std::fs::write(
-        &file,
-        format!(
-            "{{\"account_sid\":\"{ACCOUNT}\",\"friendly_name\":\"ok\",\"aws_credentials_sid\":null,\
-             \"aws_s3_url\":null,\"aws_storage_enabled\":false,\"encryption_key_sid\":null,\
-             \"encryption_enabled\":false}}\n\
-             {{\"account_sid\":\"{OTHER_ACCOUNT}\",\"friendly_name\":\"bad\",\"aws_credentials_sid\":null,\
-             \"aws_s3_url\":\"http://not-https\",\"aws_storage_enabled\":false,\"encryption_key_sid\":null,\
-             \"encryption_enabled\":false}}\n"
-        ),
-    )
-    .unwrap();
+async fn import_rejects_an_invalid_line_naming_it_and_imports_nothing() {
+    for (field, bad) in [
+        ("aws_s3_url", serde_json::json!("http://not-https")),
+        // Valid on its own, but storage enabled needs a URL and a credential.
+        ("aws_storage_enabled", serde_json::json!(true)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("in.jsonl");
+        let good = line(ACCOUNT, "friendly_name", serde_json::json!("ok"));
+        std::fs::write(&file, good + &line(OTHER_ACCOUNT, field, bad)).unwrap();
+        let data = dir.path().join("data");
 
-    let out = settingsd(
-        &["import", file.to_str().unwrap()],
-        &dir.path().join("data"),
-    )
-    .await;
+        let out = settingsd(&["import", file.to_str().unwrap()], &data).await;
 
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("line 2"), "{stderr}");
-    assert!(stderr.contains("aws_s3_url"), "{stderr}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("line 2"), "{stderr}");
+        assert!(stderr.contains(field), "{stderr}");
+        let app = spawn_app_on(&data).await;
+        assert_eq!(
+            app.get(ACCOUNT).await.revision,
+            0,
+            "line 1 was not imported"
+        );
+    }
 }
 
 async fn export_online(app: &TestApp, extra: &[&str]) -> std::process::Output {
