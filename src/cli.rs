@@ -198,10 +198,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Bridge(args) => {
+            let shutdown = shutdown_signal()?;
             let http = TcpListener::bind(args.http_addr)
                 .await
                 .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
-            server::run_bridge(&args.upstream, http, shutdown_signal()).await
+            server::run_bridge(&args.upstream, http, shutdown).await
         }
         Command::Bench(args) => bench::run(args).await,
         Command::BenchNoopServer { grpc_addr } => bench::serve_noop(grpc_addr).await,
@@ -314,6 +315,7 @@ fn with_credentials<T>(credentials: Option<&str>, message: T) -> anyhow::Result<
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let auth = match &args.accounts {
         Some(path) => Authenticator::load(path)?,
         None => Authenticator::Open,
@@ -345,7 +347,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Limits::default()
         },
     };
-    server::run(config, Listeners { grpc, http }, shutdown_signal()).await
+    server::run(config, Listeners { grpc, http }, shutdown).await
 }
 
 /// Opens a data directory for export or import, which need it to themselves.
@@ -358,32 +360,23 @@ fn nonzero(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
-/// Completes on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are
+/// installed now, not when the future is first polled: a signal that
+/// arrives while the store is still opening is kept, and stops the server
+/// gracefully as soon as it serves, instead of killing the process.
+///
+/// # Errors
+/// If a handler cannot be installed.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-    }
+    })
 }
 
 async fn connect(addr: &str) -> anyhow::Result<Channel> {
