@@ -16,6 +16,10 @@ use std::{
     future::Future,
     path::Path,
     process::Stdio,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -125,6 +129,9 @@ pub struct BenchArgs {
     /// How long each scenario runs, after a short warm-up (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Run each scenario for this many requests instead of --duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
     /// About a second per scenario and a small --preload: a smoke run.
     #[arg(long)]
     pub quick: bool,
@@ -395,9 +402,8 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
             })
         }
     };
-    let warmup = (args.duration / 10).min(Duration::from_millis(500));
-    drive(&make_op, args.concurrency, warmup).await;
-    let outcome = drive(&make_op, args.concurrency, args.duration).await;
+    drive(&make_op, args.concurrency, args.warmup()).await;
+    let outcome = drive(&make_op, args.concurrency, args.budget()).await;
     let connections = match scenario {
         Scenario::HttpGet | Scenario::HttpPost => args.concurrency,
         _ => args.connections,
@@ -511,20 +517,49 @@ impl Outcome {
     }
 }
 
-/// Runs `concurrency` workers issuing requests back to back for `duration`.
-/// Only successful requests count toward throughput and latency.
-async fn drive(make_op: &dyn Fn(usize) -> Op, concurrency: usize, duration: Duration) -> Outcome {
+/// How long a measured run lasts.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    Time(Duration),
+    Requests(u64),
+}
+
+impl BenchArgs {
+    fn budget(&self) -> Budget {
+        match self.requests {
+            Some(n) => Budget::Requests(n),
+            None => Budget::Time(self.duration),
+        }
+    }
+
+    /// A short run before each measured one, to open connections and warm caches.
+    fn warmup(&self) -> Budget {
+        Budget::Time((self.duration / 10).min(Duration::from_millis(500)))
+    }
+}
+
+/// Runs `concurrency` workers issuing requests back to back until `budget`
+/// is spent. Only successful requests count toward throughput and latency.
+async fn drive(make_op: &dyn Fn(usize) -> Op, concurrency: usize, budget: Budget) -> Outcome {
     let start = Instant::now();
-    let deadline = start + duration;
+    let (deadline, max_requests) = match budget {
+        Budget::Time(duration) => (start + duration, u64::MAX),
+        // A day is "no deadline" for any run someone waits for.
+        Budget::Requests(n) => (start + Duration::from_secs(86_400), n),
+    };
+    let issued = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency)
         .map(|worker| {
             let mut op = make_op(worker);
+            let issued = Arc::clone(&issued);
             tokio::spawn(async move {
                 let mut histogram =
                     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
                 let mut errors = 0u64;
                 let mut n = worker;
-                while Instant::now() < deadline {
+                while Instant::now() < deadline
+                    && issued.fetch_add(1, Ordering::Relaxed) < max_requests
+                {
                     let t = Instant::now();
                     if op(n).await {
                         let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -588,9 +623,8 @@ async fn run_preload(args: &BenchArgs, n: usize) -> anyhow::Result<PreloadResult
             Box::pin(async move { client.get_recording_settings(request).await.is_ok() })
         })
     });
-    let warmup = (args.duration / 10).min(Duration::from_millis(500));
-    drive(&make_op, args.concurrency, warmup).await;
-    let outcome = drive(&make_op, args.concurrency, args.duration).await;
+    drive(&make_op, args.concurrency, args.warmup()).await;
+    let outcome = drive(&make_op, args.concurrency, args.budget()).await;
     let server_peak_rss_mb = server.peak_rss_kb()? as f64 / 1024.0;
     Ok(PreloadResult {
         accounts: n,
