@@ -23,6 +23,7 @@ use crate::{
         AccountSid, CredentialSid, Field, FriendlyName, RecordingSettings, RecordingSettingsPatch,
         S3Url, Update,
     },
+    error::Error,
     pb,
     store::Store,
 };
@@ -118,18 +119,44 @@ impl ExportedRecord {
     }
 }
 
+/// What an offline export wrote.
+#[derive(Debug)]
+pub struct ExportSummary {
+    pub written: usize,
+    /// Accounts whose records do not decode, left out (only with
+    /// `skip_corrupt`).
+    pub skipped: Vec<AccountSid>,
+}
+
 /// Writes every record of `store` as JSON lines to `out` (a file, replaced
-/// atomically) or to stdout. Returns how many records were written.
+/// atomically) or to stdout. A record that does not decode fails the
+/// export, or with `skip_corrupt` is left out and listed in the summary
+/// (so one bad record cannot stop the backup of every other account).
 ///
 /// # Errors
-/// An undecodable record (naming its account) or an I/O failure; a target
-/// file is then left as it was.
-pub fn export(store: &Store, out: Option<&Path>) -> anyhow::Result<usize> {
+/// An undecodable record (naming its account) unless skipped, or an I/O
+/// failure; a target file is then left as it was.
+pub fn export(
+    store: &Store,
+    out: Option<&Path>,
+    skip_corrupt: bool,
+) -> anyhow::Result<ExportSummary> {
     let mut writer = ExportWriter::create(out)?;
+    let mut skipped = Vec::new();
     for record in store.scan() {
-        writer.write(&ExportedRecord::from(&record?))?;
+        match record {
+            Ok(record) => writer.write(&ExportedRecord::from(&record))?,
+            Err(Error::Corrupt { account, detail }) if skip_corrupt => {
+                tracing::warn!(%account, %detail, "left out of the export: the record does not decode");
+                skipped.push(account);
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    writer.commit()
+    Ok(ExportSummary {
+        written: writer.commit()?,
+        skipped,
+    })
 }
 
 /// Where an export goes: stdout, or a file that only [`ExportWriter::commit`]
@@ -221,7 +248,8 @@ impl Drop for ExportWriter {
 const IMPORT_BATCH: usize = 4096;
 
 /// Loads JSON lines (as [`export`] writes them) into `store`, replacing each
-/// listed account's settings. Every line is validated first, as a Set would
+/// listed account's settings (even a record that does not decode: importing
+/// a good line for its account is how to repair it). Every line is validated first, as a Set would
 /// be (cross-field rules included), so a bad line anywhere imports nothing;
 /// then the records are written in durable batches. The whole input is held
 /// in memory meanwhile (a few hundred bytes per record). Returns how many
@@ -258,6 +286,6 @@ pub async fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize>
         if batch.is_empty() {
             return Ok(imported);
         }
-        imported += store.set_many(batch).await?;
+        imported += store.replace_many(batch).await?;
     }
 }

@@ -653,7 +653,7 @@ fn bulk_fill(dir: &Path, n: usize) -> anyhow::Result<()> {
                 ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        runtime.block_on(store.set_many(batch))?;
+        runtime.block_on(store.replace_many(batch))?;
     }
     store.close()?;
     Ok(())

@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::{
     auth::{basic_authorization, Authenticator},
     backup, bench,
+    domain::AccountSid,
     limits::Limits,
     pb::{
         admin_service_client::AdminServiceClient,
@@ -117,6 +118,11 @@ pub struct ExportArgs {
     /// record is as it was when read.
     #[arg(long)]
     pub grpc_addr: Option<String>,
+    /// Leave out records that do not decode (each is logged with its
+    /// account) instead of failing. Only with --data-dir; to repair such an
+    /// account, import a good line for it.
+    #[arg(long)]
+    pub skip_corrupt: bool,
     /// With --grpc-addr and a server that has --accounts: an operator's
     /// credentials from its [[operators]] table, as NAME:SECRET.
     #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
@@ -210,8 +216,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             grpc_addr: Some(addr),
             credentials,
             file,
+            skip_corrupt,
             ..
         }) => {
+            anyhow::ensure!(
+                !skip_corrupt,
+                "--skip-corrupt works only with --data-dir (a server's export stops at an \
+                 undecodable record)"
+            );
             let mut client = AdminServiceClient::new(connect(&addr).await?);
             let request =
                 with_credentials(credentials.as_deref(), ExportRecordingSettingsRequest {})?;
@@ -238,11 +250,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let store = open_offline(&args.data_dir)?;
             let reader = store.clone();
-            let n =
-                tokio::task::spawn_blocking(move || backup::export(&reader, args.file.as_deref()))
-                    .await??;
+            let skip_corrupt = args.skip_corrupt;
+            let summary = tokio::task::spawn_blocking(move || {
+                backup::export(&reader, args.file.as_deref(), skip_corrupt)
+            })
+            .await??;
             store.close()?;
-            eprintln!("settingsd: exported {n} records");
+            eprintln!("settingsd: exported {} records", summary.written);
+            if !summary.skipped.is_empty() {
+                let accounts: Vec<_> = summary.skipped.iter().map(AccountSid::as_str).collect();
+                eprintln!(
+                    "settingsd: left out {} records that do not decode: {}",
+                    accounts.len(),
+                    accounts.join(", ")
+                );
+            }
             Ok(())
         }
         Command::Import(args) => {

@@ -192,7 +192,7 @@ impl Store {
         account: &AccountSid,
         patch: RecordingSettingsPatch,
     ) -> Result<RecordingSettings, Error> {
-        let stored = self.apply(account, patch)?;
+        let stored = self.apply(account, patch, Merge::IntoStored)?;
         self.wait_durable(stored.revision).await?;
         Ok(stored)
     }
@@ -229,6 +229,7 @@ impl Store {
         &self,
         account: &AccountSid,
         patch: RecordingSettingsPatch,
+        merge: Merge,
     ) -> Result<RecordingSettings, Error> {
         let inner = &*self.inner;
         let _guard = inner
@@ -240,7 +241,11 @@ impl Store {
             return Err(Error::ShuttingDown);
         }
         inner.syncer.check_healthy()?;
-        let mut next = self.get(account)?.merged(patch)?;
+        let base = match merge {
+            Merge::IntoStored => self.get(account)?,
+            Merge::IntoDefault => RecordingSettings::default_for(account.clone()),
+        };
+        let mut next = base.merged(patch)?;
         // sled's IDs are strictly increasing across restarts (it persists
         // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
         next.revision = inner.db.generate_id()? + 1;
@@ -254,22 +259,26 @@ impl Store {
         Ok(next)
     }
 
-    /// Applies many patches and waits for one durable commit covering them
-    /// all: the bulk path for imports and preloading. Each patch is merged
-    /// as a Set would merge it; the first invalid one stops the batch, and
-    /// the ones before it are still made durable.
+    /// Replaces many accounts' settings and waits for one durable commit
+    /// covering them all: the bulk path for imports and preloading. Each
+    /// patch is merged into the *default* resource, not the stored one, so
+    /// whatever was stored is replaced, even a record that does not decode
+    /// (importing a good record is how an operator repairs one). The first
+    /// invalid patch stops the batch; the ones before it are still made
+    /// durable.
     ///
     /// # Errors
     /// As [`Store::set`], for the first patch that fails.
-    pub async fn set_many(
+    pub async fn replace_many(
         &self,
         patches: impl IntoIterator<Item = (AccountSid, RecordingSettingsPatch)>,
     ) -> Result<usize, Error> {
+        let merge = Merge::IntoDefault;
         let mut applied = 0;
         let mut last = None;
         let mut failure = None;
         for (account, patch) in patches {
-            match self.apply(&account, patch) {
+            match self.apply(&account, patch, merge) {
                 Ok(stored) => {
                     last = Some(stored.revision);
                     applied += 1;
@@ -319,6 +328,15 @@ impl Store {
     pub fn close(&self) -> Result<(), Error> {
         self.inner.commit.stop()
     }
+}
+
+/// What a write's patch is merged into.
+#[derive(Debug, Clone, Copy)]
+enum Merge {
+    /// The stored resource (a Set).
+    IntoStored,
+    /// The default resource, replacing whatever is stored (an import).
+    IntoDefault,
 }
 
 /// How long a reopen in this process waits for sled to let go of the

@@ -111,13 +111,8 @@ async fn a_failed_export_leaves_the_previous_file_in_place() {
     let app = spawn_app_on(dir.path()).await;
     app.set(set_request(ACCOUNT, "x")).await;
     app.stop().await.unwrap();
-    {
-        // An undecodable record makes the export fail part way.
-        let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("recording_settings").unwrap();
-        tree.insert(OTHER_ACCOUNT, &[7u8][..]).unwrap();
-        db.flush().unwrap();
-    }
+    // An undecodable record makes the export fail part way.
+    corrupt(dir.path(), OTHER_ACCOUNT, &[7]);
     let out_dir = tempfile::tempdir().unwrap();
     let file = out_dir.path().join("backup.jsonl");
     std::fs::write(&file, "the previous good backup\n").unwrap();
@@ -133,6 +128,48 @@ async fn a_failed_export_leaves_the_previous_file_in_place() {
     );
     let leftovers: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+}
+
+#[tokio::test]
+async fn skip_corrupt_backs_up_the_rest_and_an_import_repairs_the_bad_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_on(dir.path()).await;
+    app.set(set_request(ACCOUNT, "readable")).await;
+    app.stop().await.unwrap();
+    corrupt(dir.path(), OTHER_ACCOUNT, &[7]);
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("backup.jsonl");
+    let repair = out.path().join("repair.jsonl");
+    std::fs::write(
+        &repair,
+        line(OTHER_ACCOUNT, "friendly_name", "repaired".into()),
+    )
+    .unwrap();
+
+    let exported = settingsd(
+        &["export", "--skip-corrupt", file.to_str().unwrap()],
+        dir.path(),
+    )
+    .await;
+    let imported = settingsd(&["import", repair.to_str().unwrap()], dir.path()).await;
+
+    let stderr = String::from_utf8_lossy(&exported.stderr);
+    assert!(exported.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(OTHER_ACCOUNT),
+        "the skipped account is named: {stderr}"
+    );
+    let backup = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(backup.lines().count(), 1);
+    assert!(backup.contains(ACCOUNT) && !backup.contains(OTHER_ACCOUNT));
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let app = spawn_app_on(dir.path()).await;
+    let repaired = app.get(OTHER_ACCOUNT).await;
+    assert_eq!(repaired.friendly_name.as_deref(), Some("repaired"));
 }
 
 /// One exported record as a JSON line, with `field` set to `value`.
@@ -335,12 +372,7 @@ async fn a_refused_online_export_is_a_clear_error_and_writes_no_file() {
 #[tokio::test]
 async fn an_undecodable_record_ends_an_online_export_with_data_loss_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("recording_settings").unwrap();
-        tree.insert(OTHER_ACCOUNT, &[7u8][..]).unwrap();
-        db.flush().unwrap();
-    }
+    corrupt(dir.path(), OTHER_ACCOUNT, &[7]);
     let app = spawn_app_on(dir.path()).await;
     app.set(set_request(ACCOUNT, "readable")).await;
     let out = tempfile::tempdir().unwrap();

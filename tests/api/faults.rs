@@ -14,14 +14,6 @@ use crate::{
     http_bridge::{assert_twilio_error, fetch, post},
 };
 
-/// Overwrites `account`'s stored record with `bytes`, behind the server's back.
-fn corrupt(data_dir: &std::path::Path, account: &str, bytes: &[u8]) {
-    let db = sled::open(data_dir).unwrap();
-    let tree = db.open_tree("recording_settings").unwrap();
-    tree.insert(account, bytes).unwrap();
-    db.flush().unwrap();
-}
-
 #[tokio::test]
 async fn an_undecodable_record_is_data_loss_for_that_account_only() {
     let dir = tempfile::tempdir().unwrap();

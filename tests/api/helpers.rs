@@ -355,3 +355,12 @@ fn field_value<'a>(line: &'a str, key: &str) -> &'a str {
         + 1;
     line[start..].split_whitespace().next().unwrap()
 }
+
+/// Overwrites `account`'s stored record with `bytes`, behind the server's
+/// back (no server may hold `data_dir`).
+pub fn corrupt(data_dir: &Path, account: &str, bytes: &[u8]) {
+    let db = sled::open(data_dir).unwrap();
+    let tree = db.open_tree("recording_settings").unwrap();
+    tree.insert(account, bytes).unwrap();
+    db.flush().unwrap();
+}
