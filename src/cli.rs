@@ -90,9 +90,9 @@ pub struct ServeArgs {
     /// Base URL that resources report in their `url` field.
     #[arg(long, env = "SETTINGSD_PUBLIC_URL", default_value = PublicUrl::TWILIO, value_parser = PublicUrl::parse)]
     pub public_url: PublicUrl,
-    /// Give every write its own flush+fdatasync instead of sharing one among
-    /// concurrent writers (group commit). Slower; only for measuring what
-    /// group commit buys.
+    /// Give every write its own flush+fdatasync, one at a time, instead of
+    /// sharing one among concurrent writers (group commit). Much slower; only
+    /// for measuring what group commit buys.
     #[arg(long, env = "SETTINGSD_SYNC_PER_WRITE")]
     pub sync_per_write: bool,
     /// Open connections allowed per listener; more wait in the accept queue.

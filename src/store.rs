@@ -71,8 +71,11 @@ pub enum SyncMode {
     /// Concurrent writers share one flush+fdatasync (see [`GroupCommit`]).
     #[default]
     Group,
-    /// Every write pays its own flush+fdatasync. Only for measuring what
-    /// group commit buys.
+    /// Every write pays its own flush+fdatasync, one at a time (a sync lock
+    /// keeps them from overlapping, where sled's flush and the filesystem's
+    /// journal would merge concurrent ones into a group commit of their
+    /// own). The design without group commit; only for measuring what group
+    /// commit buys.
     PerWrite,
 }
 
@@ -143,6 +146,7 @@ impl Store {
             fail: options.fail_commits.clone(),
             poisoned: Mutex::new(None),
             poisoned_now: tokio::sync::Notify::new(),
+            per_write: Mutex::new(()),
         });
         let commit = GroupCommit::start(Arc::clone(&syncer));
         // (No account count here: sled counts by scanning the whole tree.)
@@ -203,9 +207,15 @@ impl Store {
             SyncMode::Group => self.inner.commit.wait_durable(revision).await,
             SyncMode::PerWrite => {
                 let syncer = Arc::clone(&self.inner.syncer);
-                tokio::task::spawn_blocking(move || syncer.sync())
-                    .await
-                    .map_err(|e| Error::Storage(format!("sync task failed: {e}")))?
+                tokio::task::spawn_blocking(move || {
+                    let _alone = syncer
+                        .per_write
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    syncer.sync()
+                })
+                .await
+                .map_err(|e| Error::Storage(format!("sync task failed: {e}")))?
             }
         }
     }
@@ -574,6 +584,8 @@ struct Syncer {
     poisoned: Mutex<Option<Arc<str>>>,
     /// Wakes [`Store::poisoned`] when `poisoned` is set.
     poisoned_now: tokio::sync::Notify,
+    /// Held across each sync in [`SyncMode::PerWrite`].
+    per_write: Mutex<()>,
 }
 
 impl Syncer {
