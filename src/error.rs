@@ -47,10 +47,14 @@ pub enum Error {
     #[error("storage failure: {0}")]
     Storage(String),
 
-    /// An earlier commit failed, so the store takes no more writes until
-    /// the process restarts (see `store`'s module docs). Holds that failure.
-    #[error("writes stopped after a failed commit ({0}); restart settingsd")]
+    /// A commit failed, so the store takes no writes until it has reopened
+    /// its database (see `store`'s module docs). Holds that failure.
+    #[error("writes stopped after a failed commit ({0})")]
     WritesStopped(std::sync::Arc<str>),
+
+    /// The store is reopening its database after a failed commit.
+    #[error("the store is reopening after a storage failure")]
+    Reopening,
 
     /// Too many requests are in flight; this one was shed without being run.
     #[error("at the limit of {max} requests in flight")]

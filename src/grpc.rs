@@ -270,11 +270,15 @@ impl From<Error> for Status {
                 Status::unavailable("the settings store could not complete the request; retry")
             }
             Error::ShuttingDown => Status::unavailable("settingsd is shutting down; retry"),
+            Error::Reopening => Status::unavailable(
+                "settingsd is reopening its store after a storage failure; retry shortly",
+            ),
             Error::WritesStopped(cause) => {
                 tracing::error!(%cause, "write refused: writes stopped after a failed commit");
                 Status::unavailable(
-                    "settingsd stopped taking writes after a storage failure and needs a restart \
-                     (its health is NOT_SERVING); retry against a restarted server",
+                    "settingsd stopped taking writes after a storage failure; it resumes once \
+                     the disk takes writes again (its health is NOT_SERVING until then): retry \
+                     with backoff",
                 )
             }
             Error::Overloaded { max } => {

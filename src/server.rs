@@ -158,21 +158,11 @@ async fn serve(
     let grpc_addr = listeners.grpc.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<RecordingSettingsServiceServer<RecordingSettingsGrpc>>()
-        .await;
-    health.set_serving::<AdminServiceServer<AdminGrpc>>().await;
-    health.set_service_status("", ServingStatus::Serving).await;
-    // A failed commit stops writes until a restart (see `store`): tell
-    // orchestrators, through health, that this process needs one.
-    let poison_watch = {
-        let (health, store) = (health.clone(), store.clone());
-        tokio::spawn(async move {
-            let error = store.poisoned().await;
-            tracing::error!(%error, "writes stopped after a failed commit: health is NOT_SERVING; restart settingsd once the disk is fixed");
-            not_serving(&health).await;
-        })
-    };
+    serving(&health).await;
+    // A failed commit stops writes until the store reopens (see `store`):
+    // health says so meanwhile, and the store is reopened once the disk
+    // takes writes again.
+    let poison_watch = tokio::spawn(recover_from_failed_commits(store.clone(), health.clone()));
     let _abort_poison_watch = AbortOnDrop(poison_watch);
 
     // grpcurl 1.8 asks for v1alpha, newer clients for v1: serve both.
@@ -228,6 +218,39 @@ async fn serve(
     not_serving(&health).await;
     let _ = stop_tx.send(true);
     servers.await
+}
+
+/// How often a store whose commit failed checks whether the disk takes
+/// writes again.
+const RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Forever: waits for a failed commit, reports NOT_SERVING, retries
+/// [`Store::recover`] until it works, and reports SERVING again.
+async fn recover_from_failed_commits(store: Store, health: tonic_health::server::HealthReporter) {
+    loop {
+        let error = store.poisoned().await;
+        tracing::error!(%error, "writes stopped after a failed commit: health is NOT_SERVING until the disk takes writes again");
+        not_serving(&health).await;
+        loop {
+            tokio::time::sleep(RECOVERY_INTERVAL).await;
+            let attempt = store.clone();
+            match tokio::task::spawn_blocking(move || attempt.recover()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => tracing::debug!(error = %e, "store not recovered yet"),
+                Err(e) => tracing::error!(error = %e, "store recovery task failed"),
+            }
+        }
+        serving(&health).await;
+    }
+}
+
+/// Reports every service, and the server as a whole, as SERVING.
+async fn serving(health: &tonic_health::server::HealthReporter) {
+    health
+        .set_serving::<RecordingSettingsServiceServer<RecordingSettingsGrpc>>()
+        .await;
+    health.set_serving::<AdminServiceServer<AdminGrpc>>().await;
+    health.set_service_status("", ServingStatus::Serving).await;
 }
 
 /// Reports every service, and the server as a whole, as NOT_SERVING.

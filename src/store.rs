@@ -16,16 +16,18 @@
 //! dropped the dirty pages and marked them clean, so a later "successful"
 //! sync would prove nothing about the earlier writes (and sled itself keeps
 //! failing after an I/O error until it is reopened). The first failure
-//! therefore *poisons* the store: no write is acknowledged after it, new
-//! Sets are refused, reads go on, and a restart (which replays sled's log)
-//! brings writes back.
+//! therefore *poisons* the open database: no write is acknowledged after
+//! it, new Sets are refused, and reads go on. [`Store::recover`] (which the
+//! server calls periodically) brings writes back once the disk takes a
+//! probe write again, by reopening the database from disk, which replays
+//! sled's log as a restart would.
 
 use std::{
     fs::File,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Condvar, Mutex, PoisonError,
+        Arc, Condvar, Mutex, PoisonError, RwLock,
     },
     thread::JoinHandle,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -96,9 +98,22 @@ impl StoreOptions {
 /// lock and one group committer.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
+struct Shared {
+    options: StoreOptions,
+    /// The open database; `None` while [`Store::recover`] reopens it.
+    current: RwLock<Option<Arc<Inner>>>,
+    /// Wakes [`Store::poisoned`]; every [`Syncer`] this store opens notifies it.
+    poison_events: Arc<tokio::sync::Notify>,
+    /// One recovery (or close) at a time.
+    maintenance: Mutex<()>,
+    /// Set by [`Store::close`]: no recovery reopens the database after it.
+    closed: AtomicBool,
+}
+
+/// One open sled database and its committer.
 struct Inner {
     db: sled::Db,
     /// The `recording_settings` tree.
@@ -113,6 +128,10 @@ struct Inner {
     commit: GroupCommit,
 }
 
+/// How long [`Store::recover`] waits for in-flight requests to let go of the
+/// poisoned database before giving up until the next attempt.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
+
 impl Store {
     /// Opens (creating if needed) the store in `options.data_dir`.
     ///
@@ -121,6 +140,296 @@ impl Store {
     /// or if another process holds it (sled takes an exclusive file lock; the
     /// second opener fails at once rather than waiting).
     pub fn open(options: &StoreOptions) -> Result<Store, Error> {
+        let poison_events = Arc::new(tokio::sync::Notify::new());
+        let inner = Inner::open(options, &poison_events)?;
+        // (No account count here: sled counts by scanning the whole tree.)
+        tracing::info!(data_dir = %options.data_dir.display(), "store opened");
+        Ok(Store {
+            shared: Arc::new(Shared {
+                options: options.clone(),
+                current: RwLock::new(Some(Arc::new(inner))),
+                poison_events,
+                maintenance: Mutex::new(()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Whether `data_dir` holds a store (so that opening it would not create
+    /// an empty one).
+    pub fn exists(data_dir: &Path) -> bool {
+        data_dir.join(SLED_DATA_FILE).is_file()
+    }
+
+    /// The open database.
+    ///
+    /// # Errors
+    /// [`Error::Reopening`] while [`Store::recover`] reopens it.
+    fn current(&self) -> Result<Arc<Inner>, Error> {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(Error::Reopening)
+    }
+
+    /// Reads an account's settings; the default resource if it never set any.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the stored record does not decode,
+    /// [`Error::Storage`] if sled fails, [`Error::Reopening`] while the store
+    /// recovers from a failed commit.
+    pub fn get(&self, account: &AccountSid) -> Result<RecordingSettings, Error> {
+        self.current()?.get(account)
+    }
+
+    /// Merges `patch` into the account's settings and returns the result once
+    /// it is durable.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the merged settings break a cross-field rule
+    /// (nothing is written); [`Error::Corrupt`] if the stored record does not
+    /// decode; [`Error::WritesStopped`] if this write's commit or an earlier
+    /// one failed (this write was not acknowledged; it may or may not survive);
+    /// [`Error::Storage`] if sled fails; [`Error::ShuttingDown`] if the store
+    /// is closing; [`Error::Reopening`] while it recovers.
+    pub async fn set(
+        &self,
+        account: &AccountSid,
+        patch: RecordingSettingsPatch,
+    ) -> Result<RecordingSettings, Error> {
+        let inner = self.current()?;
+        let stored = inner.apply(account, patch, Merge::IntoStored)?;
+        inner.wait_durable(stored.revision).await?;
+        Ok(stored)
+    }
+
+    /// Replaces many accounts' settings and waits for one durable commit
+    /// covering them all: the bulk path for imports and preloading. Each
+    /// patch is merged into the *default* resource, not the stored one, so
+    /// whatever was stored is replaced, even a record that does not decode
+    /// (importing a good record is how an operator repairs one). The first
+    /// invalid patch stops the batch; the ones before it are still made
+    /// durable.
+    ///
+    /// # Errors
+    /// As [`Store::set`], for the first patch that fails.
+    pub async fn replace_many(
+        &self,
+        patches: impl IntoIterator<Item = (AccountSid, RecordingSettingsPatch)>,
+    ) -> Result<usize, Error> {
+        let inner = self.current()?;
+        let mut applied = 0;
+        let mut last = None;
+        let mut failure = None;
+        for (account, patch) in patches {
+            match inner.apply(&account, patch, Merge::IntoDefault) {
+                Ok(stored) => {
+                    last = Some(stored.revision);
+                    applied += 1;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(revision) = last {
+            inner.wait_durable(revision).await?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(applied),
+        }
+    }
+
+    /// Every stored record, in account order. A record that does not decode
+    /// is yielded as [`Error::Corrupt`], and the scan goes on. The scan keeps
+    /// the database it started on open until it is dropped.
+    pub fn scan(&self) -> Box<dyn Iterator<Item = Result<RecordingSettings, Error>> + Send> {
+        let iter = match self.current() {
+            Ok(inner) => inner.settings.iter(),
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        Box::new(iter.map(|entry| {
+            let (key, value) = entry?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let account = AccountSid::parse(&key).map_err(|_| {
+                Error::Storage(format!("a stored key is not an account SID: {key:?}"))
+            })?;
+            decode(&account, &value)
+        }))
+    }
+
+    /// The failure that poisoned the open database, if one did.
+    fn poison(&self) -> Option<Arc<str>> {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|inner| inner.syncer.poison())
+    }
+
+    /// Completes when a failed commit has poisoned the store (see the module
+    /// docs), with the failure; never, while writes are healthy. The server
+    /// uses it to report NOT_SERVING and start [`Store::recover`].
+    pub async fn poisoned(&self) -> Arc<str> {
+        loop {
+            // Created before the check, so a poisoning in between still wakes it.
+            let poisoned = self.shared.poison_events.notified();
+            if let Some(error) = self.poison() {
+                return error;
+            }
+            poisoned.await;
+        }
+    }
+
+    /// Brings writes back after a failed commit, if the disk takes writes
+    /// again: probes it with a small fsynced file, and only if that works,
+    /// closes the poisoned database and reopens it from disk (replaying
+    /// sled's log, so that nothing written after the last good commit is
+    /// trusted). Requests answer [`Error::Reopening`] meanwhile. Blocking.
+    ///
+    /// Returns whether writes are healthy now (true also when there was
+    /// nothing to recover).
+    ///
+    /// # Errors
+    /// If the probe, the release of the old database or the reopen fails;
+    /// the store then stays as it was (or, if the reopen failed, keeps
+    /// answering [`Error::Reopening`]) and a later call tries again.
+    pub fn recover(&self) -> Result<(), Error> {
+        let _one = self
+            .shared
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let closed = || Error::ShuttingDown;
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(closed());
+        }
+        let healthy = self
+            .shared
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|inner| inner.syncer.poison().is_none());
+        if healthy == Some(true) {
+            return Ok(());
+        }
+        probe_disk(&self.shared.options)
+            .map_err(|e| Error::Storage(format!("the disk does not take writes yet: {e}")))?;
+        let old = self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(old) = old {
+            // Its waiting writers fail; its commit thread ends.
+            let _ = old.commit.stop();
+            if let Err(old) = release(old) {
+                *self
+                    .shared
+                    .current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(old);
+                return Err(Error::Storage(
+                    "requests still hold the failed database; will retry".into(),
+                ));
+            }
+        }
+        let inner = Inner::open(&self.shared.options, &self.shared.poison_events)?;
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(inner));
+        tracing::info!(
+            data_dir = %self.shared.options.data_dir.display(),
+            "store reopened after a failed commit: writes resume"
+        );
+        Ok(())
+    }
+
+    /// Makes every write so far durable and stops the committer. Later Sets
+    /// fail with [`Error::ShuttingDown`]; reads keep working.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the final flush fails or an earlier commit
+    /// failed.
+    pub fn close(&self) -> Result<(), Error> {
+        let _one = self
+            .shared
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.shared.closed.store(true, Ordering::SeqCst);
+        match self.current() {
+            Ok(inner) => inner.commit.stop(),
+            Err(_) => Err(Error::Storage(
+                "closed while reopening after a failed commit".into(),
+            )),
+        }
+    }
+}
+
+/// Drops `inner` once this is its last reference (in-flight requests finish
+/// quickly), so sled lets go of the directory; gives it back if requests
+/// still hold it after [`RELEASE_PATIENCE`].
+fn release(mut inner: Arc<Inner>) -> Result<(), Arc<Inner>> {
+    let started = std::time::Instant::now();
+    loop {
+        match Arc::try_unwrap(inner) {
+            Ok(inner) => {
+                drop(inner);
+                return Ok(());
+            }
+            Err(still_shared) if started.elapsed() < RELEASE_PATIENCE => {
+                inner = still_shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(still_shared) => return Err(still_shared),
+        }
+    }
+}
+
+/// Whether the data directory's disk takes a durable write again: writes,
+/// fsyncs and removes a small file beside sled's. (Honours
+/// [`StoreOptions::fail_commits`], which stands for a full disk.)
+fn probe_disk(options: &StoreOptions) -> std::io::Result<()> {
+    if options
+        .fail_commits
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::SeqCst))
+    {
+        return Err(injected_fault());
+    }
+    let path = options.data_dir.join(".settingsd-probe");
+    let result = (|| {
+        use std::io::Write;
+        let mut file = File::create(&path)?;
+        file.write_all(&[0; 4096])?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn injected_fault() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        "injected fault: no space left on device",
+    )
+}
+
+impl Inner {
+    fn open(
+        options: &StoreOptions,
+        poison_events: &Arc<tokio::sync::Notify>,
+    ) -> Result<Inner, Error> {
         let path = options.data_dir.clone();
         let open_err = |source: std::io::Error| Error::Open {
             path: path.clone(),
@@ -145,68 +454,33 @@ impl Store {
             data_file,
             fail: options.fail_commits.clone(),
             poisoned: Mutex::new(None),
-            poisoned_now: tokio::sync::Notify::new(),
+            poisoned_now: Arc::clone(poison_events),
             per_write: Mutex::new(()),
         });
         let commit = GroupCommit::start(Arc::clone(&syncer));
-        // (No account count here: sled counts by scanning the whole tree.)
-        tracing::info!(data_dir = %options.data_dir.display(), "store opened");
-        Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                settings,
-                write_lock: Mutex::new(()),
-                sync_mode: options.sync_mode,
-                syncer,
-                commit,
-            }),
+        Ok(Inner {
+            db,
+            settings,
+            write_lock: Mutex::new(()),
+            sync_mode: options.sync_mode,
+            syncer,
+            commit,
         })
     }
 
-    /// Whether `data_dir` holds a store (so that opening it would not create
-    /// an empty one).
-    pub fn exists(data_dir: &Path) -> bool {
-        data_dir.join(SLED_DATA_FILE).is_file()
-    }
-
-    /// Reads an account's settings; the default resource if it never set any.
-    ///
-    /// # Errors
-    /// [`Error::Corrupt`] if the stored record does not decode,
-    /// [`Error::Storage`] if sled fails.
-    pub fn get(&self, account: &AccountSid) -> Result<RecordingSettings, Error> {
-        match self.inner.settings.get(account.as_str())? {
+    fn get(&self, account: &AccountSid) -> Result<RecordingSettings, Error> {
+        match self.settings.get(account.as_str())? {
             Some(bytes) => decode(account, &bytes),
             None => Ok(RecordingSettings::default_for(account.clone())),
         }
     }
 
-    /// Merges `patch` into the account's settings and returns the result once
-    /// it is durable.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] if the merged settings break a cross-field rule
-    /// (nothing is written); [`Error::Corrupt`] if the stored record does not
-    /// decode; [`Error::Storage`] if the write or its commit failed, in which
-    /// case the write was not acknowledged (it may or may not survive a
-    /// crash), or if an earlier commit failed and the store takes no more
-    /// writes; [`Error::ShuttingDown`] if the store is closing.
-    pub async fn set(
-        &self,
-        account: &AccountSid,
-        patch: RecordingSettingsPatch,
-    ) -> Result<RecordingSettings, Error> {
-        let stored = self.apply(account, patch, Merge::IntoStored)?;
-        self.wait_durable(stored.revision).await?;
-        Ok(stored)
-    }
-
     /// Returns once `revision` (already applied to sled) is on stable storage.
     async fn wait_durable(&self, revision: u64) -> Result<(), Error> {
-        match self.inner.sync_mode {
-            SyncMode::Group => self.inner.commit.wait_durable(revision).await,
+        match self.sync_mode {
+            SyncMode::Group => self.commit.wait_durable(revision).await,
             SyncMode::PerWrite => {
-                let syncer = Arc::clone(&self.inner.syncer);
+                let syncer = Arc::clone(&self.syncer);
                 tokio::task::spawn_blocking(move || {
                     let _alone = syncer
                         .per_write
@@ -220,37 +494,22 @@ impl Store {
         }
     }
 
-    /// Completes when a failed commit has poisoned the store (see the module
-    /// docs), with the failure; never, while writes are healthy. The server
-    /// uses it to report NOT_SERVING.
-    pub async fn poisoned(&self) -> Arc<str> {
-        loop {
-            // Created before the check, so a poisoning in between still wakes it.
-            let poisoned = self.inner.syncer.poisoned_now.notified();
-            if let Some(error) = self.inner.syncer.poison() {
-                return error;
-            }
-            poisoned.await;
-        }
-    }
-
-    /// The read-merge-write half of [`Store::set`], under the write lock.
+    /// The read-merge-write half of a Set, under the write lock.
     fn apply(
         &self,
         account: &AccountSid,
         patch: RecordingSettingsPatch,
         merge: Merge,
     ) -> Result<RecordingSettings, Error> {
-        let inner = &*self.inner;
-        let _guard = inner
+        let _guard = self
             .write_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // After close, a write could reach sled but never be acknowledged.
-        if inner.commit.is_stopping() {
+        if self.commit.is_stopping() {
             return Err(Error::ShuttingDown);
         }
-        inner.syncer.check_healthy()?;
+        self.syncer.check_healthy()?;
         let base = match merge {
             Merge::IntoStored => self.get(account)?,
             Merge::IntoDefault => RecordingSettings::default_for(account.clone()),
@@ -258,85 +517,15 @@ impl Store {
         let mut next = base.merged(patch)?;
         // sled's IDs are strictly increasing across restarts (it persists
         // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
-        next.revision = inner.db.generate_id()? + 1;
+        next.revision = self.db.generate_id()? + 1;
         next.update_time = Some(now_micros());
-        inner.settings.insert(account.as_str(), encode(&next))?;
+        self.settings.insert(account.as_str(), encode(&next))?;
         // In per-write mode the writer syncs for itself; waking the committer
         // too would run a second sync beside it and skew the comparison.
-        if inner.sync_mode == SyncMode::Group {
-            inner.commit.written(next.revision);
+        if self.sync_mode == SyncMode::Group {
+            self.commit.written(next.revision);
         }
         Ok(next)
-    }
-
-    /// Replaces many accounts' settings and waits for one durable commit
-    /// covering them all: the bulk path for imports and preloading. Each
-    /// patch is merged into the *default* resource, not the stored one, so
-    /// whatever was stored is replaced, even a record that does not decode
-    /// (importing a good record is how an operator repairs one). The first
-    /// invalid patch stops the batch; the ones before it are still made
-    /// durable.
-    ///
-    /// # Errors
-    /// As [`Store::set`], for the first patch that fails.
-    pub async fn replace_many(
-        &self,
-        patches: impl IntoIterator<Item = (AccountSid, RecordingSettingsPatch)>,
-    ) -> Result<usize, Error> {
-        let merge = Merge::IntoDefault;
-        let mut applied = 0;
-        let mut last = None;
-        let mut failure = None;
-        for (account, patch) in patches {
-            match self.apply(&account, patch, merge) {
-                Ok(stored) => {
-                    last = Some(stored.revision);
-                    applied += 1;
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(revision) = last {
-            self.wait_durable(revision).await?;
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(applied),
-        }
-    }
-
-    /// Every stored record, in account order. A record that does not decode
-    /// is yielded as [`Error::Corrupt`], and the scan goes on.
-    pub fn scan(&self) -> impl Iterator<Item = Result<RecordingSettings, Error>> + '_ {
-        self.inner.settings.iter().map(|entry| {
-            let (key, value) = entry?;
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let account = AccountSid::parse(&key).map_err(|_| {
-                Error::Storage(format!("a stored key is not an account SID: {key:?}"))
-            })?;
-            decode(&account, &value)
-        })
-    }
-
-    /// How many accounts have stored settings.
-    pub fn len(&self) -> usize {
-        self.inner.settings.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.inner.settings.is_empty()
-    }
-
-    /// Makes every write so far durable and stops the committer. Later Sets
-    /// fail with [`Error::ShuttingDown`]; reads keep working.
-    ///
-    /// # Errors
-    /// [`Error::Storage`] if the final flush fails.
-    pub fn close(&self) -> Result<(), Error> {
-        self.inner.commit.stop()
     }
 }
 
@@ -583,7 +772,7 @@ struct Syncer {
     /// module docs).
     poisoned: Mutex<Option<Arc<str>>>,
     /// Wakes [`Store::poisoned`] when `poisoned` is set.
-    poisoned_now: tokio::sync::Notify,
+    poisoned_now: Arc<tokio::sync::Notify>,
     /// Held across each sync in [`SyncMode::PerWrite`].
     per_write: Mutex<()>,
 }
@@ -602,10 +791,7 @@ impl Syncer {
             .and_then(|_| {
                 // Injected after sled's flush, where a real fdatasync fails.
                 if self.fail.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::StorageFull,
-                        "injected fault: no space left on device",
-                    ));
+                    return Err(injected_fault());
                 }
                 self.data_file.sync_data()
             });

@@ -359,7 +359,19 @@ fn field_value<'a>(line: &'a str, key: &str) -> &'a str {
 /// Overwrites `account`'s stored record with `bytes`, behind the server's
 /// back (no server may hold `data_dir`).
 pub fn corrupt(data_dir: &Path, account: &str, bytes: &[u8]) {
-    let db = sled::open(data_dir).unwrap();
+    // A server stopped in this process may hold sled's lock for a moment
+    // (sled finishes writes on its own threads; Store::open waits the same way).
+    let started = std::time::Instant::now();
+    let db = loop {
+        match sled::open(data_dir) {
+            Ok(db) => break db,
+            Err(e) if started.elapsed() < Duration::from_secs(5) => {
+                assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     let tree = db.open_tree("recording_settings").unwrap();
     tree.insert(account, bytes).unwrap();
     db.flush().unwrap();
