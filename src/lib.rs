@@ -15,6 +15,7 @@
 //! - [`http`]: the Twilio-shaped HTTP bridge: form -> gRPC request, `Status`
 //!   -> Twilio error body. No logic of its own.
 //! - [`limits`]: connection, in-flight, size and time limits against abuse.
+//! - [`idle`]: the idle timeout: closing connections no request is using.
 //! - [`server`]: wiring: listeners, health, reflection, graceful shutdown.
 //! - [`bench`]: the load generator (`settingsd bench`).
 //! - [`backup`]: export to and import from JSON lines.
@@ -29,6 +30,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod idle;
 pub mod limits;
 pub mod server;
 pub mod store;

@@ -7,7 +7,7 @@ use std::{
     io,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::Duration,
 };
 
@@ -17,7 +17,9 @@ use tokio::{
     sync::{mpsc, OwnedSemaphorePermit, Semaphore},
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
+
+use crate::idle::{ConnectionActivity, IdleTimer, LimitedConnectInfo};
 
 /// Every limit, with defaults sized for a settings service whose requests
 /// are a few hundred bytes and take milliseconds.
@@ -41,6 +43,14 @@ pub struct Limits {
     pub max_grpc_message_bytes: usize,
     /// HTTP/2 keep-alive pings, to drop connections whose peer vanished.
     pub keepalive_interval: Duration,
+    /// How long a connection may go without a request making progress
+    /// before it is closed and its slot freed: counted from accept (so it
+    /// also bounds a client that connects and sends nothing, or part of a
+    /// request head or HTTP/2 preface) and from the last request activity
+    /// after that. Pings and other connection-level frames do not count; a
+    /// running handler or a response the client keeps reading does. See
+    /// [`crate::idle`].
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -53,25 +63,53 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_grpc_message_bytes: 64 * 1024,
             keepalive_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
 
 /// A TCP connection counted against its listener's connection limit until
-/// it is dropped.
+/// it is dropped. Once the connection has been idle for the idle timeout
+/// (see [`crate::idle`]), reads and writes that would wait fail with
+/// `TimedOut`, so the server drops it.
 pub struct LimitedStream {
     inner: TcpStream,
+    idle: IdleTimer,
+    idle_expired: bool,
     _permit: OwnedSemaphorePermit,
 }
 
+impl LimitedStream {
+    /// The connection's activity, for [`TrackActivity`](crate::idle::TrackActivity).
+    pub fn activity(&self) -> ConnectionActivity {
+        self.idle.activity().clone()
+    }
+
+    /// Called when the socket has nothing to read or cannot take more:
+    /// the error to end the connection with once it is idle, else `Pending`.
+    fn poll_idle<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if !self.idle_expired {
+            ready!(self.idle.poll_expired(cx));
+            self.idle_expired = true;
+            tracing::debug!("closing an idle connection");
+        }
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "connection idle for longer than the idle timeout",
+        )))
+    }
+}
+
 /// Accepts connections from `listener`, at most `max_connections` open at
-/// once, with TCP_NODELAY (answers are small and latency matters). Accept
-/// errors (such as running out of file descriptors) are logged and retried
-/// after a pause rather than ending the server. The stream ends, and the
-/// listener closes, once the consumer drops it.
+/// once, each closed after `idle_timeout` without request activity, with
+/// TCP_NODELAY (answers are small and latency matters). Accept errors (such
+/// as running out of file descriptors) are logged and retried after a pause
+/// rather than ending the server. The stream ends, and the listener closes,
+/// once the consumer drops it.
 pub fn limited_incoming(
     listener: TcpListener,
     max_connections: usize,
+    idle_timeout: Duration,
 ) -> ReceiverStream<io::Result<LimitedStream>> {
     let (tx, rx) = mpsc::channel(1);
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -92,6 +130,8 @@ pub fn limited_incoming(
                     }
                     let stream = LimitedStream {
                         inner,
+                        idle: IdleTimer::new(ConnectionActivity::new(), idle_timeout),
+                        idle_expired: false,
                         _permit: permit,
                     };
                     if tx.send(Ok(stream)).await.is_err() {
@@ -109,20 +149,34 @@ pub fn limited_incoming(
 }
 
 impl Connected for LimitedStream {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = LimitedConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        LimitedConnectInfo {
+            tcp: self.inner.connect_info(),
+            activity: self.activity(),
+        }
     }
 }
 
+// Reads and writes that complete pass straight through (bytes are not
+// activity: see `crate::idle`); only those that would wait consult the idle
+// timer. hyper always has a read pending on a connection it is not writing
+// to, and a write pending on one that cannot take its output, so one of the
+// two registers the timer whatever state the connection is in.
 impl AsyncRead for LimitedStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if !this.idle_expired {
+            if let Poll::Ready(read) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+                return Poll::Ready(read);
+            }
+        }
+        this.poll_idle(cx)
     }
 }
 
@@ -132,7 +186,13 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if !this.idle_expired {
+            if let Poll::Ready(written) = Pin::new(&mut this.inner).poll_write(cx, buf) {
+                return Poll::Ready(written);
+            }
+        }
+        this.poll_idle(cx)
     }
 
     fn poll_write_vectored(
@@ -140,7 +200,13 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if !this.idle_expired {
+            if let Poll::Ready(written) = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+                return Poll::Ready(written);
+            }
+        }
+        this.poll_idle(cx)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -18,6 +18,7 @@ use crate::{
     auth::Authenticator,
     grpc::{AdminGrpc, RecordingSettingsGrpc},
     http::{self, SettingsBackend},
+    idle::{TrackActivity, TrackActivityLayer},
     limits::{limited_incoming, InFlight, Limits},
     pb::{
         admin_service_server::AdminServiceServer,
@@ -181,7 +182,15 @@ async fn serve(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+    // Connections are closed after `limits.idle_timeout` without a request
+    // (see `crate::idle`); the layer reports each request's progress to its
+    // connection. No `max_connection_age`: it would also cut connections in
+    // active use (a long export stream, unless its grace were as long), and
+    // the client would simply reconnect; holding a slot without using it,
+    // which is what an age limit would guard against here, the idle timeout
+    // already prevents.
     let grpc = Server::builder()
+        .layer(TrackActivityLayer)
         .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -198,7 +207,7 @@ async fn serve(
                 .max_decoding_message_size(limits.max_grpc_message_bytes),
         )
         .serve_with_incoming_shutdown(
-            limited_incoming(listeners.grpc, limits.max_connections),
+            limited_incoming(listeners.grpc, limits.max_connections, limits.idle_timeout),
             stopped(),
         );
     let http = serve_http(listeners.http, Arc::new(service), limits.clone(), stopped());
@@ -277,7 +286,9 @@ impl Drop for AbortOnDrop {
 
 /// Serves the bridge with hyper directly (rather than `axum::serve`) for the
 /// limits axum does not expose: the header read timeout that cuts off
-/// slowloris clients, and the header size caps.
+/// slowloris clients, the header size caps, and the idle timeout (which also
+/// bounds the protocol sniffing before the first request, where no hyper
+/// timer runs).
 async fn serve_http(
     listener: TcpListener,
     backend: Arc<dyn SettingsBackend>,
@@ -298,7 +309,7 @@ async fn serve_http(
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
-    let mut incoming = limited_incoming(listener, limits.max_connections);
+    let mut incoming = limited_incoming(listener, limits.max_connections, limits.idle_timeout);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -312,7 +323,8 @@ async fn serve_http(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone());
+        let service =
+            TowerToHyperService::new(TrackActivity::new(router.clone(), stream.activity()));
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

@@ -1,18 +1,21 @@
 //! Limits against abuse: load is shed with a clear error, slow or oversized
 //! clients are cut off, and the server keeps serving.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
+use bytes::Bytes;
 use settingsd::limits::Limits;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
+    time::Instant,
 };
 use tonic::Code;
 
 use crate::{
     helpers::*,
     http_bridge::{assert_twilio_error, fetch},
+    process::grpc_frame,
 };
 
 #[tokio::test]
@@ -140,4 +143,184 @@ async fn a_grpc_message_over_the_limit_is_rejected_and_the_server_keeps_serving(
         status.message()
     );
     app.set(set_request(ACCOUNT, "normal")).await;
+}
+
+/// The idle timeout the idle-connection tests configure.
+const IDLE: Duration = Duration::from_millis(300);
+
+/// How long those tests give the server to close an idle connection: far
+/// above `IDLE`, so a slow machine does not fail them, and far below
+/// [`GUARD`], so a server that never closes fails them soon.
+const IDLE_BOUND: Duration = Duration::from_secs(10);
+
+/// Waits (at most `IDLE_BOUND`) for the server to close `stream`, which the
+/// test has stopped writing to; returns how long after `since` it did.
+async fn closed_by_the_server(stream: &mut TcpStream, since: Instant) -> Duration {
+    let mut received = Vec::new();
+    tokio::time::timeout(IDLE_BOUND, stream.read_to_end(&mut received))
+        .await
+        .expect("the server closes the idle connection")
+        .ok();
+    since.elapsed()
+}
+
+#[tokio::test]
+async fn a_silent_http_client_is_disconnected_after_the_idle_timeout_and_frees_its_slot() {
+    let app = spawn_app_with_limits(Limits {
+        max_connections: 1,
+        idle_timeout: IDLE,
+        ..Limits::default()
+    })
+    .await;
+    let connecting = Instant::now();
+    let mut silent = TcpStream::connect(app.http_addr).await.unwrap();
+
+    // The silent client holds the only slot: this request waits in the
+    // accept queue until the server closes that connection.
+    let answer = tokio::time::timeout(IDLE_BOUND, fetch(&app.url(), ACCOUNT, "any"))
+        .await
+        .expect("served once the silent client's slot is freed");
+    let closed_after = closed_by_the_server(&mut silent, connecting).await;
+
+    assert_eq!(answer.status(), 200);
+    assert!(closed_after >= IDLE, "closed after only {closed_after:?}");
+}
+
+#[tokio::test]
+async fn an_http_client_stopping_in_the_http2_preface_is_disconnected_after_the_idle_timeout() {
+    let app = spawn_app_with_limits(Limits {
+        idle_timeout: IDLE,
+        ..Limits::default()
+    })
+    .await;
+    let connecting = Instant::now();
+    let mut stalled = TcpStream::connect(app.http_addr).await.unwrap();
+
+    // Half of the 24-byte preface: the bridge is still choosing between
+    // HTTP/1 and HTTP/2, where hyper's header read timeout does not apply.
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let closed_after = closed_by_the_server(&mut stalled, connecting).await;
+
+    assert!(closed_after >= IDLE, "closed after only {closed_after:?}");
+    assert_eq!(fetch(&app.url(), ACCOUNT, "any").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_silent_grpc_client_is_disconnected_after_the_idle_timeout() {
+    let app = spawn_app_with_limits(Limits {
+        idle_timeout: IDLE,
+        ..Limits::default()
+    })
+    .await;
+    let connecting = Instant::now();
+    let mut silent = TcpStream::connect(app.grpc_addr).await.unwrap();
+
+    let closed_after = closed_by_the_server(&mut silent, connecting).await;
+
+    assert!(closed_after >= IDLE, "closed after only {closed_after:?}");
+}
+
+/// An HTTP/2 connection to the gRPC port: the handle to send requests on,
+/// and the task driving the connection, which ends when the server closes
+/// it. The h2 client answers the server's pings by itself.
+async fn http2_connection(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    h2::PingPong,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let ping_pong = connection.ping_pong().expect("ping_pong");
+    (send, ping_pong, tokio::spawn(connection))
+}
+
+/// A GetRecordingSettings over `send`'s connection; returns its grpc-status.
+async fn grpc_get(send: &h2::client::SendRequest<Bytes>, addr: SocketAddr) -> String {
+    let mut send = send.clone().ready().await.expect("connection still open");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/settingsd.v1.RecordingSettingsService/GetRecordingSettings"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = send.send_request(request, false).unwrap();
+    body.send_data(grpc_frame(&get_request(ACCOUNT)), true)
+        .unwrap();
+    let mut body = response.await.expect("a response").into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the response body");
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    trailers
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_http2_client_that_only_pings_is_disconnected_after_the_idle_timeout() {
+    // Keep-alive pings far more often than the idle timeout: the client
+    // answers them, and pings of its own, yet sends no request.
+    let app = spawn_app_with_limits(Limits {
+        idle_timeout: IDLE,
+        keepalive_interval: IDLE / 6,
+        ..Limits::default()
+    })
+    .await;
+    let connecting = Instant::now();
+    let (_send, mut ping_pong, mut connection) = http2_connection(app.grpc_addr).await;
+
+    let pinging_until_closed = async {
+        loop {
+            tokio::select! {
+                ended = &mut connection => return ended,
+                () = async {
+                    let _ = ping_pong.ping(h2::Ping::opaque()).await;
+                    tokio::time::sleep(IDLE / 6).await;
+                } => {}
+            }
+        }
+    };
+    tokio::time::timeout(IDLE_BOUND, pinging_until_closed)
+        .await
+        .expect("the server closes a connection that carries only pings")
+        .expect("connection task")
+        .ok();
+
+    let closed_after = connecting.elapsed();
+    assert!(closed_after >= IDLE, "closed after only {closed_after:?}");
+}
+
+#[tokio::test]
+async fn a_grpc_connection_with_requests_more_often_than_the_idle_timeout_stays_open() {
+    let app = spawn_app_with_limits(Limits {
+        idle_timeout: IDLE,
+        ..Limits::default()
+    })
+    .await;
+    let (send, _ping_pong, mut connection) = http2_connection(app.grpc_addr).await;
+
+    // Requests a third of the idle timeout apart, for three times as long.
+    let started = Instant::now();
+    for _ in 0..9 {
+        assert_eq!(grpc_get(&send, app.grpc_addr).await, "0");
+        tokio::time::sleep(IDLE / 3).await;
+    }
+    let lasted = started.elapsed();
+    assert!(!connection.is_finished(), "the connection was closed");
+    assert_eq!(grpc_get(&send, app.grpc_addr).await, "0");
+
+    // Once the requests stop, the same connection is closed.
+    tokio::time::timeout(IDLE_BOUND, &mut connection)
+        .await
+        .expect("closed once idle")
+        .expect("connection task")
+        .ok();
+    assert!(lasted >= 3 * IDLE, "{lasted:?}");
 }

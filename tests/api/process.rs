@@ -43,7 +43,7 @@ async fn a_second_server_on_a_held_data_directory_fails_fast_naming_it() {
 }
 
 /// A gRPC message frame: uncompressed flag, big-endian length, message.
-fn grpc_frame(message: &impl Message) -> Bytes {
+pub(crate) fn grpc_frame(message: &impl Message) -> Bytes {
     let body = message.encode_to_vec();
     let mut frame = BytesMut::with_capacity(5 + body.len());
     frame.put_u8(0);
