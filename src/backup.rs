@@ -10,7 +10,7 @@
 //! good one.
 
 use std::{
-    fs::{self, File},
+    fs::File,
     io::{BufRead, BufWriter, Write},
     path::{Path, PathBuf},
 };
@@ -160,14 +160,21 @@ pub fn export(
 }
 
 /// Where an export goes: stdout, or a file that only [`ExportWriter::commit`]
-/// puts in place (a temporary file beside it, fsynced, renamed over it, the
-/// directory fsynced). Dropped uncommitted, it removes the temporary file and
-/// leaves the target as it was.
+/// puts in place (a temporary file beside it, with a random name, created
+/// exclusively, fsynced, renamed over it, the directory fsynced). Dropped
+/// uncommitted, it removes the temporary file and leaves the target as it was.
 pub struct ExportWriter {
-    writer: BufWriter<Box<dyn Write + Send>>,
-    /// (temporary file, target, target's directory) when writing to a file.
-    file: Option<(PathBuf, PathBuf, PathBuf)>,
+    sink: Sink,
     written: usize,
+}
+
+enum Sink {
+    Stdout(BufWriter<std::io::Stdout>),
+    File {
+        writer: BufWriter<tempfile::NamedTempFile>,
+        target: PathBuf,
+        dir: PathBuf,
+    },
 }
 
 impl ExportWriter {
@@ -176,8 +183,7 @@ impl ExportWriter {
     pub fn create(out: Option<&Path>) -> anyhow::Result<ExportWriter> {
         let Some(path) = out else {
             return Ok(ExportWriter {
-                writer: BufWriter::new(Box::new(std::io::stdout())),
-                file: None,
+                sink: Sink::Stdout(BufWriter::new(std::io::stdout())),
                 written: 0,
             });
         };
@@ -188,16 +194,17 @@ impl ExportWriter {
         let name = path
             .file_name()
             .with_context(|| format!("{} is not a file path", path.display()))?;
-        let temp = dir.join(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file =
-            File::create(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
         Ok(ExportWriter {
-            writer: BufWriter::new(Box::new(file)),
-            file: Some((temp, path.to_owned(), dir.to_owned())),
+            sink: Sink::File {
+                writer: BufWriter::new(temp),
+                target: path.to_owned(),
+                dir: dir.to_owned(),
+            },
             written: 0,
         })
     }
@@ -207,8 +214,12 @@ impl ExportWriter {
     /// # Errors
     /// An I/O failure.
     pub fn write(&mut self, record: &ExportedRecord) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut self.writer, record)?;
-        self.writer.write_all(b"\n")?;
+        let writer: &mut dyn Write = match &mut self.sink {
+            Sink::Stdout(w) => w,
+            Sink::File { writer, .. } => writer,
+        };
+        serde_json::to_writer(&mut *writer, record)?;
+        writer.write_all(b"\n")?;
         self.written += 1;
         Ok(())
     }
@@ -218,29 +229,22 @@ impl ExportWriter {
     ///
     /// # Errors
     /// An I/O failure; a target file is then left as it was.
-    pub fn commit(mut self) -> anyhow::Result<usize> {
-        self.writer.flush()?;
-        if let Some((temp, target, dir)) = self.file.take() {
-            let placed = File::open(&temp)
-                .and_then(|f| f.sync_all())
-                .and_then(|()| fs::rename(&temp, &target));
-            if let Err(e) = placed {
-                let _ = fs::remove_file(&temp);
-                return Err(
-                    anyhow::Error::new(e).context(format!("cannot replace {}", target.display()))
-                );
+    pub fn commit(self) -> anyhow::Result<usize> {
+        match self.sink {
+            Sink::Stdout(mut w) => w.flush()?,
+            Sink::File {
+                writer,
+                target,
+                dir,
+            } => {
+                let temp = writer.into_inner().map_err(|e| e.into_error())?;
+                temp.as_file().sync_all()?;
+                temp.persist(&target)
+                    .with_context(|| format!("cannot replace {}", target.display()))?;
+                File::open(&dir)?.sync_all()?;
             }
-            File::open(&dir)?.sync_all()?;
         }
         Ok(self.written)
-    }
-}
-
-impl Drop for ExportWriter {
-    fn drop(&mut self) {
-        if let Some((temp, _, _)) = &self.file {
-            let _ = fs::remove_file(temp);
-        }
     }
 }
 

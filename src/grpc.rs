@@ -184,13 +184,14 @@ impl AdminService for AdminGrpc {
         let service = self.0.clone();
         // sled's iterator blocks on disk reads: scan on a blocking thread,
         // which waits whenever the client falls EXPORT_BUFFER records behind.
-        tokio::task::spawn_blocking(move || {
+        let scan_tx = tx.clone();
+        let scan = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let mut exported = 0_u64;
             for record in service.store.scan() {
                 let item = record.map(|r| service.to_proto(r)).map_err(Status::from);
                 let failed = item.is_err();
-                if tx.blocking_send(item).is_err() {
+                if scan_tx.blocking_send(item).is_err() {
                     tracing::info!(exported, "export abandoned by the client");
                     return;
                 }
@@ -200,6 +201,18 @@ impl AdminService for AdminGrpc {
                 exported += 1;
             }
             tracing::info!(exported, "export finished");
+        });
+        // A scan that dies must end the stream with an error: a stream that
+        // just ends would read as a complete, shorter backup.
+        tokio::spawn(async move {
+            if let Err(e) = scan.await {
+                tracing::error!(error = %e, "export scan failed");
+                let _ = tx
+                    .send(Err(Status::internal(
+                        "the export failed part way; the records sent are incomplete",
+                    )))
+                    .await;
+            }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,

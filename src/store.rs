@@ -19,14 +19,16 @@
 //! therefore *poisons* the open database: no write is acknowledged after
 //! it, new Sets are refused, and reads go on. [`Store::recover`] (which the
 //! server calls periodically) brings writes back once the disk takes a
-//! probe write again, by reopening the database from disk, which replays
-//! sled's log as a restart would.
+//! probe write again: it closes the database, writes its files back and
+//! syncs them (so that pages the kernel dropped from the write path are on
+//! disk before sled reads them again), and reopens it, replaying sled's log
+//! as a restart would.
 
 use std::{
     fs::File,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Condvar, Mutex, PoisonError, RwLock,
     },
     thread::JoinHandle,
@@ -129,11 +131,14 @@ struct Inner {
     sync_mode: SyncMode,
     syncer: Arc<Syncer>,
     commit: GroupCommit,
+    /// Scans (exports) running on this database: [`Store::recover`] waits
+    /// for them to end rather than take reads down while one holds it.
+    scans: AtomicUsize,
 }
 
 /// How long [`Store::recover`] waits for in-flight requests to let go of the
 /// poisoned database before giving up until the next attempt.
-const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
+const RELEASE_PATIENCE: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Opens (creating if needed) the store in `options.data_dir`.
@@ -251,18 +256,10 @@ impl Store {
     /// is yielded as [`Error::Corrupt`], and the scan goes on. The scan keeps
     /// the database it started on open until it is dropped.
     pub fn scan(&self) -> Box<dyn Iterator<Item = Result<RecordingSettings, Error>> + Send> {
-        let iter = match self.current() {
-            Ok(inner) => inner.settings.iter(),
-            Err(e) => return Box::new(std::iter::once(Err(e))),
-        };
-        Box::new(iter.map(|entry| {
-            let (key, value) = entry?;
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let account = AccountSid::parse(&key).map_err(|_| {
-                Error::Storage(format!("a stored key is not an account SID: {key:?}"))
-            })?;
-            decode(&account, &value)
-        }))
+        match self.current() {
+            Ok(inner) => Box::new(Scan::new(inner)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     /// The failure that poisoned the open database, if one did.
@@ -291,12 +288,14 @@ impl Store {
 
     /// Brings writes back after a failed commit, if the disk takes writes
     /// again: probes it with a small fsynced file, and only if that works,
-    /// closes the poisoned database and reopens it from disk (replaying
-    /// sled's log, so that nothing written after the last good commit is
-    /// trusted). Requests answer [`Error::Reopening`] meanwhile. Blocking.
+    /// closes the poisoned database (waiting for running exports first),
+    /// writes every data file back and syncs it (so the disk holds what the
+    /// page cache does, see [`rewrite_and_sync`]), and reopens the database,
+    /// replaying sled's log. Requests answer [`Error::Reopening`] meanwhile.
+    /// Blocking. Writes that failed may or may not survive; acknowledged
+    /// ones do.
     ///
-    /// Returns whether writes are healthy now (true also when there was
-    /// nothing to recover).
+    /// Succeeds at once when there is nothing to recover.
     ///
     /// # Errors
     /// If the probe, the release of the old database or the reopen fails;
@@ -312,15 +311,25 @@ impl Store {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(closed());
         }
-        let healthy = self
+        let (healthy, scanning) = self
             .shared
             .current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .map(|inner| inner.syncer.poison().is_none());
-        if healthy == Some(true) {
+            .map_or((false, false), |inner| {
+                (
+                    inner.syncer.poison().is_none(),
+                    inner.scans.load(Ordering::SeqCst) > 0,
+                )
+            });
+        if healthy {
             return Ok(());
+        }
+        if scanning {
+            return Err(Error::Storage(
+                "an export is reading the failed database; waiting for it to end".into(),
+            ));
         }
         probe_disk(&self.shared.options)
             .map_err(|e| Error::Storage(format!("the disk does not take writes yet: {e}")))?;
@@ -344,6 +353,16 @@ impl Store {
                 ));
             }
         }
+        // After a failed fdatasync the page cache may hold pages the kernel
+        // marked clean without writing them: the reopened sled would read
+        // them (they are in memory), append after them, and later syncs
+        // would never write them. Writing every byte back and syncing makes
+        // the disk hold what sled is about to read.
+        rewrite_and_sync(&self.shared.options.data_dir).map_err(|e| {
+            Error::Storage(format!(
+                "cannot rewrite the data files after the failure: {e}"
+            ))
+        })?;
         let inner = Inner::open(&self.shared.options, &self.shared.poison_events)?;
         *self
             .shared
@@ -379,6 +398,43 @@ impl Store {
     }
 }
 
+/// A running [`Store::scan`]: holds its database, and counts itself in
+/// [`Inner::scans`] while it lives.
+struct Scan {
+    inner: Arc<Inner>,
+    iter: sled::Iter,
+}
+
+impl Scan {
+    fn new(inner: Arc<Inner>) -> Scan {
+        inner.scans.fetch_add(1, Ordering::SeqCst);
+        let iter = inner.settings.iter();
+        Scan { inner, iter }
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<RecordingSettings, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = self.iter.next()?;
+        Some((|| {
+            let (key, value) = entry?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let account = AccountSid::parse(&key).map_err(|_| {
+                Error::Storage(format!("a stored key is not an account SID: {key:?}"))
+            })?;
+            decode(&account, &value)
+        })())
+    }
+}
+
+impl Drop for Scan {
+    fn drop(&mut self) {
+        self.inner.scans.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Drops `inner` once this is its last reference (in-flight requests finish
 /// quickly), so sled lets go of the directory; gives it back if requests
 /// still hold it after [`RELEASE_PATIENCE`].
@@ -387,7 +443,16 @@ fn release(mut inner: Arc<Inner>) -> Result<(), Arc<Inner>> {
     loop {
         match Arc::try_unwrap(inner) {
             Ok(inner) => {
-                drop(inner);
+                // sled's log flushes and fsyncs on drop, and unwraps the
+                // result: a disk that still fails must not take the
+                // recovery thread down with it.
+                let dropped =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(inner)));
+                if dropped.is_err() {
+                    tracing::warn!(
+                        "closing the failed database panicked inside sled; reopening anyway"
+                    );
+                }
                 return Ok(());
             }
             Err(still_shared) if started.elapsed() < RELEASE_PATIENCE => {
@@ -397,6 +462,38 @@ fn release(mut inner: Arc<Inner>) -> Result<(), Arc<Inner>> {
             Err(still_shared) => return Err(still_shared),
         }
     }
+}
+
+/// Reads every regular file under `dir` and writes it back in place, then
+/// fdatasyncs each file and fsyncs each directory: afterwards the disk holds
+/// exactly what the page cache does. Used by [`Store::recover`] only, after
+/// the database is closed; it costs one read and one write of the store.
+fn rewrite_and_sync(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            rewrite_and_sync(&entry.path())?;
+        } else if kind.is_file() {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(entry.path())?;
+            let mut buf = vec![0; 1 << 20];
+            let mut offset = 0;
+            loop {
+                let n = file.read_at(&mut buf, offset)?;
+                if n == 0 {
+                    break;
+                }
+                file.write_all_at(&buf[..n], offset)?;
+                offset += n as u64;
+            }
+            file.sync_data()?;
+        }
+    }
+    sync_dir(dir)
 }
 
 /// Whether the data directory's disk takes a durable write again: writes,
@@ -468,6 +565,7 @@ impl Inner {
             sync_mode: options.sync_mode,
             syncer,
             commit,
+            scans: AtomicUsize::new(0),
         })
     }
 

@@ -348,6 +348,7 @@ async fn a_refused_online_export_is_a_clear_error_and_writes_no_file() {
         &["--credentials", &credentials, file.to_str().unwrap()],
     )
     .await;
+    let nothing_written = std::fs::read_dir(out.path()).unwrap().count() == 0;
     let allowed = export_online(
         &app,
         &[
@@ -361,6 +362,10 @@ async fn a_refused_online_export_is_a_clear_error_and_writes_no_file() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(stderr.contains("PermissionDenied"), "{stderr}");
+    assert!(
+        nothing_written,
+        "a refused export leaves no file, temporary or not"
+    );
     assert!(
         allowed.status.success(),
         "{}",

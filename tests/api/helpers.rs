@@ -72,6 +72,7 @@ pub struct TestApp {
     pub client: Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
+    data_dir: std::path::PathBuf,
     /// Deletes the data directory when the test ends (None when the caller
     /// owns the directory, as restart tests do).
     _temp: Option<tempfile::TempDir>,
@@ -129,6 +130,7 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
         allow_open: false,
         limits,
     };
+    let data_dir = config.store.data_dir.clone();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(server::run(config, Listeners { grpc, http }, async {
         let _ = rx.await;
@@ -140,8 +142,31 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
         client,
         shutdown: Some(tx),
         handle,
+        data_dir,
         _temp: None,
     }
+}
+
+/// Waits (bounded) until no file descriptor of this process is sled's data
+/// file in `data_dir`: sled finishes some writes on its own threads after a
+/// store is closed, and another process (the CLI) opening the directory
+/// meanwhile would find it locked.
+pub fn wait_until_released(data_dir: &Path) {
+    let Ok(db) = data_dir.join("db").canonicalize() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let held = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == db));
+        if !held {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("sled still holds {} after 5 s", db.display());
 }
 
 pub async fn channel(addr: SocketAddr) -> Channel {
@@ -157,8 +182,19 @@ pub async fn connect(addr: SocketAddr) -> Client {
 }
 
 impl TestApp {
-    /// Stops the server gracefully and returns what `run` returned.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Stops the server gracefully and returns what `run` returned, once
+    /// sled has let go of the data directory.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let data_dir = self.data_dir.clone();
+        let result = self.stop_server().await;
+        wait_until_released(&data_dir);
+        result
+    }
+
+    /// Stops the server gracefully and returns what `run` returned, without
+    /// waiting for sled to let go of the directory (connections the server
+    /// gave up on may still hold the store).
+    pub async fn stop_server(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -375,4 +411,6 @@ pub fn corrupt(data_dir: &Path, account: &str, bytes: &[u8]) {
     let tree = db.open_tree("recording_settings").unwrap();
     tree.insert(account, bytes).unwrap();
     db.flush().unwrap();
+    drop((tree, db));
+    wait_until_released(data_dir);
 }
