@@ -398,6 +398,16 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
             _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
         }
+        // A second signal means "now": every acknowledged write is already
+        // on disk, so exiting without the graceful close loses nothing.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            tracing::warn!("second signal: exiting without waiting for open requests");
+            std::process::exit(1);
+        });
     })
 }
 

@@ -22,6 +22,9 @@
 //!   after the timeout;
 //! - a connection with a handler running is never closed (the request
 //!   timeout bounds handlers);
+//! - a response body waiting on the server for its next frame (a quiet
+//!   stream such as health's Watch) keeps the connection busy too; once it
+//!   has a frame ready, the client must take it;
 //! - a long response, such as an export stream, stays open while the
 //!   client keeps reading it, and is closed once the client has taken no
 //!   chunk of it for the timeout (stopped reading, or reads slower than a
@@ -95,7 +98,7 @@ impl ConnectionActivity {
     /// When the connection is idle for `timeout` if nothing else happens;
     /// `None` while a handler is running.
     fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
-        if self.0.running.load(Ordering::Relaxed) > 0 {
+        if self.0.running.load(Ordering::Acquire) > 0 {
             return None;
         }
         let last = Duration::from_nanos(self.0.last.load(Ordering::Relaxed));
@@ -114,8 +117,11 @@ struct RunningRequest(ConnectionActivity);
 
 impl Drop for RunningRequest {
     fn drop(&mut self) {
-        self.0 .0.running.fetch_sub(1, Ordering::Relaxed);
+        // Touch first: a connection task that sees `running` drop to zero
+        // (Acquire, pairing with this Release) also sees the fresh time, and
+        // cannot close the connection just before this answer is written.
         self.0.touch();
+        self.0 .0.running.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -281,17 +287,23 @@ where
             response.map(|inner| TrackedBody {
                 inner,
                 activity: TouchOnDrop(activity),
+                waiting: None,
             })
         }))
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that reports each frame it yields as progress.
+    /// A response body that reports each frame it yields as progress, and
+    /// keeps the connection busy while it waits on the server for the next
+    /// one (a quiet stream such as health's Watch is not an idle client).
+    /// hyper polls a body only when the client has room for more, so a
+    /// client that stops reading still goes idle.
     pub struct TrackedBody<B> {
         #[pin]
         inner: B,
         activity: TouchOnDrop,
+        waiting: Option<RunningRequest>,
     }
 }
 
@@ -304,11 +316,27 @@ impl<B: Body> Body for TrackedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(activity) = &this.activity.0 {
-            activity.touch();
+        match this.inner.poll_frame(cx) {
+            Poll::Pending => {
+                if this.waiting.is_none() {
+                    *this.waiting = this
+                        .activity
+                        .0
+                        .as_ref()
+                        .map(ConnectionActivity::start_request);
+                }
+                Poll::Pending
+            }
+            Poll::Ready(frame) => {
+                // Dropping the guard touches the activity.
+                if this.waiting.take().is_none() {
+                    if let Some(activity) = &this.activity.0 {
+                        activity.touch();
+                    }
+                }
+                Poll::Ready(frame)
+            }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -226,8 +226,24 @@ async fn serve(
     tracing::info!("shutting down: finishing in-flight requests");
     not_serving(&health).await;
     let _ = stop_tx.send(true);
-    servers.await
+    // In-flight requests end within the request timeout; what is still open
+    // after that is a stream that never ends on its own (health's Watch):
+    // close it rather than wait forever.
+    let grace = limits.request_timeout + SHUTDOWN_SLACK;
+    match tokio::time::timeout(grace, servers).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "connections still open after the shutdown grace period: closing them"
+            );
+            Ok(())
+        }
+    }
 }
+
+/// Added to the request timeout to give shutdown's last answers time to be written.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
 
 /// How often a store whose commit failed checks whether the disk takes
 /// writes again.
@@ -240,12 +256,16 @@ async fn recover_from_failed_commits(store: Store, health: tonic_health::server:
         let error = store.poisoned().await;
         tracing::error!(%error, "writes stopped after a failed commit: health is NOT_SERVING until the disk takes writes again");
         not_serving(&health).await;
-        loop {
+        for attempt in 0_u64.. {
             tokio::time::sleep(RECOVERY_INTERVAL).await;
-            let attempt = store.clone();
-            match tokio::task::spawn_blocking(move || attempt.recover()).await {
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.recover()).await {
                 Ok(Ok(())) => break,
-                Ok(Err(e)) => tracing::debug!(error = %e, "store not recovered yet"),
+                // Every 10 s, not every attempt: a full disk may last hours.
+                Ok(Err(e)) if attempt % 20 == 0 => {
+                    tracing::warn!(error = %e, attempt, "store not recovered yet; retrying");
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, attempt, "store not recovered yet"),
                 Err(e) => tracing::error!(error = %e, "store recovery task failed"),
             }
         }
@@ -336,7 +356,12 @@ async fn serve_http(
         });
     }
     drop(incoming);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.request_timeout + SHUTDOWN_SLACK, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after the shutdown grace period: closing them");
+    }
     Ok(())
 }
 

@@ -299,18 +299,21 @@ async fn an_http2_client_that_only_pings_is_disconnected_after_the_idle_timeout(
 
 #[tokio::test]
 async fn a_grpc_connection_with_requests_more_often_than_the_idle_timeout_stays_open() {
+    // A longer timeout than the other tests': requests spaced well inside it
+    // must not be cut by a scheduling hiccup on a loaded machine.
+    const LONG_IDLE: Duration = Duration::from_secs(2);
     let app = spawn_app_with_limits(Limits {
-        idle_timeout: IDLE,
+        idle_timeout: LONG_IDLE,
         ..Limits::default()
     })
     .await;
     let (send, _ping_pong, mut connection) = http2_connection(app.grpc_addr).await;
 
-    // Requests a third of the idle timeout apart, for three times as long.
+    // Requests a tenth of the idle timeout apart, for three times as long.
     let started = Instant::now();
-    for _ in 0..9 {
+    for _ in 0..30 {
         assert_eq!(grpc_get(&send, app.grpc_addr).await, "0");
-        tokio::time::sleep(IDLE / 3).await;
+        tokio::time::sleep(LONG_IDLE / 10).await;
     }
     let lasted = started.elapsed();
     assert!(!connection.is_finished(), "the connection was closed");
@@ -322,5 +325,39 @@ async fn a_grpc_connection_with_requests_more_often_than_the_idle_timeout_stays_
         .expect("closed once idle")
         .expect("connection task")
         .ok();
-    assert!(lasted >= 3 * IDLE, "{lasted:?}");
+    assert!(lasted >= 3 * LONG_IDLE, "{lasted:?}");
+}
+
+#[tokio::test]
+async fn a_quiet_health_watch_is_not_idle_and_does_not_block_shutdown() {
+    let app = spawn_app_with_limits(Limits {
+        idle_timeout: IDLE,
+        request_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    })
+    .await;
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(channel(app.grpc_addr).await);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+
+    // Nothing changes for three idle timeouts: the stream waits, unbroken.
+    let quiet = tokio::time::timeout(3 * IDLE, watch.message()).await;
+    let stopping = Instant::now();
+    // The server gives up on the watch's connection after its grace period;
+    // the connection (and the store it holds) lives until the client hangs up.
+    let stopped = app.stop_server().await;
+    let stop_took = stopping.elapsed();
+    drop((watch, health));
+
+    assert_eq!(first.status, 1, "SERVING");
+    assert!(quiet.is_err(), "the watch ended or failed: {quiet:?}");
+    stopped.unwrap();
+    assert!(stop_took < IDLE_BOUND, "shutdown waited {stop_took:?}");
 }
