@@ -28,7 +28,7 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Condvar, Mutex, PoisonError, RwLock,
     },
     thread::JoinHandle,
@@ -112,6 +112,8 @@ struct Shared {
     current: RwLock<Option<Arc<Inner>>>,
     /// Wakes [`Store::poisoned`]; every [`Syncer`] this store opens notifies it.
     poison_events: Arc<tokio::sync::Notify>,
+    /// Completed flush+fdatasync commits, across reopens (see [`Store::syncs`]).
+    syncs: Arc<AtomicU64>,
     /// One recovery (or close) at a time.
     maintenance: Mutex<()>,
     /// Set by [`Store::close`]: no recovery reopens the database after it.
@@ -149,7 +151,8 @@ impl Store {
     /// second opener fails at once rather than waiting).
     pub fn open(options: &StoreOptions) -> Result<Store, Error> {
         let poison_events = Arc::new(tokio::sync::Notify::new());
-        let inner = Inner::open(options, &poison_events)?;
+        let syncs = Arc::new(AtomicU64::new(0));
+        let inner = Inner::open(options, &poison_events, &syncs)?;
         // (No account count here: sled counts by scanning the whole tree.)
         tracing::info!(data_dir = %options.data_dir.display(), "store opened");
         Ok(Store {
@@ -157,6 +160,7 @@ impl Store {
                 options: options.clone(),
                 current: RwLock::new(Some(Arc::new(inner))),
                 poison_events,
+                syncs,
                 maintenance: Mutex::new(()),
                 closed: AtomicBool::new(false),
             }),
@@ -262,6 +266,13 @@ impl Store {
         }
     }
 
+    /// How many commits (sled flush, then fdatasync of its data file) have
+    /// completed since the store was opened: a durability metric, and how
+    /// the tests check that every acknowledged Set waited for one.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::SeqCst)
+    }
+
     /// The failure that poisoned the open database, if one did.
     fn poison(&self) -> Option<Arc<str>> {
         self.shared
@@ -363,7 +374,11 @@ impl Store {
                 "cannot rewrite the data files after the failure: {e}"
             ))
         })?;
-        let inner = Inner::open(&self.shared.options, &self.shared.poison_events)?;
+        let inner = Inner::open(
+            &self.shared.options,
+            &self.shared.poison_events,
+            &self.shared.syncs,
+        )?;
         *self
             .shared
             .current
@@ -529,6 +544,7 @@ impl Inner {
     fn open(
         options: &StoreOptions,
         poison_events: &Arc<tokio::sync::Notify>,
+        syncs: &Arc<AtomicU64>,
     ) -> Result<Inner, Error> {
         let path = options.data_dir.clone();
         let open_err = |source: std::io::Error| Error::Open {
@@ -556,6 +572,7 @@ impl Inner {
             poisoned: Mutex::new(None),
             poisoned_now: Arc::clone(poison_events),
             per_write: Mutex::new(()),
+            syncs: Arc::clone(syncs),
         });
         let commit = GroupCommit::start(Arc::clone(&syncer));
         Ok(Inner {
@@ -876,6 +893,8 @@ struct Syncer {
     poisoned_now: Arc<tokio::sync::Notify>,
     /// Held across each sync in [`SyncMode::PerWrite`].
     per_write: Mutex<()>,
+    /// Counts the fdatasyncs that succeeded.
+    syncs: Arc<AtomicU64>,
 }
 
 impl Syncer {
@@ -894,7 +913,9 @@ impl Syncer {
                 if self.fail.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
                     return Err(injected_fault());
                 }
-                self.data_file.sync_data()
+                self.data_file.sync_data()?;
+                self.syncs.fetch_add(1, Ordering::SeqCst);
+                Ok(())
             });
         result.map_err(|e| {
             let mut poisoned = self.poisoned.lock().unwrap_or_else(PoisonError::into_inner);
