@@ -108,7 +108,11 @@ type Backend = Arc<dyn SettingsBackend>;
 /// other methods on the resource Twilio's 405.
 /// A request not answered within `request_timeout` (for example, a client
 /// trickling its body) gets Twilio's 503.
-pub fn router(backend: Arc<dyn SettingsBackend>, request_timeout: Duration) -> Router {
+pub fn router(
+    backend: Arc<dyn SettingsBackend>,
+    request_timeout: Duration,
+    max_header_bytes: usize,
+) -> Router {
     Router::new()
         .route(
             RECORDING_SETTINGS_PATH,
@@ -117,6 +121,35 @@ pub fn router(backend: Arc<dyn SettingsBackend>, request_timeout: Duration) -> R
         .fallback(not_found)
         .with_state(backend)
         .layer(middleware::from_fn_with_state(request_timeout, time_limit))
+        .layer(middleware::from_fn_with_state(
+            max_header_bytes,
+            header_limit,
+        ))
+}
+
+/// Refuses a request whose headers exceed `max` bytes with a Twilio 431
+/// body. (hyper reads up to a few times `max` before this runs; beyond
+/// that, it answers 431 itself, without a body.)
+async fn header_limit(
+    State(max): State<usize>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        // "name: value\r\n"
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > max {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            20001,
+            format!("Request header fields too large: the limit is {max} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn time_limit(

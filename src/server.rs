@@ -315,13 +315,16 @@ async fn serve_http(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let router = http::router(backend, limits.request_timeout);
+    let router = http::router(backend, limits.request_timeout, limits.max_header_bytes);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        // Room for headers somewhat over the limit, so the router answers
+        // them with a Twilio 431 body; hyper's own 431 (no body) is left for
+        // the grossly oversized.
+        .max_buf_size(limits.max_header_bytes.saturating_mul(4).max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())

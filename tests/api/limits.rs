@@ -100,25 +100,40 @@ async fn an_http_client_trickling_its_body_gets_a_503_after_the_request_timeout(
 
 #[tokio::test]
 async fn oversized_http_headers_are_refused_and_the_server_keeps_serving() {
-    let app = spawn_app();
-    let app = app.await;
-    let mut client = TcpStream::connect(app.http_addr).await.unwrap();
-
-    let huge = "a".repeat(64 * 1024);
-    let _ = client
-        .write_all(
-            format!(
-                "GET /v1/RecordingSettings/Default HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n"
-            )
-            .as_bytes(),
+    let app = spawn_app().await;
+    let request = |header_bytes: usize| {
+        format!(
+            "GET /v1/RecordingSettings/Default HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(header_bytes)
         )
-        .await;
-    let answer = read_until_closed(&mut client).await;
+    };
 
-    let answer = String::from_utf8_lossy(&answer);
+    // Over the 16 KiB limit: a Twilio error body.
+    let mut client = TcpStream::connect(app.http_addr).await.unwrap();
+    client
+        .write_all(request(32 * 1024).as_bytes())
+        .await
+        .unwrap();
+    let over = read_until_closed(&mut client).await;
+    // Far over it: hyper refuses before any route runs (431, no body).
+    let mut client = TcpStream::connect(app.http_addr).await.unwrap();
+    let _ = client.write_all(request(256 * 1024).as_bytes()).await;
+    let far_over = read_until_closed(&mut client).await;
+
+    let over = String::from_utf8_lossy(&over);
+    assert!(over.starts_with("HTTP/1.1 431"), "{over}");
+    let body = over.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {over}"));
+    assert_eq!(body["status"], 431);
     assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
-        "{answer}"
+        body["message"].as_str().unwrap().contains("16384"),
+        "{body}"
+    );
+    let far_over = String::from_utf8_lossy(&far_over);
+    assert!(
+        far_over.is_empty() || far_over.starts_with("HTTP/1.1 431"),
+        "{far_over}"
     );
     assert_eq!(fetch(&app.url(), ACCOUNT, "any").await.status(), 200);
 }
