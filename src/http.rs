@@ -177,14 +177,29 @@ async fn fetch(State(backend): State<Backend>, headers: HeaderMap) -> Response {
 }
 
 async fn create(State(backend): State<Backend>, headers: HeaderMap, body: Body) -> Response {
-    let request = match read_form(&headers, body)
-        .await
-        .and_then(|form| with_credentials(form, &headers))
-    {
-        Ok(request) => request,
-        Err(e) => return e.into_response(),
+    let form = match read_form(&headers, body).await {
+        Ok(form) => form,
+        Err(e) => return reject_form(&backend, &headers, e).await,
     };
-    respond(backend.set(request).await, &headers)
+    match with_credentials(form, &headers) {
+        Ok(request) => respond(backend.set(request).await, &headers),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Answers a body that could not be read as a form. Credentials come first,
+/// as at Twilio: a caller that fails them gets 401 and learns nothing about
+/// its input. The gRPC service decides, through a Get of the caller's own
+/// account (the bridge has no auth rule of its own); this costs a call only
+/// on this error path.
+async fn reject_form(backend: &Backend, headers: &HeaderMap, form_error: ApiError) -> Response {
+    match with_credentials(GetRecordingSettingsRequest::default(), headers) {
+        Err(auth) => auth.into_response(),
+        Ok(probe) => match backend.get(probe).await {
+            Err(status) if status.code() == Code::Unauthenticated => respond(Err(status), headers),
+            _ => form_error.into_response(),
+        },
+    }
 }
 
 fn respond(result: Result<RecordingSettings, Status>, headers: &HeaderMap) -> Response {

@@ -55,6 +55,19 @@ async fn wrong_token_unknown_key_and_foreign_sid_with_own_token_are_401() {
 }
 
 #[tokio::test]
+async fn a_malformed_form_is_401_for_bad_credentials_and_400_for_good_ones() {
+    let app = spawn_authenticated_app().await;
+    let bad_form = "FriendlyName=x&AwsStorageEnabled=maybe";
+
+    let stranger = post(&app.url(), ACCOUNT, "wrong-token", bad_form).await;
+    let owner = post(&app.url(), ACCOUNT, TOKEN, bad_form).await;
+
+    assert_twilio_error(stranger, 401, 20003).await;
+    let message = assert_twilio_error(owner, 400, 20001).await;
+    assert!(message.contains("AwsStorageEnabled"), "{message}");
+}
+
+#[tokio::test]
 async fn account_b_can_neither_read_nor_change_a_over_http() {
     let app = spawn_authenticated_app().await;
     post(&app.url(), ACCOUNT, TOKEN, "FriendlyName=secret+of+A").await;
