@@ -51,6 +51,9 @@ pub struct Limits {
     /// running handler or a response the client keeps reading does. See
     /// [`crate::idle`].
     pub idle_timeout: Duration,
+    /// A commit (flush + fdatasync) running longer than this means a stuck
+    /// disk: health reports NOT_SERVING until it finishes.
+    pub commit_stall_limit: Duration,
 }
 
 impl Default for Limits {
@@ -64,6 +67,7 @@ impl Default for Limits {
             max_grpc_message_bytes: 64 * 1024,
             keepalive_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            commit_stall_limit: Duration::from_secs(5),
         }
     }
 }

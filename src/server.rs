@@ -160,10 +160,13 @@ async fn serve(
     let http_addr = listeners.http.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     serving(&health).await;
-    // A failed commit stops writes until the store reopens (see `store`):
-    // health says so meanwhile, and the store is reopened once the disk
-    // takes writes again.
-    let poison_watch = tokio::spawn(recover_from_failed_commits(store.clone(), health.clone()));
+    // Health follows whether writes work: a failed commit stops them until
+    // the store reopens (see `store`), a stuck commit holds them up.
+    let poison_watch = tokio::spawn(supervise_store(
+        store.clone(),
+        health.clone(),
+        limits.commit_stall_limit,
+    ));
     let _abort_poison_watch = AbortOnDrop(poison_watch);
 
     // grpcurl 1.8 asks for v1alpha, newer clients for v1: serve both.
@@ -245,31 +248,67 @@ async fn serve(
 /// Added to the request timeout to give shutdown's last answers time to be written.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
 
-/// How often a store whose commit failed checks whether the disk takes
-/// writes again.
-const RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the store supervisor looks at the store (and, after a failed
+/// commit, checks whether the disk takes writes again).
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Forever: waits for a failed commit, reports NOT_SERVING, retries
-/// [`Store::recover`] until it works, and reports SERVING again.
-async fn recover_from_failed_commits(store: Store, health: tonic_health::server::HealthReporter) {
+/// Forever: keeps health true to whether writes work, and brings writes
+/// back after a failed commit. Health is NOT_SERVING while a failed commit
+/// has stopped writes (until [`Store::recover`] succeeds, which this retries)
+/// and while a commit has been running longer than `stall_limit` (a stuck
+/// disk: writers are waiting on it).
+async fn supervise_store(
+    store: Store,
+    health: tonic_health::server::HealthReporter,
+    stall_limit: Duration,
+) {
+    let mut healthy = true;
+    let mut attempts = 0_u64;
     loop {
-        let error = store.poisoned().await;
-        tracing::error!(%error, "writes stopped after a failed commit: health is NOT_SERVING until the disk takes writes again");
-        not_serving(&health).await;
-        for attempt in 0_u64.. {
-            tokio::time::sleep(RECOVERY_INTERVAL).await;
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.recover()).await {
-                Ok(Ok(())) => break,
-                // Every 10 s, not every attempt: a full disk may last hours.
-                Ok(Err(e)) if attempt % 20 == 0 => {
-                    tracing::warn!(error = %e, attempt, "store not recovered yet; retrying");
+        if store.write_failure().is_some() {
+            tokio::time::sleep(SUPERVISE_INTERVAL).await;
+            let attempt = store.clone();
+            match tokio::task::spawn_blocking(move || attempt.recover()).await {
+                Ok(Ok(())) => attempts = 0,
+                Ok(Err(e)) => {
+                    // Every 10 s, not every attempt: a full disk may last hours.
+                    if attempts % 20 == 0 {
+                        tracing::warn!(error = %e, attempts, "store not recovered yet; retrying");
+                    }
+                    attempts += 1;
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, attempt, "store not recovered yet"),
                 Err(e) => tracing::error!(error = %e, "store recovery task failed"),
             }
+        } else {
+            tokio::select! {
+                _ = store.poisoned() => {}
+                () = tokio::time::sleep(SUPERVISE_INTERVAL) => {}
+            }
         }
-        serving(&health).await;
+        let failure = store.write_failure();
+        let stalled = store.commit_running_for().filter(|d| *d >= stall_limit);
+        let now_healthy = failure.is_none() && stalled.is_none();
+        if now_healthy == healthy {
+            continue;
+        }
+        healthy = now_healthy;
+        if healthy {
+            tracing::info!("writes work again: health is SERVING");
+            serving(&health).await;
+            continue;
+        }
+        match (failure, stalled) {
+            (Some(error), _) => tracing::error!(
+                %error,
+                "writes stopped after a failed commit: health is NOT_SERVING until the disk \
+                 takes writes again"
+            ),
+            (None, stalled) => tracing::error!(
+                running_for = ?stalled,
+                "a commit (flush + fdatasync) is stuck: health is NOT_SERVING until it finishes"
+            ),
+        }
+        not_serving(&health).await;
     }
 }
 

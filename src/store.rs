@@ -64,6 +64,9 @@ pub struct StoreOptions {
     /// Fault injection for tests: while set, every commit fails as a full
     /// disk would, without touching the disk.
     pub fail_commits: Option<Arc<AtomicBool>>,
+    /// Fault injection for tests: while set, every commit hangs after
+    /// sled's flush, as an fdatasync on a stuck disk would.
+    pub stall_commits: Option<Arc<AtomicBool>>,
 }
 
 /// How a Set's write reaches stable storage. Both modes flush sled and
@@ -95,6 +98,7 @@ impl StoreOptions {
             cache_capacity: Self::DEFAULT_CACHE_CAPACITY,
             sync_mode: SyncMode::Group,
             fail_commits: None,
+            stall_commits: None,
         }
     }
 }
@@ -178,12 +182,16 @@ impl Store {
     /// # Errors
     /// [`Error::Reopening`] while [`Store::recover`] reopens it.
     fn current(&self) -> Result<Arc<Inner>, Error> {
+        self.open_db().ok_or(Error::Reopening)
+    }
+
+    /// The open database, or `None` while [`Store::recover`] reopens it.
+    fn open_db(&self) -> Option<Arc<Inner>> {
         self.shared
             .current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .ok_or(Error::Reopening)
     }
 
     /// Reads an account's settings; the default resource if it never set any.
@@ -273,14 +281,24 @@ impl Store {
         self.shared.syncs.load(Ordering::SeqCst)
     }
 
+    /// How long the commit in progress has been running, if one is: a
+    /// commit that takes seconds means a stuck disk, and writers are waiting.
+    pub fn commit_running_for(&self) -> Option<Duration> {
+        self.open_db().and_then(|inner| inner.syncer.running_for())
+    }
+
+    /// Why writes are stopped, if they are: the failed commit that poisoned
+    /// the database, or its reopening (see [`Store::recover`]).
+    pub fn write_failure(&self) -> Option<Arc<str>> {
+        match self.open_db() {
+            None => Some("reopening the database after a failed commit".into()),
+            Some(inner) => inner.syncer.poison(),
+        }
+    }
+
     /// The failure that poisoned the open database, if one did.
     fn poison(&self) -> Option<Arc<str>> {
-        self.shared
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .and_then(|inner| inner.syncer.poison())
+        self.open_db().and_then(|inner| inner.syncer.poison())
     }
 
     /// Completes when a failed commit has poisoned the store (see the module
@@ -322,18 +340,12 @@ impl Store {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(closed());
         }
-        let (healthy, scanning) = self
-            .shared
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map_or((false, false), |inner| {
-                (
-                    inner.syncer.poison().is_none(),
-                    inner.scans.load(Ordering::SeqCst) > 0,
-                )
-            });
+        let (healthy, scanning) = self.open_db().map_or((false, false), |inner| {
+            (
+                inner.syncer.poison().is_none(),
+                inner.scans.load(Ordering::SeqCst) > 0,
+            )
+        });
         if healthy {
             return Ok(());
         }
@@ -569,6 +581,9 @@ impl Inner {
             db: db.clone(),
             data_file,
             fail: options.fail_commits.clone(),
+            stall: options.stall_commits.clone(),
+            origin: std::time::Instant::now(),
+            running_since: AtomicU64::new(0),
             poisoned: Mutex::new(None),
             poisoned_now: Arc::clone(poison_events),
             per_write: Mutex::new(()),
@@ -886,6 +901,13 @@ struct Syncer {
     data_file: File,
     /// See [`StoreOptions::fail_commits`].
     fail: Option<Arc<AtomicBool>>,
+    /// See [`StoreOptions::stall_commits`].
+    stall: Option<Arc<AtomicBool>>,
+    /// When this syncer was created: the zero of `running_since`.
+    origin: std::time::Instant,
+    /// Nanoseconds after `origin` (plus one) at which the sync in progress
+    /// started; 0 when none is.
+    running_since: AtomicU64,
     /// The first failure; once set, every sync fails with it (see the
     /// module docs).
     poisoned: Mutex<Option<Arc<str>>>,
@@ -904,6 +926,8 @@ impl Syncer {
     /// The poisoning failure, this one or an earlier one.
     fn sync(&self) -> Result<(), Error> {
         self.check_healthy()?;
+        let started = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+        self.running_since.store(started, Ordering::SeqCst);
         let result = self
             .db
             .flush()
@@ -913,10 +937,18 @@ impl Syncer {
                 if self.fail.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
                     return Err(injected_fault());
                 }
+                while self
+                    .stall
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::SeqCst))
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 self.data_file.sync_data()?;
                 self.syncs.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             });
+        self.running_since.store(0, Ordering::SeqCst);
         result.map_err(|e| {
             let mut poisoned = self.poisoned.lock().unwrap_or_else(PoisonError::into_inner);
             let error = poisoned.get_or_insert_with(|| {
@@ -930,6 +962,18 @@ impl Syncer {
             });
             poisoned_error(error)
         })
+    }
+
+    /// How long the sync in progress has been running, if one is.
+    fn running_for(&self) -> Option<Duration> {
+        match self.running_since.load(Ordering::SeqCst) {
+            0 => None,
+            started => Some(
+                self.origin
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(started - 1)),
+            ),
+        }
     }
 
     /// The failure that poisoned the store, if one did.

@@ -3,7 +3,9 @@
 
 use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
 
-use settingsd::store::StoreOptions;
+use std::time::Duration;
+
+use settingsd::{limits::Limits, store::StoreOptions};
 use tonic::Code;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -140,6 +142,51 @@ async fn a_failed_commit_stops_writes_until_the_disk_recovers_and_loses_nothing_
     let restarted = spawn_app_on(dir.path()).await;
     assert_eq!(restarted.get(OTHER_ACCOUNT).await, after);
     assert_eq!(restarted.get(ACCOUNT).await, survived);
+}
+
+#[tokio::test]
+async fn a_stuck_commit_turns_health_not_serving_until_it_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let stuck = Arc::new(AtomicBool::new(false));
+    let app = spawn_app_with_store_and_limits(
+        StoreOptions {
+            stall_commits: Some(Arc::clone(&stuck)),
+            ..StoreOptions::new(dir.path())
+        },
+        Limits {
+            commit_stall_limit: Duration::from_millis(300),
+            ..Limits::default()
+        },
+    )
+    .await;
+
+    stuck.store(true, Ordering::SeqCst);
+    let mut client = app.client.clone();
+    let waiting = tokio::spawn(async move {
+        client
+            .set_recording_settings(set_request(ACCOUNT, "through a stuck disk"))
+            .await
+    });
+    health_becomes(&app, ServingStatus::NotServing).await;
+    let still_waiting = !waiting.is_finished();
+    stuck.store(false, Ordering::SeqCst);
+    health_becomes(&app, ServingStatus::Serving).await;
+    let acknowledged = tokio::time::timeout(GUARD, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_inner();
+
+    assert!(
+        still_waiting,
+        "the Set is not acknowledged while its commit hangs"
+    );
+    assert_eq!(
+        acknowledged.friendly_name.as_deref(),
+        Some("through a stuck disk")
+    );
+    assert_eq!(app.get(ACCOUNT).await, acknowledged);
 }
 
 #[tokio::test]

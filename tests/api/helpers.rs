@@ -110,6 +110,12 @@ pub async fn spawn_app_with_store(store: StoreOptions) -> TestApp {
     start(store, Authenticator::Open, Limits::default()).await
 }
 
+/// An open-mode server with these store options and limits (the caller owns
+/// the directory).
+pub async fn spawn_app_with_store_and_limits(store: StoreOptions, limits: Limits) -> TestApp {
+    start(store, Authenticator::Open, limits).await
+}
+
 /// An open-mode server with these limits.
 pub async fn spawn_app_with_limits(limits: Limits) -> TestApp {
     let temp = tempfile::tempdir().expect("temp dir");
