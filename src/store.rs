@@ -955,7 +955,8 @@ impl Syncer {
                 tracing::error!(
                     error = %e,
                     "commit failed: no write after the last good commit is acknowledged, \
-                     and settingsd takes no more writes until it is restarted"
+                     and settingsd takes no more writes until the disk takes them again and the \
+                     store has reopened"
                 );
                 self.poisoned_now.notify_waiters();
                 e.to_string().into()
