@@ -336,9 +336,8 @@ impl Store {
             .maintenance
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let closed = || Error::ShuttingDown;
         if self.shared.closed.load(Ordering::SeqCst) {
-            return Err(closed());
+            return Err(Error::ShuttingDown);
         }
         let (healthy, scanning) = self.open_db().map_or((false, false), |inner| {
             (
@@ -638,11 +637,13 @@ impl Inner {
             .write_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // After close, a write could reach sled but never be acknowledged.
+        // A poisoned database refuses writes (whether or not a recovery has
+        // already stopped its committer); after close, a write could reach
+        // sled but never be acknowledged.
+        self.syncer.check_healthy()?;
         if self.commit.is_stopping() {
             return Err(Error::ShuttingDown);
         }
-        self.syncer.check_healthy()?;
         let base = match merge {
             Merge::IntoStored => self.get(account)?,
             Merge::IntoDefault => RecordingSettings::default_for(account.clone()),
