@@ -113,13 +113,6 @@ pub enum Caller {
     Operator(String),
 }
 
-impl Caller {
-    /// Whether the caller may use the admin RPCs, which see every account.
-    pub fn is_operator(&self) -> bool {
-        matches!(self, Caller::Anonymous | Caller::Operator(_))
-    }
-}
-
 const SK_PREFIX: &str = "SK";
 
 fn is_api_key_sid(value: &str) -> bool {
@@ -151,16 +144,16 @@ impl Authenticator {
         for entry in file.accounts {
             let sid = AccountSid::parse(&entry.sid)
                 .map_err(|_| format!("accounts: sid {:?} is not AC + 32 hex digits", entry.sid))?;
-            if entry.auth_token.0.is_empty() {
-                return Err(format!("accounts: {sid} has an empty auth_token"));
-            }
-            if credentials
-                .accounts
-                .insert(sid.as_str().to_owned(), entry.auth_token)
-                .is_some()
-            {
-                return Err(format!("accounts: {sid} is listed twice"));
-            }
+            let name = sid.as_str().to_owned();
+            let secret = entry.auth_token;
+            register(
+                &mut credentials.accounts,
+                "accounts",
+                "auth_token",
+                name,
+                &secret,
+                secret.clone(),
+            )?;
         }
         for entry in file.api_keys {
             if !is_api_key_sid(&entry.sid) {
@@ -175,17 +168,16 @@ impl Authenticator {
                     entry.sid, entry.account_sid
                 )
             })?;
-            if entry.secret.0.is_empty() {
-                return Err(format!("api_keys: {} has an empty secret", entry.sid));
-            }
-            let sid = entry.sid.clone();
-            if credentials
-                .api_keys
-                .insert(entry.sid, (entry.secret, account))
-                .is_some()
-            {
-                return Err(format!("api_keys: {sid} is listed twice"));
-            }
+            let secret = entry.secret;
+            let value = (secret.clone(), account);
+            register(
+                &mut credentials.api_keys,
+                "api_keys",
+                "secret",
+                entry.sid,
+                &secret,
+                value,
+            )?;
         }
         for entry in file.operators {
             let name = entry.name;
@@ -200,16 +192,15 @@ impl Authenticator {
                     "operators: {name} is also an account or API key SID"
                 ));
             }
-            if entry.secret.0.is_empty() {
-                return Err(format!("operators: {name} has an empty secret"));
-            }
-            if credentials
-                .operators
-                .insert(name.clone(), entry.secret)
-                .is_some()
-            {
-                return Err(format!("operators: {name} is listed twice"));
-            }
+            let secret = entry.secret;
+            register(
+                &mut credentials.operators,
+                "operators",
+                "secret",
+                name,
+                &secret,
+                secret.clone(),
+            )?;
         }
         Ok(Authenticator::Accounts(Arc::new(credentials)))
     }
@@ -260,6 +251,26 @@ impl Credentials {
         }
         Err(rejected())
     }
+}
+
+/// Adds one entry of the accounts file's `table` to `map`, refusing an empty
+/// secret (named `secret_field` in the file) or a name listed twice.
+fn register<V>(
+    map: &mut HashMap<String, V>,
+    table: &str,
+    secret_field: &str,
+    name: String,
+    secret: &Secret,
+    value: V,
+) -> Result<(), String> {
+    if secret.0.is_empty() {
+        return Err(format!("{table}: {name} has an empty {secret_field}"));
+    }
+    if map.contains_key(&name) {
+        return Err(format!("{table}: {name} is listed twice"));
+    }
+    map.insert(name, value);
+    Ok(())
 }
 
 /// The field names of the accounts file: the only quoted words a parse error
@@ -347,6 +358,57 @@ pub fn basic_authorization(user: &str, password: &str) -> String {
     format!("Basic {encoded}")
 }
 
+/// Basic credentials given on a command line as `USER:SECRET` (the CLI's and
+/// the bench's `--credentials`), checked once when parsed. `Debug` never
+/// shows the secret.
+#[derive(Clone)]
+pub struct BasicCredentials {
+    user: String,
+    /// The `authorization` value, ready to send.
+    authorization: String,
+}
+
+impl std::str::FromStr for BasicCredentials {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value.split_once(':') {
+            Some((user, secret)) => Ok(BasicCredentials {
+                user: user.to_owned(),
+                authorization: basic_authorization(user, secret),
+            }),
+            _ => Err("expected USER:SECRET".into()),
+        }
+    }
+}
+
+impl fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BasicCredentials({}:..)", self.user)
+    }
+}
+
+impl BasicCredentials {
+    /// The `Authorization` header value, as the Twilio libraries send it.
+    pub fn authorization(&self) -> &str {
+        &self.authorization
+    }
+
+    /// `message` as a gRPC request, with these credentials (if any) as its
+    /// `authorization` metadata.
+    pub fn request<T>(credentials: Option<&Self>, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(credentials) = credentials {
+            // Always valid metadata: "Basic " and base64 are ASCII.
+            let value =
+                tonic::metadata::MetadataValue::try_from(credentials.authorization.as_str())
+                    .expect("a Basic authorization value is ASCII");
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,13 +479,12 @@ mod tests {
         let wrong = basic_authorization("backup", "token");
         let caller = auth.authenticate(Some(operator.as_str())).unwrap();
         assert_eq!(caller, Caller::Operator("backup".into()));
-        assert!(caller.is_operator());
         assert!(auth.authenticate(Some(wrong.as_str())).is_err());
         let account = basic_authorization(AC, "token");
-        assert!(!auth
-            .authenticate(Some(account.as_str()))
-            .unwrap()
-            .is_operator());
+        assert!(matches!(
+            auth.authenticate(Some(account.as_str())),
+            Ok(Caller::Account(_))
+        ));
         let clash = Authenticator::parse(&format!(
             "[[accounts]]\nsid = \"{AC}\"\nauth_token = \"t\"\n\n\
              [[operators]]\nname = \"{AC}\"\nsecret = \"s\"\n"

@@ -38,7 +38,7 @@ use tokio::{
 use tonic::{transport::Channel, Request, Response, Status};
 
 use crate::{
-    auth::basic_authorization,
+    auth::{basic_authorization, BasicCredentials},
     domain::{AccountSid, FriendlyName, RecordingSettingsPatch},
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
@@ -110,8 +110,8 @@ pub struct BenchArgs {
     /// caller acts only for its own account, so with credentials every
     /// request acts for theirs (sent as an empty account_sid) and --accounts
     /// has no effect.
-    #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true, value_parser = parse_credentials)]
-    pub credentials: Option<String>,
+    #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
+    pub credentials: Option<BasicCredentials>,
     /// A scenario to run (repeatable); all by default.
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
@@ -312,7 +312,7 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
     let channels = connect_channels(&grpc_target, args.connections).await?;
     // Every account exists before reads, so Gets read real records.
     if matches!(scenario, Scenario::GrpcGet | Scenario::HttpGet) {
-        preload_over_grpc(&channels, args.accounts, credentials.as_deref()).await?;
+        preload_over_grpc(&channels, args.accounts, credentials.as_ref()).await?;
     }
     let accounts = args.accounts;
     let make_op: Box<dyn Fn(usize) -> Op> = match scenario {
@@ -322,11 +322,11 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
             let credentials = credentials.clone();
             Box::new(move |n| {
                 let mut client = client.clone();
-                let request = with_credentials(
+                let request = BasicCredentials::request(
+                    credentials.as_ref(),
                     GetRecordingSettingsRequest {
-                        account_sid: request_account(n, accounts, credentials.as_deref()),
+                        account_sid: request_account(n, accounts, credentials.as_ref()),
                     },
-                    credentials.as_deref(),
                 );
                 Box::pin(async move { client.get_recording_settings(request).await.is_ok() })
             })
@@ -337,13 +337,13 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
             let credentials = credentials.clone();
             Box::new(move |n| {
                 let mut client = client.clone();
-                let request = with_credentials(
+                let request = BasicCredentials::request(
+                    credentials.as_ref(),
                     SetRecordingSettingsRequest {
-                        account_sid: request_account(n, accounts, credentials.as_deref()),
+                        account_sid: request_account(n, accounts, credentials.as_ref()),
                         friendly_name: format!("bench {n}"),
                         ..Default::default()
                     },
-                    credentials.as_deref(),
                 );
                 Box::pin(async move { client.set_recording_settings(request).await.is_ok() })
             })
@@ -369,10 +369,7 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
                 Box::new(move |n| {
                     // As the helper libraries send it: Basic auth per request.
                     let authorization = match &fixed_user {
-                        Some(c) => {
-                            let (user, secret) = c.split_once(':').unwrap_or((c, ""));
-                            basic_authorization(user, secret)
-                        }
+                        Some(c) => c.authorization().to_owned(),
                         None => basic_authorization(&account(n % accounts), "bench"),
                     };
                     let builder = hyper::Request::builder()
@@ -411,30 +408,13 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
     Ok(outcome.result(scenario.name(), args.concurrency, connections))
 }
 
-fn parse_credentials(value: &str) -> Result<String, String> {
-    match value.split_once(':') {
-        Some((user, secret)) if !user.is_empty() && !secret.is_empty() => Ok(value.to_owned()),
-        _ => Err("expected USER:SECRET".into()),
-    }
-}
-
 /// The account_sid request `n` names: spread over `accounts` accounts, or
 /// empty (the caller's own account) when credentials say who is calling.
-fn request_account(n: usize, accounts: usize, credentials: Option<&str>) -> String {
+fn request_account(n: usize, accounts: usize, credentials: Option<&BasicCredentials>) -> String {
     match credentials {
         Some(_) => String::new(),
         None => account(n % accounts),
     }
-}
-
-fn with_credentials<T>(message: T, credentials: Option<&str>) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Some((user, secret)) = credentials.and_then(|c| c.split_once(':')) {
-        if let Ok(value) = basic_authorization(user, secret).parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
-    }
-    request
 }
 
 async fn connect_channels(target: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
@@ -455,24 +435,24 @@ async fn connect_channels(target: &str, n: usize) -> anyhow::Result<Vec<Channel>
 async fn preload_over_grpc(
     channels: &[Channel],
     accounts: usize,
-    credentials: Option<&str>,
+    credentials: Option<&BasicCredentials>,
 ) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (w, channel) in channels.iter().enumerate() {
         let mut client = RecordingSettingsServiceClient::new(channel.clone());
-        let credentials = credentials.map(str::to_owned);
+        let credentials = credentials.cloned();
         let stride = channels.len();
         // With credentials there is one account to fill: the caller's own.
         let accounts = if credentials.is_some() { 1 } else { accounts };
         tasks.push(tokio::spawn(async move {
             for n in (w..accounts).step_by(stride) {
-                let request = with_credentials(
+                let request = BasicCredentials::request(
+                    credentials.as_ref(),
                     SetRecordingSettingsRequest {
-                        account_sid: request_account(n, accounts, credentials.as_deref()),
+                        account_sid: request_account(n, accounts, credentials.as_ref()),
                         friendly_name: "preloaded".into(),
                         ..Default::default()
                     },
-                    credentials.as_deref(),
                 );
                 client.set_recording_settings(request).await?;
             }

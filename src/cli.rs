@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
-    auth::{basic_authorization, Authenticator},
+    auth::{Authenticator, BasicCredentials},
     backup, bench,
     domain::AccountSid,
     limits::Limits,
@@ -126,7 +126,7 @@ pub struct ExportArgs {
     /// With --grpc-addr and a server that has --accounts: an operator's
     /// credentials from its [[operators]] table, as NAME:SECRET.
     #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
-    pub credentials: Option<String>,
+    pub credentials: Option<BasicCredentials>,
     /// Where to write; replaced atomically (temporary file, fsync, rename).
     /// Standard output if omitted.
     pub file: Option<PathBuf>,
@@ -163,7 +163,7 @@ pub struct ClientArgs {
     /// Basic credentials, as USER:SECRET: AccountSid:AuthToken or
     /// ApiKeySid:Secret. Needed when the server has --accounts.
     #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
-    pub credentials: Option<String>,
+    pub credentials: Option<BasicCredentials>,
 }
 
 #[derive(Debug, Args)]
@@ -226,7 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let mut client = AdminServiceClient::new(connect(&addr).await?);
             let request =
-                with_credentials(credentials.as_deref(), ExportRecordingSettingsRequest {})?;
+                BasicCredentials::request(credentials.as_ref(), ExportRecordingSettingsRequest {});
             let mut stream = client
                 .export_recording_settings(request)
                 .await
@@ -286,7 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 RecordingSettingsServiceClient::new(connect(&args.client.grpc_addr).await?);
             let request = args.client.request(GetRecordingSettingsRequest {
                 account_sid: args.client.account.clone(),
-            })?;
+            });
             let settings = client
                 .get_recording_settings(request)
                 .await
@@ -304,7 +304,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 aws_storage_enabled: args.aws_storage_enabled,
                 encryption_key_sid: args.encryption_key_sid,
                 encryption_enabled: args.encryption_enabled,
-            })?;
+            });
             let settings = client
                 .set_recording_settings(request)
                 .await
@@ -315,25 +315,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 impl ClientArgs {
-    fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
-        with_credentials(self.credentials.as_deref(), message)
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        BasicCredentials::request(self.credentials.as_ref(), message)
     }
-}
-
-/// Wraps `message` with the `authorization` metadata for `--credentials`
-/// USER:SECRET, if given.
-fn with_credentials<T>(credentials: Option<&str>, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    if let Some(credentials) = credentials {
-        let (user, secret) = credentials
-            .split_once(':')
-            .context("--credentials must be USER:SECRET")?;
-        let value = basic_authorization(user, secret)
-            .parse()
-            .context("--credentials must be printable ASCII")?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    Ok(request)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -162,12 +162,11 @@ async fn serve(
     serving(&health).await;
     // Health follows whether writes work: a failed commit stops them until
     // the store reopens (see `store`), a stuck commit holds them up.
-    let poison_watch = tokio::spawn(supervise_store(
+    let _supervisor = AbortOnDrop(tokio::spawn(supervise_store(
         store.clone(),
         health.clone(),
         limits.commit_stall_limit,
-    ));
-    let _abort_poison_watch = AbortOnDrop(poison_watch);
+    )));
 
     // grpcurl 1.8 asks for v1alpha, newer clients for v1: serve both.
     let reflection = || {
@@ -248,8 +247,9 @@ async fn serve(
 /// Added to the request timeout to give shutdown's last answers time to be written.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
 
-/// How often the store supervisor looks at the store (and, after a failed
-/// commit, checks whether the disk takes writes again).
+/// How often the store supervisor looks at the store (so health reflects a
+/// failed or stuck commit within this), and, after a failed commit, checks
+/// whether the disk takes writes again.
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Forever: keeps health true to whether writes work, and brings writes
@@ -265,8 +265,8 @@ async fn supervise_store(
     let mut healthy = true;
     let mut attempts = 0_u64;
     loop {
+        tokio::time::sleep(SUPERVISE_INTERVAL).await;
         if store.write_failure().is_some() {
-            tokio::time::sleep(SUPERVISE_INTERVAL).await;
             let attempt = store.clone();
             match tokio::task::spawn_blocking(move || attempt.recover()).await {
                 Ok(Ok(())) => attempts = 0,
@@ -278,11 +278,6 @@ async fn supervise_store(
                     attempts += 1;
                 }
                 Err(e) => tracing::error!(error = %e, "store recovery task failed"),
-            }
-        } else {
-            tokio::select! {
-                _ = store.poisoned() => {}
-                () = tokio::time::sleep(SUPERVISE_INTERVAL) => {}
             }
         }
         let failure = store.write_failure();

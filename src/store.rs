@@ -114,8 +114,6 @@ struct Shared {
     options: StoreOptions,
     /// The open database; `None` while [`Store::recover`] reopens it.
     current: RwLock<Option<Arc<Inner>>>,
-    /// Wakes [`Store::poisoned`]; every [`Syncer`] this store opens notifies it.
-    poison_events: Arc<tokio::sync::Notify>,
     /// Completed flush+fdatasync commits, across reopens (see [`Store::syncs`]).
     syncs: Arc<AtomicU64>,
     /// One recovery (or close) at a time.
@@ -154,21 +152,35 @@ impl Store {
     /// or if another process holds it (sled takes an exclusive file lock; the
     /// second opener fails at once rather than waiting).
     pub fn open(options: &StoreOptions) -> Result<Store, Error> {
-        let poison_events = Arc::new(tokio::sync::Notify::new());
         let syncs = Arc::new(AtomicU64::new(0));
-        let inner = Inner::open(options, &poison_events, &syncs)?;
+        let inner = Inner::open(options, &syncs)?;
         // (No account count here: sled counts by scanning the whole tree.)
         tracing::info!(data_dir = %options.data_dir.display(), "store opened");
         Ok(Store {
             shared: Arc::new(Shared {
                 options: options.clone(),
                 current: RwLock::new(Some(Arc::new(inner))),
-                poison_events,
                 syncs,
                 maintenance: Mutex::new(()),
                 closed: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Whether this process still has `data_dir`'s sled data file open. sled
+    /// finishes some log writes on its own threads, which keep the file (and
+    /// its lock) open for a moment after the last handle is dropped; another
+    /// process opening the directory meanwhile finds it locked. (Linux, via
+    /// /proc/self/fd; elsewhere, always false.)
+    pub fn held_by_this_process(data_dir: &Path) -> bool {
+        let (Ok(file), Ok(fds)) = (
+            data_dir.join(SLED_DATA_FILE).canonicalize(),
+            std::fs::read_dir("/proc/self/fd"),
+        ) else {
+            return false;
+        };
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == file))
     }
 
     /// Whether `data_dir` holds a store (so that opening it would not create
@@ -288,30 +300,12 @@ impl Store {
     }
 
     /// Why writes are stopped, if they are: the failed commit that poisoned
-    /// the database, or its reopening (see [`Store::recover`]).
+    /// the database, or its reopening (see [`Store::recover`]). The server
+    /// polls it to report health and to start recovery.
     pub fn write_failure(&self) -> Option<Arc<str>> {
         match self.open_db() {
             None => Some("reopening the database after a failed commit".into()),
             Some(inner) => inner.syncer.poison(),
-        }
-    }
-
-    /// The failure that poisoned the open database, if one did.
-    fn poison(&self) -> Option<Arc<str>> {
-        self.open_db().and_then(|inner| inner.syncer.poison())
-    }
-
-    /// Completes when a failed commit has poisoned the store (see the module
-    /// docs), with the failure; never, while writes are healthy. The server
-    /// uses it to report NOT_SERVING and start [`Store::recover`].
-    pub async fn poisoned(&self) -> Arc<str> {
-        loop {
-            // Created before the check, so a poisoning in between still wakes it.
-            let poisoned = self.shared.poison_events.notified();
-            if let Some(error) = self.poison() {
-                return error;
-            }
-            poisoned.await;
         }
     }
 
@@ -385,11 +379,7 @@ impl Store {
                 "cannot rewrite the data files after the failure: {e}"
             ))
         })?;
-        let inner = Inner::open(
-            &self.shared.options,
-            &self.shared.poison_events,
-            &self.shared.syncs,
-        )?;
+        let inner = Inner::open(&self.shared.options, &self.shared.syncs)?;
         *self
             .shared
             .current
@@ -526,11 +516,7 @@ fn rewrite_and_sync(dir: &Path) -> std::io::Result<()> {
 /// fsyncs and removes a small file beside sled's. (Honours
 /// [`StoreOptions::fail_commits`], which stands for a full disk.)
 fn probe_disk(options: &StoreOptions) -> std::io::Result<()> {
-    if options
-        .fail_commits
-        .as_ref()
-        .is_some_and(|f| f.load(Ordering::SeqCst))
-    {
+    if is_set(options.fail_commits.as_ref()) {
         return Err(injected_fault());
     }
     let path = options.data_dir.join(".settingsd-probe");
@@ -552,11 +538,7 @@ fn injected_fault() -> std::io::Error {
 }
 
 impl Inner {
-    fn open(
-        options: &StoreOptions,
-        poison_events: &Arc<tokio::sync::Notify>,
-        syncs: &Arc<AtomicU64>,
-    ) -> Result<Inner, Error> {
+    fn open(options: &StoreOptions, syncs: &Arc<AtomicU64>) -> Result<Inner, Error> {
         let path = options.data_dir.clone();
         let open_err = |source: std::io::Error| Error::Open {
             path: path.clone(),
@@ -581,10 +563,8 @@ impl Inner {
             data_file,
             fail: options.fail_commits.clone(),
             stall: options.stall_commits.clone(),
-            origin: std::time::Instant::now(),
-            running_since: AtomicU64::new(0),
+            running_since: Mutex::new(None),
             poisoned: Mutex::new(None),
-            poisoned_now: Arc::clone(poison_events),
             per_write: Mutex::new(()),
             syncs: Arc::clone(syncs),
         });
@@ -622,6 +602,7 @@ impl Inner {
                 })
                 .await
                 .map_err(|e| Error::Storage(format!("sync task failed: {e}")))?
+                .map_err(Error::WritesStopped)
             }
         }
     }
@@ -678,11 +659,10 @@ const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Opens sled in `options.data_dir`.
 ///
-/// sled finishes some log writes on its own background threads, which keep
-/// its db file, and so its exclusive lock, open for a moment after the last
-/// handle is dropped. A reopen by this same process (close then open, as the
-/// tests and an embedding program do) waits that out, up to
-/// [`REOPEN_PATIENCE`]; a lock held by another process fails at once.
+/// A reopen by this same process (close then open, as the tests, recovery
+/// and an embedding program do) waits for sled to let go of the directory
+/// (see [`Store::held_by_this_process`]), up to [`REOPEN_PATIENCE`]; a lock
+/// held by another process fails at once.
 fn open_sled(options: &StoreOptions) -> sled::Result<sled::Db> {
     let config = sled::Config::new()
         .path(&options.data_dir)
@@ -699,7 +679,7 @@ fn open_sled(options: &StoreOptions) -> sled::Result<sled::Db> {
             Err(sled::Error::Io(io))
                 if is_lock_error(&io)
                     && started.elapsed() < REOPEN_PATIENCE
-                    && this_process_has_open(&options.data_dir.join(SLED_DATA_FILE)) =>
+                    && Store::held_by_this_process(&options.data_dir) =>
             {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -710,16 +690,6 @@ fn open_sled(options: &StoreOptions) -> sled::Result<sled::Db> {
 
 fn is_lock_error(e: &std::io::Error) -> bool {
     e.to_string().contains("could not acquire lock")
-}
-
-/// Whether one of this process's file descriptors is `file` (Linux: through
-/// /proc/self/fd; elsewhere, never).
-fn this_process_has_open(file: &Path) -> bool {
-    let (Ok(file), Ok(fds)) = (file.canonicalize(), std::fs::read_dir("/proc/self/fd")) else {
-        return false;
-    };
-    fds.flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == file))
 }
 
 /// Group commit: one flush+fdatasync covers every write applied before it.
@@ -794,7 +764,7 @@ impl GroupCommit {
             return Ok(());
         }
         match &settled.poisoned {
-            Some(error) => Err(poisoned_error(error)),
+            Some(error) => Err(Error::WritesStopped(Arc::clone(error))),
             None => Err(Error::ShuttingDown),
         }
     }
@@ -851,17 +821,9 @@ fn commit_loop(
         if target > attempted || stopping {
             match syncer.sync() {
                 Ok(()) => outcome.send_modify(|o| o.durable = o.durable.max(target)),
-                Err(e) => {
-                    // Syncer::sync logged the first failure; later attempts
-                    // fail at once with the same poison.
-                    if let Some(error) = syncer.poison() {
-                        outcome.send_modify(|o| {
-                            o.poisoned.get_or_insert(error);
-                        });
-                    } else {
-                        tracing::error!(error = %e, "commit failed without poisoning the store");
-                    }
-                }
+                Err(error) => outcome.send_modify(|o| {
+                    o.poisoned.get_or_insert(error);
+                }),
             }
             attempted = target;
         }
@@ -872,8 +834,9 @@ fn commit_loop(
     }
 }
 
-fn poisoned_error(error: &Arc<str>) -> Error {
-    Error::WritesStopped(Arc::clone(error))
+/// Whether a fault-injection flag is set.
+fn is_set(flag: Option<&Arc<AtomicBool>>) -> bool {
+    flag.is_some_and(|f| f.load(Ordering::SeqCst))
 }
 
 /// Now, truncated to the microseconds the encoding keeps, so that a Set's
@@ -904,16 +867,11 @@ struct Syncer {
     fail: Option<Arc<AtomicBool>>,
     /// See [`StoreOptions::stall_commits`].
     stall: Option<Arc<AtomicBool>>,
-    /// When this syncer was created: the zero of `running_since`.
-    origin: std::time::Instant,
-    /// Nanoseconds after `origin` (plus one) at which the sync in progress
-    /// started; 0 when none is.
-    running_since: AtomicU64,
+    /// When the sync in progress started; `None` when none is.
+    running_since: Mutex<Option<std::time::Instant>>,
     /// The first failure; once set, every sync fails with it (see the
     /// module docs).
     poisoned: Mutex<Option<Arc<str>>>,
-    /// Wakes [`Store::poisoned`] when `poisoned` is set.
-    poisoned_now: Arc<tokio::sync::Notify>,
     /// Held across each sync in [`SyncMode::PerWrite`].
     per_write: Mutex<()>,
     /// Counts the fdatasyncs that succeeded.
@@ -924,58 +882,56 @@ impl Syncer {
     /// sled's flush, then the fdatasync that sled's flush does not do.
     ///
     /// # Errors
-    /// The poisoning failure, this one or an earlier one.
-    fn sync(&self) -> Result<(), Error> {
-        self.check_healthy()?;
-        let started = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
-        self.running_since.store(started, Ordering::SeqCst);
+    /// The failure that poisoned the store: this one, or an earlier one
+    /// (then nothing is tried).
+    fn sync(&self) -> Result<(), Arc<str>> {
+        if let Some(error) = self.poison() {
+            return Err(error);
+        }
+        *self
+            .running_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
         let result = self
             .db
             .flush()
             .map_err(std::io::Error::other)
             .and_then(|_| {
                 // Injected after sled's flush, where a real fdatasync fails.
-                if self.fail.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                if is_set(self.fail.as_ref()) {
                     return Err(injected_fault());
                 }
-                while self
-                    .stall
-                    .as_ref()
-                    .is_some_and(|f| f.load(Ordering::SeqCst))
-                {
+                while is_set(self.stall.as_ref()) {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 self.data_file.sync_data()?;
                 self.syncs.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             });
-        self.running_since.store(0, Ordering::SeqCst);
+        *self
+            .running_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         result.map_err(|e| {
             let mut poisoned = self.poisoned.lock().unwrap_or_else(PoisonError::into_inner);
-            let error = poisoned.get_or_insert_with(|| {
+            Arc::clone(poisoned.get_or_insert_with(|| {
                 tracing::error!(
                     error = %e,
                     "commit failed: no write after the last good commit is acknowledged, \
                      and settingsd takes no more writes until the disk takes them again and the \
                      store has reopened"
                 );
-                self.poisoned_now.notify_waiters();
                 e.to_string().into()
-            });
-            poisoned_error(error)
+            }))
         })
     }
 
     /// How long the sync in progress has been running, if one is.
     fn running_for(&self) -> Option<Duration> {
-        match self.running_since.load(Ordering::SeqCst) {
-            0 => None,
-            started => Some(
-                self.origin
-                    .elapsed()
-                    .saturating_sub(Duration::from_nanos(started - 1)),
-            ),
-        }
+        self.running_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|started| started.elapsed())
     }
 
     /// The failure that poisoned the store, if one did.
@@ -987,12 +943,10 @@ impl Syncer {
     }
 
     /// # Errors
-    /// [`Error::Storage`] if a failed commit poisoned the store.
+    /// [`Error::WritesStopped`] if a failed commit poisoned the store.
     fn check_healthy(&self) -> Result<(), Error> {
-        match self.poison() {
-            Some(error) => Err(poisoned_error(&error)),
-            None => Ok(()),
-        }
+        self.poison()
+            .map_or(Ok(()), |error| Err(Error::WritesStopped(error)))
     }
 }
 
@@ -1111,17 +1065,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn this_process_has_open_sees_only_files_it_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = dir.path().join("held");
-        let other = dir.path().join("other");
-        std::fs::write(&other, b"").unwrap();
-        let file = File::create(&held).unwrap();
+    fn held_by_this_process_sees_only_a_data_file_it_holds() {
+        let held = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join(SLED_DATA_FILE), b"").unwrap();
+        let file = File::create(held.path().join(SLED_DATA_FILE)).unwrap();
 
-        assert!(this_process_has_open(&held));
-        assert!(!this_process_has_open(&other));
+        assert!(Store::held_by_this_process(held.path()));
+        assert!(!Store::held_by_this_process(other.path()));
         drop(file);
-        assert!(!this_process_has_open(&held));
+        assert!(!Store::held_by_this_process(held.path()));
     }
 
     #[test]

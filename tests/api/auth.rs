@@ -197,13 +197,7 @@ async fn open_mode_refuses_a_non_loopback_address_without_allow_open() {
 #[tokio::test]
 async fn the_server_loads_an_accounts_file_given_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let accounts = dir.path().join("accounts.toml");
-    std::fs::write(&accounts, accounts_toml()).unwrap();
-    let mut server = BinaryServer::start_with(
-        &dir.path().join("data"),
-        &["--accounts", accounts.to_str().unwrap()],
-    )
-    .await;
+    let mut server = BinaryServer::start_with_accounts(dir.path()).await;
     let url = format!("http://{}/v1/RecordingSettings/Default", server.http_addr);
 
     assert_eq!(fetch(&url, ACCOUNT, TOKEN).await.status(), 200);

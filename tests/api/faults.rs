@@ -103,16 +103,12 @@ async fn a_failed_commit_stops_writes_until_the_disk_recovers_and_loses_nothing_
 
     disk_full.store(true, Ordering::SeqCst);
     let grpc = app
-        .client
-        .clone()
-        .set_recording_settings(set_request(ACCOUNT, "during the fault"))
+        .try_set(set_request(ACCOUNT, "during the fault"))
         .await
         .unwrap_err();
     let http = post(&app.url(), ACCOUNT, "any", "FriendlyName=during+the+fault").await;
     let refused = app
-        .client
-        .clone()
-        .set_recording_settings(set_request(OTHER_ACCOUNT, "refused"))
+        .try_set(set_request(OTHER_ACCOUNT, "refused"))
         .await
         .unwrap_err();
     health_becomes(&app, ServingStatus::NotServing).await;

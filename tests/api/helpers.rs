@@ -12,7 +12,7 @@ use settingsd::{
         GetRecordingSettingsRequest, SetRecordingSettingsRequest,
     },
     server::{self, Listeners, PublicUrl, ServerConfig},
-    store::StoreOptions,
+    store::{Store, StoreOptions},
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -158,21 +158,15 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
 /// store is closed, and another process (the CLI) opening the directory
 /// meanwhile would find it locked.
 pub fn wait_until_released(data_dir: &Path) {
-    let Ok(db) = data_dir.join("db").canonicalize() else {
-        return;
-    };
     let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        let held = std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == db));
-        if !held {
-            return;
-        }
+    while Store::held_by_this_process(data_dir) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "sled still holds {} after 5 s",
+            data_dir.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
-    panic!("sled still holds {} after 5 s", db.display());
 }
 
 pub async fn channel(addr: SocketAddr) -> Channel {
@@ -228,12 +222,7 @@ impl TestApp {
 
     /// Reads the account's settings over gRPC (open mode, no credentials).
     pub async fn get(&self, account: &str) -> settingsd::pb::RecordingSettings {
-        self.client
-            .clone()
-            .get_recording_settings(get_request(account))
-            .await
-            .expect("get")
-            .into_inner()
+        self.try_get(get_request(account)).await.expect("get")
     }
 
     /// Sets over gRPC (open mode, no credentials).
@@ -241,12 +230,25 @@ impl TestApp {
         &self,
         request: SetRecordingSettingsRequest,
     ) -> settingsd::pb::RecordingSettings {
-        self.client
-            .clone()
-            .set_recording_settings(request)
-            .await
-            .expect("set")
-            .into_inner()
+        self.try_set(request).await.expect("set")
+    }
+
+    /// A Get over gRPC (a bare message, or a request with credentials).
+    pub async fn try_get(
+        &self,
+        request: impl tonic::IntoRequest<GetRecordingSettingsRequest>,
+    ) -> Result<settingsd::pb::RecordingSettings, tonic::Status> {
+        let answer = self.client.clone().get_recording_settings(request).await;
+        answer.map(tonic::Response::into_inner)
+    }
+
+    /// A Set over gRPC (a bare message, or a request with credentials).
+    pub async fn try_set(
+        &self,
+        request: impl tonic::IntoRequest<SetRecordingSettingsRequest>,
+    ) -> Result<settingsd::pb::RecordingSettings, tonic::Status> {
+        let answer = self.client.clone().set_recording_settings(request).await;
+        answer.map(tonic::Response::into_inner)
     }
 }
 
@@ -319,6 +321,15 @@ impl BinaryServer {
         server.grpc_addr = field_value(&line, "grpc_addr").parse().unwrap();
         server.http_addr = field_value(&line, "http_addr").parse().unwrap();
         server
+    }
+
+    /// `settingsd serve` on port 0 with `--accounts` naming a file of
+    /// [`accounts_toml`] written in `dir`; its data directory is `dir/data`.
+    pub async fn start_with_accounts(dir: &Path) -> BinaryServer {
+        let accounts = dir.join("accounts.toml");
+        std::fs::write(&accounts, accounts_toml()).unwrap();
+        let accounts = accounts.to_str().unwrap();
+        Self::start_with(&dir.join("data"), &["--accounts", accounts]).await
     }
 
     /// `settingsd bridge` on port 0 in front of `upstream`.
@@ -401,19 +412,8 @@ fn field_value<'a>(line: &'a str, key: &str) -> &'a str {
 /// Overwrites `account`'s stored record with `bytes`, behind the server's
 /// back (no server may hold `data_dir`).
 pub fn corrupt(data_dir: &Path, account: &str, bytes: &[u8]) {
-    // A server stopped in this process may hold sled's lock for a moment
-    // (sled finishes writes on its own threads; Store::open waits the same way).
-    let started = std::time::Instant::now();
-    let db = loop {
-        match sled::open(data_dir) {
-            Ok(db) => break db,
-            Err(e) if started.elapsed() < Duration::from_secs(5) => {
-                assert!(e.to_string().contains("could not acquire lock"), "{e}");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    wait_until_released(data_dir);
+    let db = sled::open(data_dir).unwrap();
     let tree = db.open_tree("recording_settings").unwrap();
     tree.insert(account, bytes).unwrap();
     db.flush().unwrap();

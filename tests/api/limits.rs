@@ -168,6 +168,15 @@ const IDLE: Duration = Duration::from_millis(300);
 /// [`GUARD`], so a server that never closes fails them soon.
 const IDLE_BOUND: Duration = Duration::from_secs(10);
 
+/// An open-mode server whose connections go idle after [`IDLE`].
+async fn spawn_idle_app() -> TestApp {
+    spawn_app_with_limits(Limits {
+        idle_timeout: IDLE,
+        ..Limits::default()
+    })
+    .await
+}
+
 /// Waits (at most `IDLE_BOUND`) for the server to close `stream`, which the
 /// test has stopped writing to; returns how long after `since` it did.
 async fn closed_by_the_server(stream: &mut TcpStream, since: Instant) -> Duration {
@@ -203,11 +212,7 @@ async fn a_silent_http_client_is_disconnected_after_the_idle_timeout_and_frees_i
 
 #[tokio::test]
 async fn an_http_client_stopping_in_the_http2_preface_is_disconnected_after_the_idle_timeout() {
-    let app = spawn_app_with_limits(Limits {
-        idle_timeout: IDLE,
-        ..Limits::default()
-    })
-    .await;
+    let app = spawn_idle_app().await;
     let connecting = Instant::now();
     let mut stalled = TcpStream::connect(app.http_addr).await.unwrap();
 
@@ -222,11 +227,7 @@ async fn an_http_client_stopping_in_the_http2_preface_is_disconnected_after_the_
 
 #[tokio::test]
 async fn a_silent_grpc_client_is_disconnected_after_the_idle_timeout() {
-    let app = spawn_app_with_limits(Limits {
-        idle_timeout: IDLE,
-        ..Limits::default()
-    })
-    .await;
+    let app = spawn_idle_app().await;
     let connecting = Instant::now();
     let mut silent = TcpStream::connect(app.grpc_addr).await.unwrap();
 

@@ -193,45 +193,48 @@ async fn the_cli_reports_a_rejected_set_on_stderr_and_exits_non_zero() {
     assert!(stderr.contains("aws_s3_url"), "{stderr}");
 }
 
-#[tokio::test]
-async fn bench_quick_reports_every_requested_scenario_as_json() {
+/// Runs `settingsd bench --json` with `args`, and returns its `results`
+/// once it has exited successfully.
+async fn bench_results(args: &[&str]) -> Vec<serde_json::Value> {
     let out = tokio::time::timeout(
         GUARD * 2,
-        binary()
-            .args([
-                "bench",
-                "--quick",
-                "--json",
-                "--concurrency",
-                "4",
-                "--accounts",
-                "50",
-                "--scenario",
-                "noop",
-                "--scenario",
-                "grpc_get",
-                "--scenario",
-                "http_post",
-            ])
-            .output(),
+        binary().args(["bench", "--json"]).args(args).output(),
     )
     .await
     .expect("the bench finishes")
     .unwrap();
-
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let results = report["results"].as_array().unwrap();
+    report["results"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn bench_quick_reports_every_requested_scenario_as_json() {
+    let results = bench_results(&[
+        "--quick",
+        "--concurrency",
+        "4",
+        "--accounts",
+        "50",
+        "--scenario",
+        "noop",
+        "--scenario",
+        "grpc_get",
+        "--scenario",
+        "http_post",
+    ])
+    .await;
+
     let names: Vec<_> = results
         .iter()
         .map(|r| r["scenario"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["noop", "grpc_get", "http_post"]);
-    for r in results {
+    for r in &results {
         assert!(r["throughput_rps"].as_f64().unwrap() > 0.0, "{r}");
         assert_eq!(r["errors"], 0, "{r}");
         for key in ["p50_us", "p99_us", "p999_us"] {
@@ -244,43 +247,40 @@ async fn bench_quick_reports_every_requested_scenario_as_json() {
 #[tokio::test]
 async fn bench_against_a_server_with_accounts_acts_for_the_credentials_account() {
     let dir = tempfile::tempdir().unwrap();
-    let accounts = dir.path().join("accounts.toml");
-    std::fs::write(&accounts, accounts_toml()).unwrap();
-    let server = BinaryServer::start_with(
-        &dir.path().join("data"),
-        &["--accounts", accounts.to_str().unwrap()],
-    )
-    .await;
+    let server = BinaryServer::start_with_accounts(dir.path()).await;
+    let target = format!("http://{}", server.grpc_addr);
+    let http_target = format!("http://{}", server.http_addr);
+    let credentials = format!("{API_KEY}:{API_SECRET}");
 
-    let out = tokio::time::timeout(
-        GUARD * 2,
-        binary()
-            .args(["bench", "--json", "--requests", "200", "--concurrency", "4"])
-            .args(["--target", &format!("http://{}", server.grpc_addr)])
-            .args(["--http-target", &format!("http://{}", server.http_addr)])
-            .args(["--credentials", &format!("{API_KEY}:{API_SECRET}")])
-            .args(["--scenario", "grpc_get", "--scenario", "grpc_set"])
-            .args(["--scenario", "http_get", "--scenario", "http_post"])
-            .output(),
-    )
-    .await
-    .expect("the bench finishes")
-    .unwrap();
+    let results = bench_results(&[
+        "--requests",
+        "200",
+        "--concurrency",
+        "4",
+        "--target",
+        &target,
+        "--http-target",
+        &http_target,
+        "--credentials",
+        &credentials,
+        "--scenario",
+        "grpc_get",
+        "--scenario",
+        "grpc_set",
+        "--scenario",
+        "http_get",
+        "--scenario",
+        "http_post",
+    ])
+    .await;
     let malformed = binary()
         .args(["bench", "--credentials", "no-colon", "--scenario", "noop"])
         .output()
         .await
         .unwrap();
 
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 4);
-    for r in results {
+    for r in &results {
         assert_eq!(r["errors"], 0, "{r}");
         assert_eq!(r["requests"], 200, "--requests is the run's length: {r}");
     }
