@@ -8,6 +8,7 @@ use prost::Message;
 
 const PROTOS: &[&str] = &[
     "proto/settingsd/v1/recording_settings.proto",
+    "proto/settingsd/v1/composition_settings.proto",
     "proto/settingsd/v1/admin.proto",
 ];
 

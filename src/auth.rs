@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     domain::{AccountSid, ValidationError},
-    error::Error,
+    error::{Error, Unauthenticated},
 };
 
 /// The `[[accounts]]` / `[[api_keys]]` / `[[operators]]` TOML file given to
@@ -316,24 +316,6 @@ fn redacted_toml_error(text: &str, e: &toml::de::Error) -> String {
             format!("line {line}: {}", message.trim_end())
         }
         None => message.trim_end().to_owned(),
-    }
-}
-
-/// Why authentication failed; the edges word their answers from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unauthenticated {
-    /// No credentials were sent.
-    Missing,
-    /// Credentials were sent but are malformed, unknown or wrong.
-    Rejected,
-}
-
-impl fmt::Display for Unauthenticated {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Unauthenticated::Missing => "no credentials provided",
-            Unauthenticated::Rejected => "the credentials are malformed or incorrect",
-        })
     }
 }
 

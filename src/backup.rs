@@ -1,4 +1,7 @@
-//! Backup and restore: every record as JSON lines, and back.
+//! Backup and restore: every record of every resource as JSON lines, and
+//! back. Each line names its resource (`"resource": "recording_settings"`);
+//! a line without one (an export made before Composition Settings existed)
+//! is Recording Settings, so old backups stay restorable.
 //!
 //! An export reads a data directory directly ([`export`], the server must be
 //! stopped: sled allows one process per directory, and a running server's
@@ -17,22 +20,27 @@ use std::{
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt;
 
 use crate::{
-    domain::{
-        AccountSid, CredentialSid, Field, FriendlyName, RecordingSettings, RecordingSettingsPatch,
-        S3Url, Update,
-    },
+    contract::SettingsMessage,
+    domain::{AccountSid, CredentialSid, Field, FriendlyName, S3Url, Settings, SettingsPatch, Update},
     error::Error,
-    pb,
-    store::Store,
+    grpc::to_message,
+    resource::Resource,
+    store::{Replacement, Store},
 };
 
-/// One exported record: the resource's stored fields, plus the revision and
-/// update time it had (informational: an import writes new ones).
+/// One exported record: its resource, the resource's stored fields, plus
+/// the revision and update time it had (informational: an import writes
+/// new ones).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportedRecord {
+    /// The resource's stable name ([`Resource::name`]); absent in exports
+    /// made before there was more than one, which hold Recording Settings.
+    #[serde(default)]
+    pub resource: Option<String>,
     pub account_sid: String,
     pub friendly_name: Option<String>,
     pub aws_credentials_sid: Option<String>,
@@ -46,31 +54,13 @@ pub struct ExportedRecord {
     pub update_time: Option<String>,
 }
 
-impl From<&RecordingSettings> for ExportedRecord {
-    fn from(s: &RecordingSettings) -> Self {
+impl ExportedRecord {
+    /// A record of `resource` as the contract renders it (a running
+    /// server's export streams these; an offline export renders stored
+    /// records the same way, so there is one conversion).
+    pub fn from_message(resource: Resource, s: SettingsMessage) -> Self {
         ExportedRecord {
-            account_sid: s.account_sid.as_str().to_owned(),
-            friendly_name: s.friendly_name.as_ref().map(|v| v.as_str().to_owned()),
-            aws_credentials_sid: s
-                .aws_credentials_sid
-                .as_ref()
-                .map(|v| v.as_str().to_owned()),
-            aws_s3_url: s.aws_s3_url.as_ref().map(|v| v.as_str().to_owned()),
-            aws_storage_enabled: s.aws_storage_enabled,
-            encryption_key_sid: s.encryption_key_sid.as_ref().map(|v| v.as_str().to_owned()),
-            encryption_enabled: s.encryption_enabled,
-            revision: s.revision,
-            update_time: s
-                .update_time
-                .map(|t| prost_types::Timestamp::from(t).to_string()),
-        }
-    }
-}
-
-impl From<pb::RecordingSettings> for ExportedRecord {
-    /// A record as a running server's `ExportRecordingSettings` streams it.
-    fn from(s: pb::RecordingSettings) -> Self {
-        ExportedRecord {
+            resource: Some(resource.name().to_owned()),
             account_sid: s.account_sid,
             friendly_name: s.friendly_name,
             aws_credentials_sid: s.aws_credentials_sid,
@@ -82,15 +72,36 @@ impl From<pb::RecordingSettings> for ExportedRecord {
             update_time: s.update_time.map(|t| t.to_string()),
         }
     }
-}
 
-impl ExportedRecord {
-    /// The Set that makes an account hold exactly this record: every field
-    /// given, so the merge replaces whatever was stored.
+    fn from_stored(resource: Resource, settings: Settings) -> Self {
+        // The export has no `url` column: the resource names it.
+        Self::from_message(resource, to_message(settings, String::new()))
+    }
+
+    /// The resource this line is for.
     ///
     /// # Errors
-    /// The first invalid field, named.
-    pub fn into_patch(self) -> anyhow::Result<(AccountSid, RecordingSettingsPatch)> {
+    /// If `resource` names no resource this settingsd knows.
+    pub fn resource(&self) -> anyhow::Result<Resource> {
+        match &self.resource {
+            None => Ok(Resource::Recording),
+            Some(name) => Resource::from_name(name).with_context(|| {
+                let known: Vec<_> = Resource::ALL.iter().map(|r| r.name()).collect();
+                format!(
+                    "unknown resource {name:?}: expected one of {}",
+                    known.join(", ")
+                )
+            }),
+        }
+    }
+
+    /// The write that makes an account's resource hold exactly this record:
+    /// every field given, so whatever was stored is replaced.
+    ///
+    /// # Errors
+    /// An unknown resource, or the first invalid field, named.
+    pub fn into_replacement(self) -> anyhow::Result<Replacement> {
+        let resource = self.resource()?;
         let account = AccountSid::parse(&self.account_sid)?;
         let name = self
             .friendly_name
@@ -100,7 +111,7 @@ impl ExportedRecord {
             None => Ok(Update::Clear),
             Some(v) => parse(&v).map(Update::Set),
         };
-        let patch = RecordingSettingsPatch {
+        let patch = SettingsPatch {
             friendly_name: FriendlyName::parse(name)?,
             aws_credentials_sid: exact(self.aws_credentials_sid, &|v| {
                 CredentialSid::parse(Field::AwsCredentialsSid, v)
@@ -115,7 +126,11 @@ impl ExportedRecord {
             })?,
             encryption_enabled: Some(self.encryption_enabled),
         };
-        Ok((account, patch))
+        Ok(Replacement {
+            resource,
+            account,
+            patch,
+        })
     }
 }
 
@@ -123,9 +138,8 @@ impl ExportedRecord {
 #[derive(Debug)]
 pub struct ExportSummary {
     pub written: usize,
-    /// Accounts whose records do not decode, left out (only with
-    /// `skip_corrupt`).
-    pub skipped: Vec<AccountSid>,
+    /// Records that do not decode, left out (only with `skip_corrupt`).
+    pub skipped: Vec<(Resource, AccountSid)>,
 }
 
 /// Writes every record of `store` as JSON lines to `out` (a file, replaced
@@ -136,19 +150,26 @@ pub struct ExportSummary {
 /// # Errors
 /// An undecodable record (naming its account) unless skipped, or an I/O
 /// failure; a target file is then left as it was.
-pub fn export(
-    store: &Store,
+pub async fn export(
+    store: &dyn Store,
     out: Option<&Path>,
     skip_corrupt: bool,
 ) -> anyhow::Result<ExportSummary> {
     let mut writer = ExportWriter::create(out)?;
     let mut skipped = Vec::new();
-    for record in store.scan() {
+    let mut scan = store.scan();
+    while let Some(record) = scan.next().await {
         match record {
-            Ok(record) => writer.write(&ExportedRecord::from(&record))?,
-            Err(Error::Corrupt { account, detail }) if skip_corrupt => {
-                tracing::warn!(%account, %detail, "left out of the export: the record does not decode");
-                skipped.push(account);
+            Ok(record) => {
+                writer.write(&ExportedRecord::from_stored(record.resource, record.settings))?;
+            }
+            Err(Error::Corrupt {
+                resource,
+                account,
+                detail,
+            }) if skip_corrupt => {
+                tracing::warn!(%resource, %account, %detail, "left out of the export: the record does not decode");
+                skipped.push((resource, account));
             }
             Err(e) => return Err(e.into()),
         }
@@ -252,7 +273,7 @@ impl ExportWriter {
 const IMPORT_BATCH: usize = 4096;
 
 /// Loads JSON lines (as [`export`] writes them) into `store`, replacing each
-/// listed account's settings (even a record that does not decode: importing
+/// listed account's resource (even a record that does not decode: importing
 /// a good line for its account is how to repair it). Every line is validated first, as a Set would
 /// be (cross-field rules included), so a bad line anywhere imports nothing;
 /// then the records are written in durable batches. The whole input is held
@@ -263,7 +284,7 @@ const IMPORT_BATCH: usize = 4096;
 /// The first malformed or invalid line, by line number (nothing is
 /// written); or a storage failure while writing, after which the batches
 /// before it are imported and durable.
-pub async fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize> {
+pub async fn import(store: &dyn Store, input: impl BufRead) -> anyhow::Result<usize> {
     let mut records = Vec::new();
     for (index, line) in input.lines().enumerate() {
         let line_no = index + 1;
@@ -273,15 +294,15 @@ pub async fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize>
         }
         let record: ExportedRecord = serde_json::from_str(&line)
             .with_context(|| format!("line {line_no}: not an exported record"))?;
-        let (account, patch) = record
-            .into_patch()
+        let replacement = record
+            .into_replacement()
             .with_context(|| format!("line {line_no}: invalid record"))?;
         // The patch sets every field, so merging it into the default resource
         // checks exactly what merging it into the stored one will.
-        RecordingSettings::default_for(account.clone())
-            .merged(patch.clone())
+        Settings::default_for(replacement.account.clone())
+            .merged(replacement.patch.clone())
             .with_context(|| format!("line {line_no}: invalid record"))?;
-        records.push((account, patch));
+        records.push(replacement);
     }
     let mut imported = 0;
     let mut records = records.into_iter();

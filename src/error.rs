@@ -1,12 +1,15 @@
 //! The one domain error. Each edge maps it exhaustively (no wildcard arm), so
 //! adding a variant forces a decision at every transport: see
 //! `impl From<Error> for tonic::Status` in `grpc`.
+//!
+//! It depends only on the domain, so every layer can return it: the store
+//! without knowing about auth, auth without knowing about transports.
 
-use std::path::PathBuf;
+use std::{fmt, path::PathBuf};
 
 use crate::{
-    auth::Unauthenticated,
     domain::{AccountSid, ValidationError},
+    resource::Resource,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +33,14 @@ pub enum Error {
     #[error("account {caller} is not an operator")]
     OperatorOnly { caller: AccountSid },
 
-    /// A stored record could not be decoded. Only that account is affected.
-    #[error("stored settings of account {account} are unreadable: {detail}")]
-    Corrupt { account: AccountSid, detail: String },
+    /// A stored record could not be decoded. Only that account's resource
+    /// is affected.
+    #[error("stored {resource} of account {account} are unreadable: {detail}")]
+    Corrupt {
+        resource: Resource,
+        account: AccountSid,
+        detail: String,
+    },
 
     /// The data directory could not be opened (missing permissions, held by
     /// another settingsd, not a sled database...).
@@ -65,8 +73,20 @@ pub enum Error {
     ShuttingDown,
 }
 
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Storage(e.to_string())
+/// Why authentication failed; the edges word their answers from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// No credentials were sent.
+    Missing,
+    /// Credentials were sent but are malformed, unknown or wrong.
+    Rejected,
+}
+
+impl fmt::Display for Unauthenticated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unauthenticated::Missing => "no credentials provided",
+            Unauthenticated::Rejected => "the credentials are malformed or incorrect",
+        })
     }
 }

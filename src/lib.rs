@@ -1,49 +1,42 @@
 //! settingsd: a durable, embedded settings service.
 //!
-//! It keeps per-account settings (first: Twilio Video's Recording Settings)
-//! in sled and serves them over gRPC, with server reflection and health, and
-//! over a thin Twilio-shaped HTTP bridge so Twilio's helper libraries can use
-//! it as a persistent local emulator.
+//! It keeps per-account settings resources (Twilio Video's Recording and
+//! Composition Settings) behind a storage seam (sled by default) and serves
+//! them over gRPC, with server reflection and health, and over a thin
+//! Twilio-shaped HTTP bridge so Twilio's helper libraries can use it as a
+//! persistent local emulator.
 //!
-//! # Layout
-//! - [`domain`]: validated SIDs and URLs, the settings record, the patch a
-//!   Set applies. No transport or storage types.
-//! - [`store`]: the sled store: keys, value encoding, group commit.
-//! - [`auth`]: credentials (accounts file or open mode) and the account a
-//!   caller may act for.
-//! - [`grpc`]: the gRPC service: auth, proto <-> domain, errors -> `Status`.
-//! - [`http`]: the Twilio-shaped HTTP bridge: form -> gRPC request, `Status`
-//!   -> Twilio error body. No logic of its own.
-//! - [`limits`]: connection, in-flight, size and time limits against abuse.
-//! - [`idle`]: the idle timeout: closing connections no request is using.
-//! - [`server`]: wiring: listeners, health, reflection, graceful shutdown.
-//! - [`bench`]: the load generator (`settingsd bench`).
+//! # Layout (dependencies point down this list, never up)
+//! - [`cli`]: the command line; `main.rs` only calls it. [`bench`] is the
+//!   load generator it runs.
+//! - [`server`]: wiring: listeners, limits, idle timeout, health,
+//!   reflection, shutdown, the ready line, the bridge's in-process backend.
+//! - [`bridge`]: the Twilio-shaped HTTP bridge: routes, form decoding,
+//!   Twilio's JSON and error bodies. Knows only the contract.
+//! - `grpc`: the services: one core for every resource (auth, limits,
+//!   contract <-> domain, `Error` -> `Status`), a thin binding per resource.
 //! - [`backup`]: export to and import from JSON lines.
-//! - [`cli`]: the command line (`serve`, `get`, `set`, `bridge`, `export`, `import`); `main.rs` only calls it.
-//! - [`pb`]: the code generated from `proto/settingsd/v1`.
+//! - [`store`]: the [`store::Store`] trait and its contract; [`store::sled`]
+//!   is the embedded implementation (codec, group commit, recovery).
+//! - [`auth`]: credentials (accounts file or open mode) and who a caller is.
+//! - [`contract`]: the code generated from `proto/` ([`pb`]) and one shape
+//!   for every resource's messages.
+//! - [`domain`], [`resource`], [`error`]: validated values, the settings
+//!   record and patch, the table of resources, the one domain error.
 
 pub mod auth;
 pub mod backup;
-pub mod bench;
+mod bench;
+pub mod bridge;
 pub mod cli;
+pub mod contract;
 pub mod domain;
 pub mod error;
-pub mod grpc;
-pub mod http;
-pub mod idle;
-pub mod limits;
+mod grpc;
+pub mod resource;
 pub mod server;
 pub mod store;
-pub mod twilio;
 
+pub use contract::pb;
 pub use error::Error;
-
-/// Generated from `proto/settingsd/v1` by `build.rs`.
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("settingsd.v1");
-
-    /// The encoded descriptor set of `proto/` (with imports), for reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("settingsd_descriptor");
-}
+pub use grpc::{parse_patch, PublicUrl};

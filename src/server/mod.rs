@@ -1,6 +1,15 @@
 //! Wiring: the store, the gRPC services (settings, health, reflection), the
 //! HTTP bridge, and graceful shutdown. [`run`] takes already-bound listeners and a shutdown
 //! future, so tests bind port 0 and stop the server without signals.
+//!
+//! Layout: [`limits`] and `idle` keep clients from holding the server,
+//! `supervise` keeps health true to whether writes work, `local` is the
+//! bridge's in-process backend (the services, called directly).
+
+mod idle;
+pub mod limits;
+mod local;
+mod supervise;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -9,65 +18,43 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::watch};
+use serde::Serialize;
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+};
 use tokio_stream::StreamExt;
 use tonic::transport::{Endpoint, Server};
-use tonic_health::ServingStatus;
 
+use self::{
+    idle::{TrackActivity, TrackActivityLayer},
+    limits::limited_incoming,
+    local::LocalBackend,
+    supervise::{not_serving, serving, supervise_store},
+};
+pub use self::limits::Limits;
+pub use crate::grpc::PublicUrl;
 use crate::{
     auth::Authenticator,
-    grpc::{AdminGrpc, RecordingSettingsGrpc},
-    http::{self, SettingsBackend},
-    idle::{TrackActivity, TrackActivityLayer},
-    limits::{limited_incoming, InFlight, Limits},
-    pb::{
-        admin_service_server::AdminServiceServer,
-        recording_settings_service_client::RecordingSettingsServiceClient,
-        recording_settings_service_server::RecordingSettingsServiceServer, FILE_DESCRIPTOR_SET,
+    bridge::{self, SettingsBackend},
+    contract::{
+        pb::{
+            admin_service_server::AdminServiceServer,
+            composition_settings_service_server::CompositionSettingsServiceServer,
+            recording_settings_service_server::RecordingSettingsServiceServer,
+            FILE_DESCRIPTOR_SET,
+        },
+        SettingsClient,
     },
-    store::{Store, StoreOptions},
+    grpc::{AdminGrpc, CompositionSettingsGrpc, InFlight, RecordingSettingsGrpc, SettingsApi},
+    store::{
+        sled::{SledStore, StoreOptions},
+        SharedStore,
+    },
 };
 
 /// How long a keep-alive ping may go unanswered before the connection is dropped.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The public base URL that resources report in their `url` field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicUrl(Arc<str>);
-
-impl PublicUrl {
-    /// What the real API answers.
-    pub const TWILIO: &'static str = "https://video.twilio.com";
-
-    /// # Errors
-    /// A message if `value` is not an absolute http(s) URL without query or fragment.
-    pub fn parse(value: &str) -> Result<Self, String> {
-        let url =
-            url::Url::parse(value).map_err(|e| format!("invalid public URL {value:?}: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!(
-                "invalid public URL {value:?}: must be an http or https URL with a host"
-            ));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(format!(
-                "invalid public URL {value:?}: must not have a query or fragment"
-            ));
-        }
-        Ok(PublicUrl(value.trim_end_matches('/').into()))
-    }
-
-    /// The Recording Settings resource's address under this base.
-    pub fn recording_settings_url(&self) -> String {
-        format!("{}/v1/RecordingSettings/Default", self.0)
-    }
-}
-
-impl Default for PublicUrl {
-    fn default() -> Self {
-        PublicUrl(Self::TWILIO.into())
-    }
-}
 
 /// Everything `run` needs besides its listeners.
 #[derive(Debug, Clone)]
@@ -84,6 +71,27 @@ pub struct ServerConfig {
 pub struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
+    /// Told the bound addresses once both listeners accept (after the store
+    /// has opened): `serve` prints them as its ready line.
+    pub ready: Option<oneshot::Sender<Ready>>,
+}
+
+/// The addresses a server accepts on, once it does: `serve`'s ready line on
+/// stdout, `{"grpc":"127.0.0.1:50051","http":"127.0.0.1:8080"}` (the
+/// standalone bridge's has `http` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ready {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
+}
+
+impl Ready {
+    /// The ready line: one line of JSON.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("addresses serialize")
+    }
 }
 
 /// Refuses to expose an open (credential-less) server beyond loopback unless
@@ -134,15 +142,30 @@ pub async fn run(
         );
     }
     let store_options = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
-    let service = RecordingSettingsGrpc::new(
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&store_options)).await??;
+    run_on(Arc::new(store), config, listeners, shutdown).await
+}
+
+/// [`run`] on a store that is already open (any [`crate::store::Store`]
+/// implementation; `config.store` is not used). Closes the store when it
+/// stops.
+///
+/// # Errors
+/// As [`run`], but for opening the store.
+pub async fn run_on(
+    store: SharedStore,
+    config: ServerConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let api = SettingsApi::new(
         store.clone(),
         config.auth.clone(),
         InFlight::new(config.limits.max_in_flight),
-        config.public_url.recording_settings_url(),
+        &config.public_url,
     );
-    let result = serve(service, &store, listeners, &config.limits, shutdown).await;
-    let closed = tokio::task::spawn_blocking(move || store.close()).await?;
+    let result = serve(api, &store, listeners, &config.limits, shutdown).await;
+    let closed = store.close().await;
     result?;
     closed?;
     tracing::info!("stopped; every acknowledged write is on disk");
@@ -150,8 +173,8 @@ pub async fn run(
 }
 
 async fn serve(
-    service: RecordingSettingsGrpc,
-    store: &Store,
+    api: SettingsApi,
+    store: &SharedStore,
     listeners: Listeners,
     limits: &Limits,
     shutdown: impl Future<Output = ()> + Send,
@@ -163,7 +186,7 @@ async fn serve(
     // Health follows whether writes work: a failed commit stops them until
     // the store reopens (see `store`), a stuck commit holds them up.
     let _supervisor = AbortOnDrop(tokio::spawn(supervise_store(
-        store.clone(),
+        Arc::clone(store),
         health.clone(),
         limits.commit_stall_limit,
     )));
@@ -201,20 +224,35 @@ async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            RecordingSettingsServiceServer::new(service.clone())
+            RecordingSettingsServiceServer::new(RecordingSettingsGrpc(api.clone()))
                 .max_decoding_message_size(limits.max_grpc_message_bytes),
         )
         .add_service(
-            AdminServiceServer::new(AdminGrpc::new(service.clone()))
+            CompositionSettingsServiceServer::new(CompositionSettingsGrpc(api.clone()))
+                .max_decoding_message_size(limits.max_grpc_message_bytes),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminGrpc(api.clone()))
                 .max_decoding_message_size(limits.max_grpc_message_bytes),
         )
         .serve_with_incoming_shutdown(
             limited_incoming(listeners.grpc, limits.max_connections, limits.idle_timeout),
             stopped(),
         );
-    let http = serve_http(listeners.http, Arc::new(service), limits.clone(), stopped());
+    let http = serve_http(
+        listeners.http,
+        Arc::new(LocalBackend(api)),
+        limits.clone(),
+        stopped(),
+    );
 
     tracing::info!(%grpc_addr, %http_addr, "serving gRPC and the HTTP bridge");
+    if let Some(ready) = listeners.ready {
+        let _ = ready.send(Ready {
+            grpc: Some(grpc_addr),
+            http: Some(http_addr),
+        });
+    }
     let servers = async {
         let (grpc, http) = tokio::join!(grpc, http);
         grpc?;
@@ -247,88 +285,6 @@ async fn serve(
 /// Added to the request timeout to give shutdown's last answers time to be written.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
 
-/// How often the store supervisor looks at the store (so health reflects a
-/// failed or stuck commit within this), and, after a failed commit, checks
-/// whether the disk takes writes again.
-const SUPERVISE_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Forever: keeps health true to whether writes work, and brings writes
-/// back after a failed commit. Health is NOT_SERVING while a failed commit
-/// has stopped writes (until [`Store::recover`] succeeds, which this retries)
-/// and while a commit has been running longer than `stall_limit` (a stuck
-/// disk: writers are waiting on it).
-async fn supervise_store(
-    store: Store,
-    health: tonic_health::server::HealthReporter,
-    stall_limit: Duration,
-) {
-    let mut healthy = true;
-    let mut attempts = 0_u64;
-    loop {
-        tokio::time::sleep(SUPERVISE_INTERVAL).await;
-        if store.write_failure().is_some() {
-            let attempt = store.clone();
-            match tokio::task::spawn_blocking(move || attempt.recover()).await {
-                Ok(Ok(())) => attempts = 0,
-                Ok(Err(e)) => {
-                    // Every 10 s, not every attempt: a full disk may last hours.
-                    if attempts % 20 == 0 {
-                        tracing::warn!(error = %e, attempts, "store not recovered yet; retrying");
-                    }
-                    attempts += 1;
-                }
-                Err(e) => tracing::error!(error = %e, "store recovery task failed"),
-            }
-        }
-        let failure = store.write_failure();
-        let stalled = store.commit_running_for().filter(|d| *d >= stall_limit);
-        let now_healthy = failure.is_none() && stalled.is_none();
-        if now_healthy == healthy {
-            continue;
-        }
-        healthy = now_healthy;
-        if healthy {
-            tracing::info!("writes work again: health is SERVING");
-            serving(&health).await;
-            continue;
-        }
-        match (failure, stalled) {
-            (Some(error), _) => tracing::error!(
-                %error,
-                "writes stopped after a failed commit: health is NOT_SERVING until the disk \
-                 takes writes again"
-            ),
-            (None, stalled) => tracing::error!(
-                running_for = ?stalled,
-                "a commit (flush + fdatasync) is stuck: health is NOT_SERVING until it finishes"
-            ),
-        }
-        not_serving(&health).await;
-    }
-}
-
-/// Reports every service, and the server as a whole, as SERVING.
-async fn serving(health: &tonic_health::server::HealthReporter) {
-    health
-        .set_serving::<RecordingSettingsServiceServer<RecordingSettingsGrpc>>()
-        .await;
-    health.set_serving::<AdminServiceServer<AdminGrpc>>().await;
-    health.set_service_status("", ServingStatus::Serving).await;
-}
-
-/// Reports every service, and the server as a whole, as NOT_SERVING.
-async fn not_serving(health: &tonic_health::server::HealthReporter) {
-    health
-        .set_not_serving::<RecordingSettingsServiceServer<RecordingSettingsGrpc>>()
-        .await;
-    health
-        .set_not_serving::<AdminServiceServer<AdminGrpc>>()
-        .await;
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-}
-
 /// Aborts a background task when the scope that owns it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -349,7 +305,7 @@ async fn serve_http(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let router = http::router(backend, limits.request_timeout, limits.max_header_bytes);
+    let router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -412,14 +368,22 @@ async fn serve_http(
 pub async fn run_bridge(
     upstream: &str,
     http: TcpListener,
+    ready: Option<oneshot::Sender<Ready>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let channel = Endpoint::from_shared(upstream.to_owned())
         .map_err(|e| anyhow::anyhow!("invalid --upstream {upstream:?}: {e}"))?
         .tcp_nodelay(true)
         .connect_lazy();
-    let backend: Arc<dyn SettingsBackend> = Arc::new(RecordingSettingsServiceClient::new(channel));
-    tracing::info!(http_addr = %http.local_addr()?, %upstream, "serving the HTTP bridge");
+    let backend: Arc<dyn SettingsBackend> = Arc::new(SettingsClient::new(channel));
+    let http_addr = http.local_addr()?;
+    tracing::info!(%http_addr, %upstream, "serving the HTTP bridge");
+    if let Some(ready) = ready {
+        let _ = ready.send(Ready {
+            grpc: None,
+            http: Some(http_addr),
+        });
+    }
     serve_http(http, backend, Limits::default(), async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");

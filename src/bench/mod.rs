@@ -39,7 +39,9 @@ use tonic::{transport::Channel, Request, Response, Status};
 
 use crate::{
     auth::{basic_authorization, BasicCredentials},
-    domain::{AccountSid, FriendlyName, RecordingSettingsPatch},
+    domain::{AccountSid, FriendlyName, SettingsPatch},
+    resource::Resource,
+    server::Ready,
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         recording_settings_service_server::{
@@ -47,7 +49,10 @@ use crate::{
         },
         GetRecordingSettingsRequest, RecordingSettings, SetRecordingSettingsRequest,
     },
-    store::{Store, StoreOptions},
+    store::{
+        sled::{SledStore, StoreOptions},
+        Replacement, Store,
+    },
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -619,7 +624,7 @@ async fn run_preload(args: &BenchArgs, n: usize) -> anyhow::Result<PreloadResult
 /// Fills `n` accounts through the store's bulk path (no server, one durable
 /// commit per batch).
 fn bulk_fill(dir: &Path, n: usize) -> anyhow::Result<()> {
-    let store = Store::open(&StoreOptions::new(dir))?;
+    let store = SledStore::open(&StoreOptions::new(dir))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -627,15 +632,16 @@ fn bulk_fill(dir: &Path, n: usize) -> anyhow::Result<()> {
     for start in (0..n).step_by(8192) {
         let batch = (start..(start + 8192).min(n))
             .map(|k| -> anyhow::Result<_> {
-                Ok((
-                    AccountSid::parse(&account(k))?,
-                    RecordingSettingsPatch::new(name.clone()),
-                ))
+                Ok(Replacement {
+                    resource: Resource::Recording,
+                    account: AccountSid::parse(&account(k))?,
+                    patch: SettingsPatch::new(name.clone()),
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         runtime.block_on(store.replace_many(batch))?;
     }
-    store.close()?;
+    runtime.block_on(store.close())?;
     Ok(())
 }
 
@@ -654,6 +660,13 @@ fn disk_usage(dir: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
+/// A ready line as the bench reads it.
+#[derive(serde::Deserialize)]
+struct ReadyLine {
+    grpc: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
+}
+
 /// A server the bench started: the real binary as a child process, killed
 /// when dropped.
 struct ChildServer {
@@ -669,35 +682,27 @@ impl ChildServer {
         let mut cmd = Command::new(exe);
         cmd.args(args)
             .args(["--grpc-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
             .kill_on_drop(true);
         if let Some(dir) = &dir {
             cmd.args(["--http-addr", "127.0.0.1:0", "--data-dir"])
                 .arg(dir.path());
         }
         let mut child = cmd.spawn().context("cannot start a server")?;
-        let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
-        let line = loop {
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-                .await
-                .context("the server did not start within 60s")??
-                .context("the server exited before serving")?;
-            if line.contains("serving gRPC") {
-                break line;
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                .map(|addr| format!("http://{addr}"))
-        };
+        // The ready line: the bound addresses, as JSON, once it accepts.
+        let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("the server did not start within 60s")??
+            .context("the server exited before serving")?;
+        let ready: ReadyLine = serde_json::from_str(&line)
+            .with_context(|| format!("not a ready line: {line:?}"))?;
+        let url = |addr: std::net::SocketAddr| format!("http://{addr}");
         Ok(ChildServer {
-            grpc: field("grpc_addr").context("no grpc_addr in the server's log")?,
-            http: field("http_addr"),
+            grpc: url(ready.grpc.context("no grpc address in the ready line")?),
+            http: ready.http.map(url),
             child,
             dir,
         })
@@ -725,6 +730,16 @@ pub async fn serve_noop(grpc_addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(grpc_addr).await?;
     let addr = listener.local_addr()?;
     tracing::info!(grpc_addr = %addr, "serving gRPC (noop)");
+    let ready = Ready {
+        grpc: Some(addr),
+        http: None,
+    };
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", ready.to_line())?;
+        stdout.flush()?;
+    }
     tonic::transport::Server::builder()
         .add_service(RecordingSettingsServiceServer::new(Noop))
         .serve_with_incoming(

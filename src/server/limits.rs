@@ -19,7 +19,7 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::idle::{ConnectionActivity, IdleTimer, LimitedConnectInfo};
+use super::idle::{ConnectionActivity, IdleTimer, LimitedConnectInfo};
 
 /// Every limit, with defaults sized for a settings service whose requests
 /// are a few hundred bytes and take milliseconds.
@@ -49,7 +49,7 @@ pub struct Limits {
     /// request head or HTTP/2 preface) and from the last request activity
     /// after that. Pings and other connection-level frames do not count; a
     /// running handler or a response the client keeps reading does. See
-    /// [`crate::idle`].
+    /// [`super::idle`].
     pub idle_timeout: Duration,
     /// A commit (flush + fdatasync) running longer than this means a stuck
     /// disk: health reports NOT_SERVING until it finishes.
@@ -74,7 +74,7 @@ impl Default for Limits {
 
 /// A TCP connection counted against its listener's connection limit until
 /// it is dropped. Once the connection has been idle for the idle timeout
-/// (see [`crate::idle`]), reads and writes that would wait fail with
+/// (see [`super::idle`]), reads and writes that would wait fail with
 /// `TimedOut`, so the server drops it.
 pub struct LimitedStream {
     inner: TcpStream,
@@ -84,7 +84,7 @@ pub struct LimitedStream {
 }
 
 impl LimitedStream {
-    /// The connection's activity, for [`TrackActivity`](crate::idle::TrackActivity).
+    /// The connection's activity, for [`TrackActivity`](super::idle::TrackActivity).
     pub fn activity(&self) -> ConnectionActivity {
         self.idle.activity().clone()
     }
@@ -226,27 +226,3 @@ impl AsyncWrite for LimitedStream {
     }
 }
 
-/// Requests in flight across both transports. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct InFlight {
-    permits: Arc<Semaphore>,
-    max: usize,
-}
-
-impl InFlight {
-    pub fn new(max: usize) -> Self {
-        InFlight {
-            permits: Arc::new(Semaphore::new(max)),
-            max,
-        }
-    }
-
-    /// A slot for one request, or `None` when `max` are already in flight.
-    pub fn try_start(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.permits).try_acquire_owned().ok()
-    }
-
-    pub fn max(&self) -> usize {
-        self.max
-    }
-}

@@ -1,6 +1,7 @@
 //! The command line: `serve` runs the service; `get` and `set` are an
 //! operator's client for a running server (like etcdctl), printing the
-//! resource as the REST API's JSON.
+//! resource as the REST API's JSON; `export` and `import` back up and
+//! restore; `bench` load-tests.
 
 use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf};
 
@@ -12,17 +13,22 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     auth::{Authenticator, BasicCredentials},
-    backup, bench,
-    domain::AccountSid,
-    limits::Limits,
-    pb::{
-        admin_service_client::AdminServiceClient,
-        recording_settings_service_client::RecordingSettingsServiceClient,
-        ExportRecordingSettingsRequest, GetRecordingSettingsRequest, SetRecordingSettingsRequest,
+    backup::{self, ExportedRecord},
+    bench,
+    bridge::SettingsJson,
+    contract::{
+        pb::{
+            admin_service_client::AdminServiceClient, ExportRecordingSettingsRequest,
+            ExportSettingsRequest,
+        },
+        GetSettingsMessage, SetSettingsMessage, SettingsClient, SettingsMessage,
     },
-    server::{self, Listeners, PublicUrl, ServerConfig},
-    store::{Store, StoreOptions, SyncMode},
-    twilio::RecordingSettingsJson,
+    resource::Resource,
+    server::{self, Limits, Listeners, PublicUrl, Ready, ServerConfig},
+    store::{
+        sled::{SledStore, StoreOptions, SyncMode},
+        Store,
+    },
 };
 
 #[derive(Debug, Parser)]
@@ -43,10 +49,12 @@ pub enum Command {
     /// Run only the Twilio-shaped HTTP bridge, in front of a settingsd gRPC
     /// server elsewhere.
     Bridge(BridgeArgs),
-    /// Print an account's Recording Settings from a running server.
+    /// Print an account's settings resource (--resource, default
+    /// recording) from a running server.
     Get(GetArgs),
-    /// Create or update an account's Recording Settings on a running server
-    /// (fields not given keep their stored value; "" clears a field).
+    /// Create or update an account's settings resource (--resource, default
+    /// recording) on a running server (fields not given keep their stored
+    /// value; "" clears a field).
     Set(SetArgs),
     /// Load-test a settingsd (its own, on temporary directories, unless
     /// --target is given) and report throughput and latency percentiles.
@@ -57,11 +65,11 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         grpc_addr: SocketAddr,
     },
-    /// Write every stored record as JSON lines: from a stopped server's
-    /// --data-dir, or from a running server with --grpc-addr.
+    /// Write every stored record of every resource as JSON lines: from a
+    /// stopped server's --data-dir, or from a running server with --grpc-addr.
     Export(ExportArgs),
     /// Load JSON lines written by `export`, replacing each listed account's
-    /// settings (the server must be stopped).
+    /// resource (the server must be stopped).
     Import(ImportArgs),
 }
 
@@ -71,11 +79,13 @@ pub struct ServeArgs {
     /// settingsd can use a directory at a time.
     #[arg(long, env = "SETTINGSD_DATA_DIR", default_value = "./settingsd-data")]
     pub data_dir: PathBuf,
-    /// Address for the gRPC API (port 0 picks a free port; the log says which).
+    /// Address for the gRPC API (port 0 picks a free port). Once both
+    /// listeners accept, `serve` prints one JSON line on stdout with the
+    /// bound addresses: {"grpc":"127.0.0.1:50051","http":"127.0.0.1:8080"}.
     #[arg(long, env = "SETTINGSD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
     /// Address for the Twilio-shaped HTTP bridge (GET/POST
-    /// /v1/RecordingSettings/Default).
+    /// /v1/RecordingSettings/Default and /v1/CompositionSettings/Default).
     #[arg(long, env = "SETTINGSD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     /// TOML file of accounts ([[accounts]] sid, auth_token), API keys
@@ -146,7 +156,8 @@ pub struct BridgeArgs {
     /// The settingsd gRPC server to forward to, as http://HOST:PORT.
     #[arg(long, env = "SETTINGSD_UPSTREAM")]
     pub upstream: String,
-    /// Address for the Twilio-shaped HTTP bridge.
+    /// Address for the Twilio-shaped HTTP bridge. Once it accepts, the
+    /// bridge prints one JSON line on stdout: {"http":"127.0.0.1:8080"}.
     #[arg(long, env = "SETTINGSD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 }
@@ -164,6 +175,14 @@ pub struct ClientArgs {
     /// ApiKeySid:Secret. Needed when the server has --accounts.
     #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
     pub credentials: Option<BasicCredentials>,
+    /// Which settings resource: recording (Recording Settings) or
+    /// composition (Composition Settings).
+    #[arg(long, default_value = "recording", value_parser = parse_resource)]
+    pub resource: Resource,
+}
+
+fn parse_resource(value: &str) -> Result<Resource, String> {
+    value.parse()
 }
 
 #[derive(Debug, Args)]
@@ -182,16 +201,16 @@ pub struct SetArgs {
     /// AWS credential SID (CR + 32 hex digits), or "" to clear.
     #[arg(long)]
     pub aws_credentials_sid: Option<String>,
-    /// S3 URL for recordings (absolute https), or "" to clear.
+    /// S3 URL for recordings or compositions (absolute https), or "" to clear.
     #[arg(long)]
     pub aws_s3_url: Option<String>,
-    /// Store recordings in your S3 bucket: true or false.
+    /// Store recordings or compositions in your S3 bucket: true or false.
     #[arg(long)]
     pub aws_storage_enabled: Option<bool>,
     /// Public key SID for encryption (CR + 32 hex digits), or "" to clear.
     #[arg(long)]
     pub encryption_key_sid: Option<String>,
-    /// Encrypt recordings: true or false.
+    /// Encrypt recordings or compositions: true or false.
     #[arg(long)]
     pub encryption_enabled: Option<bool>,
 }
@@ -208,7 +227,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let http = TcpListener::bind(args.http_addr)
                 .await
                 .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
-            server::run_bridge(&args.upstream, http, shutdown).await
+            let (ready, announced) = tokio::sync::oneshot::channel();
+            tokio::spawn(print_ready_line(announced));
+            server::run_bridge(&args.upstream, http, Some(ready), shutdown).await
         }
         Command::Bench(args) => bench::run(args).await,
         Command::BenchNoopServer { grpc_addr } => bench::serve_noop(grpc_addr).await,
@@ -224,18 +245,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "--skip-corrupt works only with --data-dir (a server's export stops at an \
                  undecodable record)"
             );
-            let mut client = AdminServiceClient::new(connect(&addr).await?);
-            let request =
-                BasicCredentials::request(credentials.as_ref(), ExportRecordingSettingsRequest {});
-            let mut stream = client
-                .export_recording_settings(request)
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let client = AdminServiceClient::new(connect(&addr).await?);
             let mut out = backup::ExportWriter::create(file.as_deref())?;
-            while let Some(record) = stream.message().await.map_err(status_error)? {
-                out.write(&record.into())?;
-            }
+            export_online(client, credentials.as_ref(), &mut out).await?;
             let n = out.commit()?;
             eprintln!("settingsd: exported {n} records from {addr}");
             Ok(())
@@ -244,25 +256,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // sled creates a missing database: a mistyped --data-dir would
             // export nothing and replace a good backup with an empty one.
             anyhow::ensure!(
-                Store::exists(&args.data_dir),
+                SledStore::exists(&args.data_dir),
                 "{} holds no settingsd data (no sled database there); check --data-dir",
                 args.data_dir.display()
             );
             let store = open_offline(&args.data_dir)?;
-            let reader = store.clone();
-            let skip_corrupt = args.skip_corrupt;
-            let summary = tokio::task::spawn_blocking(move || {
-                backup::export(&reader, args.file.as_deref(), skip_corrupt)
-            })
-            .await??;
-            store.close()?;
+            let summary = backup::export(&store, args.file.as_deref(), args.skip_corrupt).await;
+            store.close().await?;
+            let summary = summary?;
             eprintln!("settingsd: exported {} records", summary.written);
             if !summary.skipped.is_empty() {
-                let accounts: Vec<_> = summary.skipped.iter().map(AccountSid::as_str).collect();
+                let records: Vec<_> = summary
+                    .skipped
+                    .iter()
+                    .map(|(resource, account)| format!("{resource} of {account}"))
+                    .collect();
                 eprintln!(
                     "settingsd: left out {} records that do not decode: {}",
-                    accounts.len(),
-                    accounts.join(", ")
+                    records.len(),
+                    records.join(", ")
                 );
             }
             Ok(())
@@ -277,26 +289,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => backup::import(&store, std::io::stdin().lock()).await?,
             };
-            store.close()?;
+            store.close().await?;
             eprintln!("settingsd: imported {n} records");
             Ok(())
         }
         Command::Get(args) => {
-            let mut client =
-                RecordingSettingsServiceClient::new(connect(&args.client.grpc_addr).await?);
-            let request = args.client.request(GetRecordingSettingsRequest {
+            let client = SettingsClient::new(connect(&args.client.grpc_addr).await?);
+            let request = args.client.request(GetSettingsMessage {
                 account_sid: args.client.account.clone(),
             });
             let settings = client
-                .get_recording_settings(request)
+                .get(args.client.resource, request)
                 .await
                 .map_err(status_error)?;
-            print_json(settings.into_inner())
+            print_json(settings)
         }
         Command::Set(args) => {
-            let mut client =
-                RecordingSettingsServiceClient::new(connect(&args.client.grpc_addr).await?);
-            let request = args.client.request(SetRecordingSettingsRequest {
+            let client = SettingsClient::new(connect(&args.client.grpc_addr).await?);
+            let request = args.client.request(SetSettingsMessage {
                 account_sid: args.client.account.clone(),
                 friendly_name: args.friendly_name,
                 aws_credentials_sid: args.aws_credentials_sid,
@@ -306,11 +316,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 encryption_enabled: args.encryption_enabled,
             });
             let settings = client
-                .set_recording_settings(request)
+                .set(args.client.resource, request)
                 .await
                 .map_err(status_error)?;
-            print_json(settings.into_inner())
+            print_json(settings)
         }
+    }
+}
+
+/// Streams a running server's export into `out`: every resource through
+/// `ExportSettings`, or, from a server that predates it (UNIMPLEMENTED),
+/// its Recording Settings through `ExportRecordingSettings`.
+async fn export_online(
+    mut client: AdminServiceClient<Channel>,
+    credentials: Option<&BasicCredentials>,
+    out: &mut backup::ExportWriter,
+) -> anyhow::Result<()> {
+    let request = BasicCredentials::request(credentials, ExportSettingsRequest {});
+    match client.export_settings(request).await {
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            while let Some(record) = stream.message().await.map_err(status_error)? {
+                let (resource, message) = record.into_parts().context(
+                    "the server exported a resource this settingsd does not know; \
+                     export with a settingsd as new as the server",
+                )?;
+                out.write(&ExportedRecord::from_message(resource, message))?;
+            }
+            Ok(())
+        }
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            tracing::warn!("the server has no ExportSettings: exporting its Recording Settings only");
+            let request = BasicCredentials::request(credentials, ExportRecordingSettingsRequest {});
+            let mut stream = client
+                .export_recording_settings(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            while let Some(record) = stream.message().await.map_err(status_error)? {
+                out.write(&ExportedRecord::from_message(
+                    Resource::Recording,
+                    record.into(),
+                ))?;
+            }
+            Ok(())
+        }
+        Err(status) => Err(status_error(status)),
     }
 }
 
@@ -353,12 +404,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Limits::default()
         },
     };
-    server::run(config, Listeners { grpc, http }, shutdown).await
+    let (ready, announced) = tokio::sync::oneshot::channel();
+    tokio::spawn(print_ready_line(announced));
+    let listeners = Listeners {
+        grpc,
+        http,
+        ready: Some(ready),
+    };
+    server::run(config, listeners, shutdown).await
+}
+
+/// Prints the ready line on stdout once the server says it accepts: the
+/// one machine-readable output of `serve` and `bridge` (logs go to stderr),
+/// so scripts and tests learn the bound ports without parsing logs.
+async fn print_ready_line(announced: tokio::sync::oneshot::Receiver<Ready>) {
+    use std::io::Write;
+    if let Ok(ready) = announced.await {
+        let mut stdout = std::io::stdout().lock();
+        let written = writeln!(stdout, "{}", ready.to_line()).and_then(|()| stdout.flush());
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot write the ready line to stdout");
+        }
+    }
 }
 
 /// Opens a data directory for export or import, which need it to themselves.
-fn open_offline(data_dir: &std::path::Path) -> anyhow::Result<Store> {
-    Store::open(&StoreOptions::new(data_dir))
+fn open_offline(data_dir: &std::path::Path) -> anyhow::Result<SledStore> {
+    SledStore::open(&StoreOptions::new(data_dir))
         .context("export and import need the data directory to themselves: stop the server first")
 }
 
@@ -417,12 +489,12 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 #[derive(Serialize)]
 struct CliOutput {
     #[serde(flatten)]
-    resource: RecordingSettingsJson,
+    resource: SettingsJson,
     revision: u64,
     update_time: Option<String>,
 }
 
-fn print_json(settings: crate::pb::RecordingSettings) -> anyhow::Result<()> {
+fn print_json(settings: SettingsMessage) -> anyhow::Result<()> {
     let revision = settings.revision;
     let update_time = settings.update_time.as_ref().map(ToString::to_string);
     let output = CliOutput {

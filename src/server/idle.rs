@@ -1,5 +1,5 @@
 //! The idle timeout: a connection that carries no request for
-//! [`Limits::idle_timeout`](crate::limits::Limits::idle_timeout) is closed,
+//! [`Limits::idle_timeout`](super::limits::Limits::idle_timeout) is closed,
 //! so silent clients cannot keep connection slots forever.
 //!
 //! Idleness is judged from requests, not bytes. Counting bytes read from the
@@ -12,7 +12,7 @@
 //! only once the client's flow-control window (HTTP/2) or the socket (HTTP/1)
 //! has room for it, so frames come as fast as the client takes the response,
 //! a chunk at a time (tonic batches a stream's messages into chunks of up to
-//! 32 KiB). The connection's stream ([`LimitedStream`](crate::limits::LimitedStream))
+//! 32 KiB). The connection's stream ([`LimitedStream`](super::limits::LimitedStream))
 //! fails its reads and writes once nothing has touched the activity for the
 //! timeout and no handler is running, and hyper then drops the connection,
 //! freeing its slot. So:

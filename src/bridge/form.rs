@@ -1,0 +1,141 @@
+//! Twilio's POST body: `application/x-www-form-urlencoded` with PascalCase
+//! parameters, decoded into the contract's Set request.
+
+use std::{fmt, str::FromStr};
+
+use super::error::ApiError;
+use crate::contract::SetSettingsMessage;
+
+/// Decodes `application/x-www-form-urlencoded` into a Set request: `+` and
+/// `%20` are both spaces, booleans are `true`/`false` in any case, an empty
+/// string clears an optional field, unknown parameters are ignored (as
+/// Twilio does).
+///
+/// # Errors
+/// A 400/20001 naming the parameter for invalid UTF-8, a repeated
+/// parameter, or a boolean that is neither `true` nor `false`.
+pub fn parse_form(body: &[u8]) -> Result<SetSettingsMessage, ApiError> {
+    let mut request = SetSettingsMessage::default();
+    let mut seen = Vec::new();
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (raw_key, raw_value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let key = form_decode(raw_key).map_err(|()| {
+            ApiError::bad_request("Invalid parameter name: not valid UTF-8".to_owned())
+        })?;
+        let Some(param) = Param::from_str(&key).ok() else {
+            continue;
+        };
+        if seen.contains(&param) {
+            return Err(ApiError::invalid_parameter(param, "given more than once"));
+        }
+        seen.push(param);
+        let value = form_decode(raw_value)
+            .map_err(|()| ApiError::invalid_parameter(param, "not valid UTF-8"))?;
+        match param {
+            Param::FriendlyName => request.friendly_name = value,
+            Param::AwsCredentialsSid => request.aws_credentials_sid = Some(value),
+            Param::AwsS3Url => request.aws_s3_url = Some(value),
+            Param::EncryptionKeySid => request.encryption_key_sid = Some(value),
+            Param::AwsStorageEnabled => {
+                request.aws_storage_enabled = Some(parse_bool(param, &value)?)
+            }
+            Param::EncryptionEnabled => {
+                request.encryption_enabled = Some(parse_bool(param, &value)?)
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// `+` to space, then percent-decoding, then strict UTF-8.
+fn form_decode(raw: &[u8]) -> Result<String, ()> {
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    percent_encoding::percent_decode(&plus_as_space)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| ())
+}
+
+fn parse_bool(param: Param, value: &str) -> Result<bool, ApiError> {
+    if value.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(ApiError::invalid_parameter(
+            param,
+            &format!("must be true or false, not {value:?}"),
+        ))
+    }
+}
+
+/// Twilio's PascalCase parameters of a settings resource's POST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    FriendlyName,
+    AwsCredentialsSid,
+    AwsS3Url,
+    AwsStorageEnabled,
+    EncryptionKeySid,
+    EncryptionEnabled,
+}
+
+impl Param {
+    pub const ALL: [Param; 6] = [
+        Param::FriendlyName,
+        Param::AwsCredentialsSid,
+        Param::AwsS3Url,
+        Param::AwsStorageEnabled,
+        Param::EncryptionKeySid,
+        Param::EncryptionEnabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Param::FriendlyName => "FriendlyName",
+            Param::AwsCredentialsSid => "AwsCredentialsSid",
+            Param::AwsS3Url => "AwsS3Url",
+            Param::AwsStorageEnabled => "AwsStorageEnabled",
+            Param::EncryptionKeySid => "EncryptionKeySid",
+            Param::EncryptionEnabled => "EncryptionEnabled",
+        }
+    }
+
+    /// The contract's (proto) name of the field this parameter carries.
+    pub fn proto_field(self) -> &'static str {
+        match self {
+            Param::FriendlyName => "friendly_name",
+            Param::AwsCredentialsSid => "aws_credentials_sid",
+            Param::AwsS3Url => "aws_s3_url",
+            Param::AwsStorageEnabled => "aws_storage_enabled",
+            Param::EncryptionKeySid => "encryption_key_sid",
+            Param::EncryptionEnabled => "encryption_enabled",
+        }
+    }
+
+    /// The parameter that carries the proto field `name`, if any
+    /// (`account_sid` comes from the credentials, not the form).
+    pub fn for_proto_field(name: &str) -> Option<Param> {
+        Param::ALL.into_iter().find(|p| p.proto_field() == name)
+    }
+}
+
+impl FromStr for Param {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Param::ALL.into_iter().find(|p| p.as_str() == s).ok_or(())
+    }
+}
+
+impl fmt::Display for Param {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+

@@ -1,0 +1,112 @@
+//! The settings domain: validated identifiers ([`values`]), the record every
+//! settings resource stores and the patch a Set applies to it ([`settings`]),
+//! and the structured validation error. Nothing here knows about gRPC, HTTP,
+//! sled or which resource a record belongs to (see [`crate::resource`]);
+//! every transport converts its input into these types once, at its edge, and
+//! everything past the edge can rely on them being valid.
+
+mod settings;
+mod values;
+
+use std::fmt;
+
+pub use settings::{Settings, SettingsPatch, Update};
+pub use values::{AccountSid, CredentialSid, FriendlyName, S3Url};
+
+/// A field of a settings resource, named for error reporting.
+///
+/// Each edge renders it in its own vocabulary: gRPC uses [`Field::as_str`]
+/// (the proto field name), the HTTP bridge uses Twilio's PascalCase parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    AccountSid,
+    FriendlyName,
+    AwsCredentialsSid,
+    AwsS3Url,
+    AwsStorageEnabled,
+    EncryptionKeySid,
+    EncryptionEnabled,
+}
+
+impl Field {
+    /// Every field, in the order the proto declares them.
+    pub const ALL: [Field; 7] = [
+        Field::AccountSid,
+        Field::FriendlyName,
+        Field::AwsCredentialsSid,
+        Field::AwsS3Url,
+        Field::AwsStorageEnabled,
+        Field::EncryptionKeySid,
+        Field::EncryptionEnabled,
+    ];
+
+    /// The snake_case name used by the proto contract and the REST JSON body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::AccountSid => "account_sid",
+            Field::FriendlyName => "friendly_name",
+            Field::AwsCredentialsSid => "aws_credentials_sid",
+            Field::AwsS3Url => "aws_s3_url",
+            Field::AwsStorageEnabled => "aws_storage_enabled",
+            Field::EncryptionKeySid => "encryption_key_sid",
+            Field::EncryptionEnabled => "encryption_enabled",
+        }
+    }
+
+    /// The inverse of [`Field::as_str`].
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a value was rejected. Kept structured (rather than a finished sentence)
+/// so that each transport can name fields in its own vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// A required field was absent or empty.
+    Missing,
+    /// The value is longer than allowed.
+    TooLong { max_chars: usize },
+    /// The value does not have the expected shape; the text says what was expected.
+    Malformed(String),
+    /// The value is `true` but a field it depends on is unset.
+    Requires(Field),
+}
+
+/// A rejected input: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {}", self.describe(|f| f.as_str()))]
+pub struct ValidationError {
+    pub field: Field,
+    pub violation: Violation,
+}
+
+impl ValidationError {
+    fn new(field: Field, violation: Violation) -> Self {
+        ValidationError { field, violation }
+    }
+
+    fn malformed(field: Field, expected: impl Into<String>) -> Self {
+        ValidationError::new(field, Violation::Malformed(expected.into()))
+    }
+
+    /// Describes the violation (without the offending field's own name),
+    /// naming any other field with `name`.
+    pub fn describe(&self, name: impl Fn(Field) -> &'static str) -> String {
+        match &self.violation {
+            Violation::Missing => "is required".to_owned(),
+            Violation::TooLong { max_chars } => {
+                format!("must be at most {max_chars} characters")
+            }
+            Violation::Malformed(expected) => expected.clone(),
+            Violation::Requires(other) => format!("cannot be true while {} is unset", name(*other)),
+        }
+    }
+}
+

@@ -1,0 +1,192 @@
+//! The gRPC API: one core ([`SettingsApi`]) that every settings resource's
+//! service calls, the per-resource services themselves ([`services`]), the
+//! conversions between the contract and the domain ([`convert`]), and the one
+//! mapping from [`Error`] to [`tonic::Status`] ([`status`]).
+//!
+//! The core does everything a call needs once, for any resource: the
+//! in-flight limit, authentication, which account a caller may act for,
+//! validation into a patch, the store call, and the answer's `url`.
+
+mod convert;
+mod in_flight;
+mod services;
+mod status;
+
+use std::sync::Arc;
+
+use tonic::metadata::MetadataMap;
+
+pub use self::{
+    convert::{parse_patch, to_message},
+    in_flight::InFlight,
+    services::{AdminGrpc, CompositionSettingsGrpc, RecordingSettingsGrpc},
+};
+use crate::{
+    auth::{Authenticator, Caller},
+    contract::{GetSettingsMessage, SetSettingsMessage, SettingsMessage},
+    domain::AccountSid,
+    error::{Error, Unauthenticated},
+    resource::Resource,
+    store::SharedStore,
+};
+
+/// The public base URL that resources report in their `url` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(Arc<str>);
+
+impl PublicUrl {
+    /// What the real API answers.
+    pub const TWILIO: &'static str = "https://video.twilio.com";
+
+    /// # Errors
+    /// A message if `value` is not an absolute http(s) URL without query or fragment.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let url =
+            url::Url::parse(value).map_err(|e| format!("invalid public URL {value:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "invalid public URL {value:?}: must be an http or https URL with a host"
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "invalid public URL {value:?}: must not have a query or fragment"
+            ));
+        }
+        Ok(PublicUrl(value.trim_end_matches('/').into()))
+    }
+
+    /// `resource`'s REST address under this base.
+    pub fn resource_url(&self, resource: Resource) -> String {
+        format!("{}{}", self.0, resource.spec().rest_path)
+    }
+}
+
+impl Default for PublicUrl {
+    fn default() -> Self {
+        PublicUrl(Self::TWILIO.into())
+    }
+}
+
+/// What every settings service does, for any resource. Cheap to clone.
+#[derive(Clone)]
+pub struct SettingsApi {
+    store: SharedStore,
+    /// Decides which account each call may act for.
+    auth: Authenticator,
+    /// Sheds requests past the in-flight limit (shared with the HTTP
+    /// bridge, which calls these services).
+    in_flight: InFlight,
+    /// Each resource's `url`, indexed by `Resource as usize`: answers carry
+    /// it on every call, so it is formatted once.
+    urls: Arc<[Arc<str>]>,
+}
+
+impl SettingsApi {
+    pub fn new(
+        store: SharedStore,
+        auth: Authenticator,
+        in_flight: InFlight,
+        public_url: &PublicUrl,
+    ) -> Self {
+        let urls = Resource::ALL
+            .iter()
+            .map(|r| Arc::from(public_url.resource_url(*r)))
+            .collect();
+        SettingsApi {
+            store,
+            auth,
+            in_flight,
+            urls,
+        }
+    }
+
+    /// Reads the resource of the account a call may act for.
+    ///
+    /// # Errors
+    /// Overload, authentication and authorization failures, an invalid
+    /// `account_sid`, and the store's errors.
+    pub async fn get(
+        &self,
+        resource: Resource,
+        metadata: &MetadataMap,
+        request: GetSettingsMessage,
+    ) -> Result<SettingsMessage, Error> {
+        let _slot = self.start()?;
+        let account = self.authorize(metadata, &request.account_sid)?;
+        tracing::Span::current().record("account", account.as_str());
+        let settings = self.store.get(resource, &account).await?;
+        Ok(to_message(settings, self.url(resource)))
+    }
+
+    /// Validates a Set and merges it into the resource of the account the
+    /// call may act for; answers once it is durable.
+    ///
+    /// # Errors
+    /// As [`SettingsApi::get`], and [`Error::Invalid`] naming the first
+    /// invalid field (nothing is written).
+    pub async fn set(
+        &self,
+        resource: Resource,
+        metadata: &MetadataMap,
+        request: SetSettingsMessage,
+    ) -> Result<SettingsMessage, Error> {
+        let _slot = self.start()?;
+        let account = self.authorize(metadata, &request.account_sid)?;
+        let patch = parse_patch(&request)?;
+        tracing::Span::current().record("account", account.as_str());
+        let stored = self.store.set(resource, &account, patch).await?;
+        tracing::debug!(revision = stored.revision, "settings stored");
+        Ok(to_message(stored, self.url(resource)))
+    }
+
+    fn url(&self, resource: Resource) -> String {
+        self.urls[resource as usize].to_string()
+    }
+
+    /// Claims an in-flight slot for one request, held until it is dropped.
+    fn start(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.in_flight.try_start().ok_or(Error::Overloaded {
+            max: self.in_flight.max(),
+        })
+    }
+
+    /// The account a call acts for: the credentials' account when
+    /// `account_sid` is empty, else `account_sid`, which must then be the
+    /// caller's own (any account for an anonymous caller in open mode).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`], [`Error::Invalid`] for a malformed
+    /// `account_sid`, [`Error::PermissionDenied`] for another account.
+    fn authorize(&self, metadata: &MetadataMap, account_sid: &str) -> Result<AccountSid, Error> {
+        match (self.caller(metadata)?, account_sid) {
+            (Caller::Account(own), "") => Ok(own),
+            (Caller::Anonymous, "") => Err(Error::Unauthenticated(Unauthenticated::Missing)),
+            (Caller::Anonymous | Caller::Operator(_), named) => Ok(AccountSid::parse(named)?),
+            (Caller::Account(own), named) => {
+                let requested = AccountSid::parse(named)?;
+                if requested == own {
+                    Ok(own)
+                } else {
+                    Err(Error::PermissionDenied {
+                        caller: own,
+                        requested,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Who sent a call, from its `authorization` metadata.
+    fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Error> {
+        let authorization = match metadata.get("authorization") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| Error::Unauthenticated(Unauthenticated::Rejected))?,
+            ),
+        };
+        self.auth.authenticate(authorization)
+    }
+}

@@ -1,0 +1,155 @@
+//! The gRPC services: one per settings resource, each a thin binding of its
+//! generated trait to the shared [`SettingsApi`], and the operators'
+//! `AdminService`.
+
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::{convert::to_message, SettingsApi};
+use crate::{
+    auth::Caller,
+    contract::pb::{self, admin_service_server::AdminService},
+    error::Error,
+    resource::Resource,
+    store::StoredSettings,
+};
+
+/// Binds one resource's generated service trait to [`SettingsApi`]: the
+/// handlers only convert the resource's messages to the shared shapes and
+/// back. A new resource is one invocation.
+macro_rules! settings_service {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $resource:expr, $server:ident :: $service:ident,
+        $get_rpc:ident($get:ident), $set_rpc:ident($set:ident) -> $settings:ident
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(pub SettingsApi);
+
+        #[tonic::async_trait]
+        impl pb::$server::$service for $name {
+            #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
+            async fn $get_rpc(
+                &self,
+                request: Request<pb::$get>,
+            ) -> Result<Response<pb::$settings>, Status> {
+                let (metadata, _, message) = request.into_parts();
+                let answer = self.0.get($resource, &metadata, message.into()).await?;
+                Ok(Response::new(answer.into()))
+            }
+
+            #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
+            async fn $set_rpc(
+                &self,
+                request: Request<pb::$set>,
+            ) -> Result<Response<pb::$settings>, Status> {
+                let (metadata, _, message) = request.into_parts();
+                let answer = self.0.set($resource, &metadata, message.into()).await?;
+                Ok(Response::new(answer.into()))
+            }
+        }
+    };
+}
+
+settings_service!(
+    /// `settingsd.v1.RecordingSettingsService`. Cheap to clone.
+    RecordingSettingsGrpc, Resource::Recording,
+    recording_settings_service_server::RecordingSettingsService,
+    get_recording_settings(GetRecordingSettingsRequest),
+    set_recording_settings(SetRecordingSettingsRequest) -> RecordingSettings
+);
+
+settings_service!(
+    /// `settingsd.v1.CompositionSettingsService`. Cheap to clone.
+    CompositionSettingsGrpc, Resource::Composition,
+    composition_settings_service_server::CompositionSettingsService,
+    get_composition_settings(GetCompositionSettingsRequest),
+    set_composition_settings(SetCompositionSettingsRequest) -> CompositionSettings
+);
+
+/// The `settingsd.v1.AdminService` implementation: operator-only RPCs over
+/// every account. Shares the settings services' store, credentials and
+/// in-flight limit.
+#[derive(Clone)]
+pub struct AdminGrpc(pub SettingsApi);
+
+/// How many exported records may wait for a slow client: the store's scan
+/// pauses behind them, so an export's memory is bounded.
+const EXPORT_BUFFER: usize = 64;
+
+impl AdminGrpc {
+    /// Streams the store's scan to an operator, as `message` renders each
+    /// record (or skips it, with `None`). The stream ends at the first
+    /// record that does not decode, with its error: a backup must not skip
+    /// a record silently.
+    fn export<T: Send + 'static>(
+        &self,
+        request: &Request<impl Sized>,
+        message: impl Fn(&SettingsApi, StoredSettings) -> Option<T> + Send + 'static,
+    ) -> Result<ReceiverStream<Result<T, Status>>, Status> {
+        let slot = self.0.start()?;
+        if let Caller::Account(caller) = self.0.caller(request.metadata())? {
+            return Err(Error::OperatorOnly { caller }.into());
+        }
+        let (tx, rx) = mpsc::channel(EXPORT_BUFFER);
+        let api = self.0.clone();
+        let mut scan = api.store.scan();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut exported = 0_u64;
+            while let Some(record) = scan.next().await {
+                let item = match record {
+                    Ok(record) => match message(&api, record) {
+                        Some(item) => Ok(item),
+                        None => continue,
+                    },
+                    Err(e) => Err(Status::from(e)),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() {
+                    tracing::info!(exported, "export abandoned by the client");
+                    return;
+                }
+                if failed {
+                    return;
+                }
+                exported += 1;
+            }
+            tracing::info!(exported, "export finished");
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminGrpc {
+    type ExportSettingsStream = ReceiverStream<Result<pb::ExportedSettings, Status>>;
+    type ExportRecordingSettingsStream = ReceiverStream<Result<pb::RecordingSettings, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn export_settings(
+        &self,
+        request: Request<pb::ExportSettingsRequest>,
+    ) -> Result<Response<Self::ExportSettingsStream>, Status> {
+        let stream = self.export(&request, |api, record| {
+            let message = to_message(record.settings, api.url(record.resource));
+            Some(pb::ExportedSettings::new(record.resource, message))
+        })?;
+        Ok(Response::new(stream))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn export_recording_settings(
+        &self,
+        request: Request<pb::ExportRecordingSettingsRequest>,
+    ) -> Result<Response<Self::ExportRecordingSettingsStream>, Status> {
+        let stream = self.export(&request, |api, record| {
+            (record.resource == Resource::Recording).then(|| {
+                to_message(record.settings, api.url(Resource::Recording)).into()
+            })
+        })?;
+        Ok(Response::new(stream))
+    }
+}

@@ -1,0 +1,96 @@
+//! The one mapping from the domain [`Error`] to a gRPC [`Status`]. Every
+//! variant is matched (no wildcard), so a new one forces a decision here.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::{
+    contract::{REASON_INVALID, REASON_MISSING},
+    domain::{Field, ValidationError, Violation},
+    error::{Error, Unauthenticated},
+};
+
+
+impl From<Error> for Status {
+    /// The one mapping from the domain error to gRPC. Clients get a safe
+    /// message; faults on our side are logged here with their cause.
+    fn from(error: Error) -> Status {
+        match error {
+            Error::Invalid(v) => invalid_argument(&v),
+            Error::Unauthenticated(why) => Status::unauthenticated(match why {
+                Unauthenticated::Missing => {
+                    "no credentials: send `authorization: Basic base64(AccountSid:AuthToken)` \
+                     (or ApiKeySid:Secret); in open mode, name the account in account_sid instead"
+                }
+                Unauthenticated::Rejected => "the credentials are malformed or incorrect",
+            }),
+            Error::PermissionDenied { caller, requested } => Status::permission_denied(format!(
+                "credentials for account {caller} cannot act for account {requested}"
+            )),
+            Error::OperatorOnly { caller } => Status::permission_denied(format!(
+                "credentials for account {caller} cannot call operator RPCs; \
+                 use an [[operators]] entry of the accounts file"
+            )),
+            Error::Corrupt {
+                resource,
+                account,
+                detail,
+            } => {
+                tracing::error!(%resource, %account, %detail, "stored record does not decode");
+                Status::data_loss(format!(
+                    "the stored {} of account {account} cannot be read; \
+                     other accounts are unaffected",
+                    resource.spec().title
+                ))
+            }
+            Error::Storage(detail) => {
+                tracing::error!(%detail, "storage failure");
+                Status::unavailable("the settings store could not complete the request; retry")
+            }
+            Error::ShuttingDown => Status::unavailable("settingsd is shutting down; retry"),
+            Error::Reopening => Status::unavailable(
+                "settingsd is reopening its store after a storage failure; retry shortly",
+            ),
+            Error::WritesStopped(cause) => {
+                tracing::error!(%cause, "write refused: writes stopped after a failed commit");
+                Status::unavailable(
+                    "settingsd stopped taking writes after a storage failure; it resumes once \
+                     the disk takes writes again (its health is NOT_SERVING until then): retry \
+                     with backoff",
+                )
+            }
+            Error::Overloaded { max } => {
+                tracing::warn!(max, "request shed: too many in flight");
+                Status::unavailable(format!(
+                    "settingsd is at its limit of {max} requests in flight; retry with backoff"
+                ))
+            }
+            Error::Open { .. } => {
+                tracing::error!(error = %error, "store unavailable");
+                Status::internal("the settings store is unavailable")
+            }
+        }
+    }
+}
+
+/// INVALID_ARGUMENT whose message names the field, with a
+/// `google.rpc.BadRequest` detail so programs need not parse the message.
+fn invalid_argument(v: &ValidationError) -> Status {
+    let reason = match v.violation {
+        Violation::Missing => REASON_MISSING,
+        Violation::TooLong { .. } | Violation::Malformed(_) | Violation::Requires(_) => {
+            REASON_INVALID
+        }
+    };
+    let violation = FieldViolation {
+        field: v.field.as_str().to_owned(),
+        description: v.describe(Field::as_str),
+        reason: reason.to_owned(),
+        localized_message: None,
+    };
+    Status::with_error_details(
+        Code::InvalidArgument,
+        v.to_string(),
+        ErrorDetails::with_bad_request(vec![violation]),
+    )
+}

@@ -1,0 +1,139 @@
+//! The storage seam: the [`Store`] trait every backend implements, and the
+//! contract it is held to. Everything above it (the gRPC services, the HTTP
+//! bridge through them, backups, the bench) sees only this trait, so a
+//! backend can be swapped without touching them. [`sled`] is the embedded
+//! implementation (the default).
+//!
+//! # The contract
+//!
+//! Every implementation promises, per resource and account:
+//!
+//! - **Read-merge-write is atomic.** [`Store::set`] merges its patch into the
+//!   state stored at that moment; concurrent Sets of one resource never lose
+//!   an update, whichever front end or task each comes from.
+//! - **Revisions are store-wide and strictly increasing.** Every write gets a
+//!   revision greater than every revision any earlier write got, across all
+//!   resources and accounts and across restarts; 0 means "never written".
+//!   Writes are applied in revision order.
+//! - **A Set returns only once durable.** When [`Store::set`] or
+//!   [`Store::replace_many`] returns `Ok`, the write survives a crash of the
+//!   process or machine. An `Err` leaves it unknown whether the write took
+//!   effect; nothing acknowledged is ever lost.
+//! - **Resources are independent.** Writing one resource of an account never
+//!   changes another resource or another account.
+//! - **A bad record is contained.** A stored record that does not decode
+//!   fails only reads and writes of that resource of that account, with
+//!   [`Error::Corrupt`].
+//! - **Faults stop writes, not reads.** After a write that could not be made
+//!   durable, the backend refuses writes ([`Error::WritesStopped`]) until
+//!   [`Store::recover`] brings them back, and says why in [`Store::health`].
+//!
+//! `tests/api/store_contract.rs` checks these promises through the real
+//! server, so every backend runs the same suite.
+
+pub mod sled;
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use tokio_stream::Stream;
+
+use crate::{
+    domain::{AccountSid, Settings, SettingsPatch},
+    error::Error,
+    resource::Resource,
+};
+
+/// A store shared by every service of a server. Cheap to clone.
+pub type SharedStore = Arc<dyn Store>;
+
+/// One stored resource, as a scan yields it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSettings {
+    pub resource: Resource,
+    pub settings: Settings,
+}
+
+/// A write of [`Store::replace_many`]: this account's resource becomes the
+/// default resource with `patch` applied, whatever was stored before.
+#[derive(Debug, Clone)]
+pub struct Replacement {
+    pub resource: Resource,
+    pub account: AccountSid,
+    pub patch: SettingsPatch,
+}
+
+/// Every stored resource, resource by resource in [`Resource::ALL`] order,
+/// accounts in SID order. A record that does not decode is yielded as
+/// [`Error::Corrupt`] and the scan goes on; any other error ends it.
+pub type Scan = Pin<Box<dyn Stream<Item = Result<StoredSettings, Error>> + Send>>;
+
+/// Whether the store takes writes now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Why writes are stopped, if they are (a failed commit, or the store
+    /// reopening after one).
+    pub write_failure: Option<Arc<str>>,
+    /// How long the commit in progress has been running, if one is: seconds
+    /// mean a stuck disk with writers waiting on it.
+    pub commit_running_for: Option<Duration>,
+}
+
+/// A settings store. See the module docs for the contract every
+/// implementation keeps.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads an account's resource; the default resource (revision 0) if it
+    /// was never written.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the stored record does not decode;
+    /// [`Error::Storage`], [`Error::Reopening`] if the store cannot read now.
+    async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error>;
+
+    /// Merges `patch` into the account's stored resource, atomically, and
+    /// returns the result once it is durable.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the merged resource breaks a cross-field rule
+    /// (nothing is written); [`Error::Corrupt`] if the stored record does not
+    /// decode; [`Error::WritesStopped`] if the write could not be made
+    /// durable or writes are stopped; [`Error::ShuttingDown`] after
+    /// [`Store::close`]; [`Error::Storage`], [`Error::Reopening`].
+    async fn set(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        patch: SettingsPatch,
+    ) -> Result<Settings, Error>;
+
+    /// Applies every replacement in order and returns, once all of them are
+    /// durable, how many were applied: the bulk path of imports and of the
+    /// bench's preload. A replacement replaces even a record that does not
+    /// decode (importing a good record is how a bad one is repaired).
+    ///
+    /// # Errors
+    /// As [`Store::set`], for the first replacement that fails; the ones
+    /// before it are still made durable.
+    async fn replace_many(&self, replacements: Vec<Replacement>) -> Result<usize, Error>;
+
+    /// Every stored resource (see [`Scan`]). Not a point-in-time snapshot:
+    /// each record is as it was when read. The scan reads in the background
+    /// and waits while its consumer falls behind, so its memory is bounded.
+    fn scan(&self) -> Scan;
+
+    /// Whether writes work now; cheap (a server polls it for health).
+    fn health(&self) -> StoreHealth;
+
+    /// Brings writes back after a failure, if the disk (or cluster) takes
+    /// them again. Succeeds at once when there is nothing to recover.
+    ///
+    /// # Errors
+    /// If writes cannot come back yet; a later call tries again.
+    async fn recover(&self) -> Result<(), Error>;
+
+    /// Makes every write durable and stops taking writes; reads may go on.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the final commit fails or an earlier one failed.
+    async fn close(&self) -> Result<(), Error>;
+}

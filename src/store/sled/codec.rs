@@ -1,0 +1,157 @@
+//! The stored encoding of a settings record: one format-version byte, then
+//! a prost message ([`StoredSettingsV1`]), so the encoding can evolve without
+//! guessing what an old record means. Every resource uses it; the key (tree
+//! and account) says whose record it is, so neither is repeated in the value.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+
+use crate::{
+    domain::{AccountSid, CredentialSid, Field, FriendlyName, S3Url, Settings, ValidationError},
+    error::Error,
+    resource::Resource,
+};
+
+/// First byte of every stored value; bump it when the encoding changes.
+const FORMAT_V1: u8 = 1;
+
+/// Now, truncated to the microseconds the encoding keeps, so that a Set's
+/// answer equals what a later Get reads back.
+pub(super) fn now_micros() -> SystemTime {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The on-disk encoding of one account's settings resource, version 1.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredSettingsV1 {
+    #[prost(string, optional, tag = "1")]
+    friendly_name: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    aws_credentials_sid: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    aws_s3_url: Option<String>,
+    #[prost(bool, tag = "4")]
+    aws_storage_enabled: bool,
+    #[prost(string, optional, tag = "5")]
+    encryption_key_sid: Option<String>,
+    #[prost(bool, tag = "6")]
+    encryption_enabled: bool,
+    #[prost(uint64, tag = "7")]
+    revision: u64,
+    /// Microseconds since the Unix epoch.
+    #[prost(int64, tag = "8")]
+    update_time_unix_micros: i64,
+}
+
+/// Encodes a record as stored: the format byte, then the prost message.
+pub fn encode(settings: &Settings) -> Vec<u8> {
+    let stored = StoredSettingsV1 {
+        friendly_name: settings
+            .friendly_name
+            .as_ref()
+            .map(|v| v.as_str().to_owned()),
+        aws_credentials_sid: settings
+            .aws_credentials_sid
+            .as_ref()
+            .map(|v| v.as_str().to_owned()),
+        aws_s3_url: settings.aws_s3_url.as_ref().map(|v| v.as_str().to_owned()),
+        aws_storage_enabled: settings.aws_storage_enabled,
+        encryption_key_sid: settings
+            .encryption_key_sid
+            .as_ref()
+            .map(|v| v.as_str().to_owned()),
+        encryption_enabled: settings.encryption_enabled,
+        revision: settings.revision,
+        update_time_unix_micros: settings
+            .update_time
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+    };
+    let mut bytes = Vec::with_capacity(1 + stored.encoded_len());
+    bytes.push(FORMAT_V1);
+    stored
+        .encode(&mut bytes)
+        .expect("a Vec grows to fit any message");
+    bytes
+}
+
+/// Decodes a stored value, re-validating every field: a record that decodes
+/// but holds something the API would reject is as corrupt as one that does not.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the resource and the account.
+pub fn decode(resource: Resource, account: &AccountSid, bytes: &[u8]) -> Result<Settings, Error> {
+    let corrupt = |detail: String| Error::Corrupt {
+        resource,
+        account: account.clone(),
+        detail,
+    };
+    let invalid = |e: ValidationError| corrupt(e.to_string());
+    let (version, body) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt("empty record".into()))?;
+    if *version != FORMAT_V1 {
+        return Err(corrupt(format!("unknown format version {version}")));
+    }
+    let stored = StoredSettingsV1::decode(body).map_err(|e| corrupt(e.to_string()))?;
+    let credential = |field, v: Option<String>| {
+        v.map(|s| CredentialSid::parse(field, &s))
+            .transpose()
+            .map_err(invalid)
+    };
+    let micros = u64::try_from(stored.update_time_unix_micros)
+        .map_err(|_| corrupt("negative update time".into()))?;
+    let settings = Settings {
+        account_sid: account.clone(),
+        friendly_name: stored
+            .friendly_name
+            .map(|s| FriendlyName::parse(&s))
+            .transpose()
+            .map_err(invalid)?,
+        aws_credentials_sid: credential(Field::AwsCredentialsSid, stored.aws_credentials_sid)?,
+        aws_s3_url: stored
+            .aws_s3_url
+            .map(|s| S3Url::parse(&s))
+            .transpose()
+            .map_err(invalid)?,
+        aws_storage_enabled: stored.aws_storage_enabled,
+        encryption_key_sid: credential(Field::EncryptionKeySid, stored.encryption_key_sid)?,
+        encryption_enabled: stored.encryption_enabled,
+        revision: stored.revision,
+        update_time: (stored.revision > 0).then(|| UNIX_EPOCH + Duration::from_micros(micros)),
+    };
+    // A record the API could never have written (say, storage enabled with
+    // no URL) would make every later Set fail over a field its caller never
+    // sent: call it what it is.
+    settings.check_dependencies().map_err(invalid)?;
+    Ok(settings)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_breaking_a_cross_field_rule_is_corrupt_naming_the_account() {
+        let account = AccountSid::parse("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
+        let mut record = Settings::default_for(account.clone());
+        record.friendly_name = Some(FriendlyName::parse("x").unwrap());
+        record.revision = 1;
+        let resource = Resource::Composition;
+        assert!(decode(resource, &account, &encode(&record)).is_ok());
+        record.aws_storage_enabled = true;
+
+        let error = decode(resource, &account, &encode(&record)).unwrap_err();
+
+        assert!(
+            matches!(&error, Error::Corrupt { resource: r, account: a, detail }
+                if *r == resource && *a == account && detail.contains("aws_s3_url")),
+            "{error:?}"
+        );
+    }
+}

@@ -1,0 +1,588 @@
+//! The embedded store: settings in a sled database in one data directory.
+//!
+//! Layout: one sled tree per resource (named by [`Resource::name`], so
+//! `recording_settings` and `composition_settings`), keyed by account SID;
+//! values in the versioned encoding of [`codec`].
+//!
+//! Durability: a Set returns only once its write is on stable storage. sled's
+//! `flush()` on Linux ends in `sync_file_range`, which reaches neither the
+//! drive's cache nor the file's metadata, so the commit path follows it with a
+//! real `fdatasync` of sled's data file. That costs a few milliseconds, so
+//! writers share it: see [`commit`].
+//!
+//! Faults stop writes: after a failed flush or fdatasync the kernel may have
+//! dropped the dirty pages and marked them clean, so a later "successful"
+//! sync would prove nothing about the earlier writes (and sled itself keeps
+//! failing after an I/O error until it is reopened). The first failure
+//! therefore *poisons* the open database: no write is acknowledged after
+//! it, new Sets are refused, and reads go on. [`Store::recover`] (which the
+//! server calls periodically) brings writes back once the disk takes a
+//! probe write again: see [`recover`].
+//!
+//! Threads: sled calls block (a read may wait on the disk, a write on the
+//! write lock that orders revisions), so every sled call runs on tokio's
+//! blocking pool, never on an async worker; only the wait for the group
+//! commit, which is a channel, stays async. BENCHMARKS.md has the A/B that
+//! chose this rule.
+
+pub mod codec;
+mod commit;
+mod recover;
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError, RwLock,
+    },
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use self::{
+    codec::{decode, encode, now_micros},
+    commit::{GroupCommit, Syncer},
+    recover::sync_dir,
+};
+use super::{Replacement, Scan, Store, StoreHealth, StoredSettings};
+use crate::{
+    domain::{AccountSid, Settings, SettingsPatch},
+    error::Error,
+    resource::Resource,
+};
+
+/// The name of sled's data file inside the data directory (sled 0.34 layout).
+const SLED_DATA_FILE: &str = "db";
+
+/// How many scanned records may wait for a slow consumer before the scan
+/// pauses: bounds a scan's memory whatever the store's size.
+const SCAN_BUFFER: usize = 256;
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    /// sled's page cache, in bytes. sled's own default (1 GB) is far more
+    /// than a settings store needs; see [`StoreOptions::DEFAULT_CACHE_CAPACITY`].
+    pub cache_capacity: u64,
+    /// How writes are made durable; [`SyncMode::Group`] unless measuring.
+    pub sync_mode: SyncMode,
+    /// Fault injection for tests: while set, every commit fails as a full
+    /// disk would, without touching the disk.
+    pub fail_commits: Option<Arc<AtomicBool>>,
+    /// Fault injection for tests: while set, every commit hangs after
+    /// sled's flush, as an fdatasync on a stuck disk would.
+    pub stall_commits: Option<Arc<AtomicBool>>,
+}
+
+/// How a Set's write reaches stable storage. Both modes flush sled and
+/// fdatasync its data file before acknowledging; they differ in how many
+/// writes one sync covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Concurrent writers share one flush+fdatasync (see [`GroupCommit`]).
+    #[default]
+    Group,
+    /// Every write pays its own flush+fdatasync, one at a time (a sync lock
+    /// keeps them from overlapping, where sled's flush and the filesystem's
+    /// journal would merge concurrent ones into a group commit of their
+    /// own). The design without group commit; only for measuring what group
+    /// commit buys.
+    PerWrite,
+}
+
+impl StoreOptions {
+    /// 8 MiB: sled holds several times its cache budget in memory (decoded
+    /// nodes, page table), so at a million accounts 8 MiB gives ~110 MB
+    /// resident where 64 MiB gave ~200-250 MB, with no loss in read latency
+    /// measured (BENCHMARKS.md): the OS page cache keeps the data file warm.
+    pub const DEFAULT_CACHE_CAPACITY: u64 = 8 * 1024 * 1024;
+
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreOptions {
+            data_dir: data_dir.into(),
+            cache_capacity: Self::DEFAULT_CACHE_CAPACITY,
+            sync_mode: SyncMode::Group,
+            fail_commits: None,
+            stall_commits: None,
+        }
+    }
+}
+
+
+/// The sled store. Cheap to clone: clones share one database, one write
+/// lock and one group committer.
+#[derive(Clone)]
+pub struct SledStore {
+    shared: Arc<Shared>,
+}
+struct Shared {
+    options: StoreOptions,
+    /// The open database; `None` while [`Store::recover`] reopens it.
+    current: RwLock<Option<Arc<Inner>>>,
+    /// Completed flush+fdatasync commits, across reopens (see [`SledStore::syncs`]).
+    syncs: Arc<AtomicU64>,
+    /// One recovery (or close) at a time.
+    maintenance: Mutex<()>,
+    /// Set by [`Store::close`]: no recovery reopens the database after it.
+    closed: AtomicBool,
+}
+
+
+/// One open sled database and its committer.
+struct Inner {
+    db: sled::Db,
+    /// One tree per resource, indexed by `Resource as usize`.
+    trees: Vec<sled::Tree>,
+    /// Serialises read-merge-write so that concurrent Sets of one resource
+    /// never lose an update, and so revisions are assigned in the order
+    /// writes reach sled (a later Watch API streams changes in that order).
+    /// Held only for in-memory sled operations, never across the fsync.
+    write_lock: Mutex<()>,
+    sync_mode: SyncMode,
+    syncer: Arc<Syncer>,
+    commit: GroupCommit,
+    /// Scans (exports) running on this database: recovery waits for them to
+    /// end rather than take reads down while one holds it.
+    scans: AtomicUsize,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `options.data_dir`.
+    ///
+    /// # Errors
+    /// [`Error::Open`] naming the directory if it cannot be created or read,
+    /// or if another process holds it (sled takes an exclusive file lock; the
+    /// second opener fails at once rather than waiting).
+    pub fn open(options: &StoreOptions) -> Result<SledStore, Error> {
+        let syncs = Arc::new(AtomicU64::new(0));
+        let inner = Inner::open(options, &syncs)?;
+        // (No account count here: sled counts by scanning the whole tree.)
+        tracing::info!(data_dir = %options.data_dir.display(), "store opened");
+        Ok(SledStore {
+            shared: Arc::new(Shared {
+                options: options.clone(),
+                current: RwLock::new(Some(Arc::new(inner))),
+                syncs,
+                maintenance: Mutex::new(()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Whether this process still has `data_dir`'s sled data file open. sled
+    /// finishes some log writes on its own threads, which keep the file (and
+    /// its lock) open for a moment after the last handle is dropped; another
+    /// process opening the directory meanwhile finds it locked. (Linux, via
+    /// /proc/self/fd; elsewhere, always false.)
+    pub fn held_by_this_process(data_dir: &Path) -> bool {
+        let (Ok(file), Ok(fds)) = (
+            data_dir.join(SLED_DATA_FILE).canonicalize(),
+            std::fs::read_dir("/proc/self/fd"),
+        ) else {
+            return false;
+        };
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == file))
+    }
+
+    /// Whether `data_dir` holds a store (so that opening it would not create
+    /// an empty one).
+    pub fn exists(data_dir: &Path) -> bool {
+        data_dir.join(SLED_DATA_FILE).is_file()
+    }
+
+    /// The open database.
+    ///
+    /// # Errors
+    /// [`Error::Reopening`] while [`Store::recover`] reopens it.
+    fn current(&self) -> Result<Arc<Inner>, Error> {
+        self.open_db().ok_or(Error::Reopening)
+    }
+
+    /// The open database, or `None` while [`Store::recover`] reopens it.
+    fn open_db(&self) -> Option<Arc<Inner>> {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many commits (sled flush, then fdatasync of its data file) have
+    /// completed since the store was opened: a durability metric, and how
+    /// the tests check that every acknowledged Set waited for one.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Makes every write so far durable and stops the committer. Later Sets
+    /// fail with [`Error::ShuttingDown`]; reads keep working.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the final flush fails or an earlier commit
+    /// failed.
+    fn close_blocking(&self) -> Result<(), Error> {
+        let _one = self
+            .shared
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.shared.closed.store(true, Ordering::SeqCst);
+        match self.current() {
+            Ok(inner) => inner.commit.stop(),
+            Err(_) => Err(Error::Storage(
+                "closed while reopening after a failed commit".into(),
+            )),
+        }
+    }
+}
+
+impl Inner {
+    fn open(options: &StoreOptions, syncs: &Arc<AtomicU64>) -> Result<Inner, Error> {
+        let path = options.data_dir.clone();
+        let open_err = |source: std::io::Error| Error::Open {
+            path: path.clone(),
+            source,
+        };
+        let db = open_sled(options).map_err(|e| match e {
+            // sled reports its held file lock as a generic I/O error.
+            sled::Error::Io(io) if is_lock_error(&io) => open_err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "it is in use by another settingsd process (the lock on its db file is held)",
+            )),
+            sled::Error::Io(io) => open_err(io),
+            other => open_err(std::io::Error::other(other.to_string())),
+        })?;
+        let trees = Resource::ALL
+            .iter()
+            .map(|r| db.open_tree(r.name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let data_file = File::open(options.data_dir.join(SLED_DATA_FILE)).map_err(open_err)?;
+        // Make the directory entries of sled's files durable once, so the
+        // per-commit fdatasync of the data file is enough from here on.
+        sync_dir(&options.data_dir).map_err(open_err)?;
+        let syncer = Arc::new(Syncer::new(
+            db.clone(),
+            data_file,
+            options,
+            Arc::clone(syncs),
+        ));
+        let commit = GroupCommit::start(Arc::clone(&syncer));
+        Ok(Inner {
+            db,
+            trees,
+            write_lock: Mutex::new(()),
+            sync_mode: options.sync_mode,
+            syncer,
+            commit,
+            scans: AtomicUsize::new(0),
+        })
+    }
+
+    fn tree(&self, resource: Resource) -> &sled::Tree {
+        &self.trees[resource as usize]
+    }
+
+    fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error> {
+        match self.tree(resource).get(account.as_str())? {
+            Some(bytes) => decode(resource, account, &bytes),
+            None => Ok(Settings::default_for(account.clone())),
+        }
+    }
+
+    /// Returns once `revision` (already applied to sled) is on stable storage.
+    async fn wait_durable(&self, revision: u64) -> Result<(), Error> {
+        match self.sync_mode {
+            SyncMode::Group => self.commit.wait_durable(revision).await,
+            SyncMode::PerWrite => {
+                let syncer = Arc::clone(&self.syncer);
+                blocking(move || syncer.sync_alone().map_err(Error::WritesStopped)).await
+            }
+        }
+    }
+
+    /// The read-merge-write half of a Set, under the write lock.
+    fn apply(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        patch: SettingsPatch,
+        merge: Merge,
+    ) -> Result<Settings, Error> {
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A poisoned database refuses writes (whether or not a recovery has
+        // already stopped its committer); after close, a write could reach
+        // sled but never be acknowledged.
+        self.syncer.check_healthy()?;
+        if self.commit.is_stopping() {
+            return Err(Error::ShuttingDown);
+        }
+        let base = match merge {
+            Merge::IntoStored => self.get(resource, account)?,
+            Merge::IntoDefault => Settings::default_for(account.clone()),
+        };
+        let mut next = base.merged(patch)?;
+        // sled's IDs are strictly increasing across restarts (it persists
+        // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
+        next.revision = self.db.generate_id()? + 1;
+        next.update_time = Some(now_micros());
+        self.tree(resource).insert(account.as_str(), encode(&next))?;
+        // In per-write mode the writer syncs for itself; waking the committer
+        // too would run a second sync beside it and skew the comparison.
+        if self.sync_mode == SyncMode::Group {
+            self.commit.written(next.revision);
+        }
+        Ok(next)
+    }
+}
+
+/// What a write's patch is merged into.
+#[derive(Debug, Clone, Copy)]
+enum Merge {
+    /// The stored resource (a Set).
+    IntoStored,
+    /// The default resource, replacing whatever is stored (an import).
+    IntoDefault,
+}
+
+/// How long a reopen in this process waits for sled to let go of the
+/// directory it just closed.
+const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Opens sled in `options.data_dir`.
+///
+/// A reopen by this same process (close then open, as the tests, recovery
+/// and an embedding program do) waits for sled to let go of the directory
+/// (see [`SledStore::held_by_this_process`]), up to [`REOPEN_PATIENCE`]; a lock
+/// held by another process fails at once.
+fn open_sled(options: &StoreOptions) -> sled::Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(&options.data_dir)
+        .cache_capacity(options.cache_capacity)
+        // Our own committer flushes when a write needs it; sled's
+        // background flusher would only add fsync-less flushes.
+        .flush_every_ms(None)
+        // sled persists its ID counter every this many IDs and skips
+        // twice as many on recovery: revisions jump by ~8k per restart.
+        .idgen_persist_interval(4096);
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(io))
+                if is_lock_error(&io)
+                    && started.elapsed() < REOPEN_PATIENCE
+                    && SledStore::held_by_this_process(&options.data_dir) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
+#[async_trait::async_trait]
+impl Store for SledStore {
+    async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error> {
+        let inner = self.current()?;
+        let account = account.clone();
+        blocking(move || inner.get(resource, &account)).await
+    }
+
+    async fn set(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        patch: SettingsPatch,
+    ) -> Result<Settings, Error> {
+        let inner = self.current()?;
+        let writer = Arc::clone(&inner);
+        let account = account.clone();
+        let stored =
+            blocking(move || writer.apply(resource, &account, patch, Merge::IntoStored)).await?;
+        inner.wait_durable(stored.revision).await?;
+        Ok(stored)
+    }
+
+    async fn replace_many(&self, replacements: Vec<Replacement>) -> Result<usize, Error> {
+        let inner = self.current()?;
+        let writer = Arc::clone(&inner);
+        let (applied, last, failure) = blocking(move || {
+            let mut applied = 0;
+            let mut last = None;
+            for r in replacements {
+                match writer.apply(r.resource, &r.account, r.patch, Merge::IntoDefault) {
+                    Ok(stored) => {
+                        last = Some(stored.revision);
+                        applied += 1;
+                    }
+                    Err(e) => return Ok((applied, last, Some(e))),
+                }
+            }
+            Ok((applied, last, None))
+        })
+        .await?;
+        if let Some(revision) = last {
+            inner.wait_durable(revision).await?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(applied),
+        }
+    }
+
+    fn scan(&self) -> Scan {
+        let (tx, rx) = mpsc::channel(SCAN_BUFFER);
+        match self.current() {
+            Ok(inner) => {
+                let scan_tx = tx.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    for record in Scanner::new(inner) {
+                        if scan_tx.blocking_send(record).is_err() {
+                            return; // the consumer went away
+                        }
+                    }
+                });
+                // A scan that dies must end the stream with an error: a
+                // stream that just ends would read as a complete, shorter one.
+                tokio::spawn(async move {
+                    if let Err(e) = task.await {
+                        tracing::error!(error = %e, "store scan failed");
+                        let _ = tx
+                            .send(Err(Error::Storage(format!("the scan failed part way: {e}"))))
+                            .await;
+                    }
+                });
+            }
+            Err(e) => {
+                let _ = tx.try_send(Err(e));
+            }
+        }
+        Box::pin(ReceiverStream::new(rx))
+    }
+
+    fn health(&self) -> StoreHealth {
+        match self.open_db() {
+            None => StoreHealth {
+                write_failure: Some("reopening the database after a failed commit".into()),
+                commit_running_for: None,
+            },
+            Some(inner) => StoreHealth {
+                write_failure: inner.syncer.poison(),
+                commit_running_for: inner.syncer.running_for(),
+            },
+        }
+    }
+
+    async fn recover(&self) -> Result<(), Error> {
+        let store = self.clone();
+        blocking(move || store.recover_blocking()).await
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        let store = self.clone();
+        blocking(move || store.close_blocking()).await
+    }
+}
+
+/// Runs sled work on tokio's blocking pool, off the async workers (see the
+/// module docs).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Storage(format!("a store task failed: {e}")))?
+}
+
+/// A running scan: holds its database, and counts itself in
+/// [`Inner::scans`] while it lives.
+struct Scanner {
+    inner: Arc<Inner>,
+    /// The resources still to scan after the current one.
+    remaining: std::vec::IntoIter<Resource>,
+    current: Option<(Resource, sled::Iter)>,
+}
+
+impl Scanner {
+    fn new(inner: Arc<Inner>) -> Scanner {
+        inner.scans.fetch_add(1, Ordering::SeqCst);
+        Scanner {
+            inner,
+            remaining: Resource::ALL.to_vec().into_iter(),
+            current: None,
+        }
+    }
+}
+
+impl Iterator for Scanner {
+    type Item = Result<StoredSettings, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((resource, iter)) = &mut self.current {
+                let resource = *resource;
+                if let Some(entry) = iter.next() {
+                    return Some(decode_entry(resource, entry));
+                }
+            }
+            let resource = self.remaining.next()?;
+            self.current = Some((resource, self.inner.tree(resource).iter()));
+        }
+    }
+}
+
+fn decode_entry(
+    resource: Resource,
+    entry: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<StoredSettings, Error> {
+    let (key, value) = entry?;
+    let key = String::from_utf8_lossy(&key).into_owned();
+    let account = AccountSid::parse(&key).map_err(|_| {
+        Error::Storage(format!(
+            "a stored {resource} key is not an account SID: {key:?}"
+        ))
+    })?;
+    let settings = decode(resource, &account, &value)?;
+    Ok(StoredSettings { resource, settings })
+}
+
+impl Drop for Scanner {
+    fn drop(&mut self) {
+        self.inner.scans.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_by_this_process_sees_only_a_data_file_it_holds() {
+        let held = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join(SLED_DATA_FILE), b"").unwrap();
+        let file = File::create(held.path().join(SLED_DATA_FILE)).unwrap();
+
+        assert!(SledStore::held_by_this_process(held.path()));
+        assert!(!SledStore::held_by_this_process(other.path()));
+        drop(file);
+        assert!(!SledStore::held_by_this_process(held.path()));
+    }
+}

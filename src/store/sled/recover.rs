@@ -1,0 +1,188 @@
+//! Recovery after a failed commit: release the poisoned database, write its
+//! files back so the disk holds what the page cache does, probe the disk.
+
+use std::{
+    fs::File,
+    path::Path,
+    sync::{atomic::Ordering, Arc, PoisonError},
+    time::Duration,
+};
+
+use super::{
+    commit::{injected_fault, is_set},
+    Inner, SledStore, StoreOptions,
+};
+use crate::error::Error;
+
+impl SledStore {
+    /// Brings writes back after a failed commit, if the disk takes writes
+    /// again: probes it with a small fsynced file, and only if that works,
+    /// closes the poisoned database (waiting for running exports first),
+    /// writes every data file back and syncs it (so the disk holds what the
+    /// page cache does, see [`recover::rewrite_and_sync`]), and reopens the database,
+    /// replaying sled's log. Requests answer [`Error::Reopening`] meanwhile.
+    /// Blocking. Writes that failed may or may not survive; acknowledged
+    /// ones do.
+    ///
+    /// Succeeds at once when there is nothing to recover.
+    ///
+    /// # Errors
+    /// If the probe, the release of the old database or the reopen fails;
+    /// the store then stays as it was (or, if the reopen failed, keeps
+    /// answering [`Error::Reopening`]) and a later call tries again.
+    pub(super) fn recover_blocking(&self) -> Result<(), Error> {
+        let _one = self
+            .shared
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let (healthy, scanning) = self.open_db().map_or((false, false), |inner| {
+            (
+                inner.syncer.poison().is_none(),
+                inner.scans.load(Ordering::SeqCst) > 0,
+            )
+        });
+        if healthy {
+            return Ok(());
+        }
+        if scanning {
+            return Err(Error::Storage(
+                "an export is reading the failed database; waiting for it to end".into(),
+            ));
+        }
+        probe_disk(&self.shared.options)
+            .map_err(|e| Error::Storage(format!("the disk does not take writes yet: {e}")))?;
+        let old = self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(old) = old {
+            // Its waiting writers fail; its commit thread ends.
+            let _ = old.commit.stop();
+            if let Err(old) = release(old) {
+                *self
+                    .shared
+                    .current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(old);
+                return Err(Error::Storage(
+                    "requests still hold the failed database; will retry".into(),
+                ));
+            }
+        }
+        // After a failed fdatasync the page cache may hold pages the kernel
+        // marked clean without writing them: the reopened sled would read
+        // them (they are in memory), append after them, and later syncs
+        // would never write them. Writing every byte back and syncing makes
+        // the disk hold what sled is about to read.
+        rewrite_and_sync(&self.shared.options.data_dir).map_err(|e| {
+            Error::Storage(format!(
+                "cannot rewrite the data files after the failure: {e}"
+            ))
+        })?;
+        let inner = Inner::open(&self.shared.options, &self.shared.syncs)?;
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(inner));
+        tracing::info!(
+            data_dir = %self.shared.options.data_dir.display(),
+            "store reopened after a failed commit: writes resume"
+        );
+        Ok(())
+    }
+}
+
+/// How long [`SledStore::recover_blocking`] waits for in-flight requests to let go of the
+/// poisoned database before giving up until the next attempt.
+pub(super) const RELEASE_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Drops `inner` once this is its last reference (in-flight requests finish
+/// quickly), so sled lets go of the directory; gives it back if requests
+/// still hold it after [`RELEASE_PATIENCE`].
+pub(super) fn release(mut inner: Arc<Inner>) -> Result<(), Arc<Inner>> {
+    let started = std::time::Instant::now();
+    loop {
+        match Arc::try_unwrap(inner) {
+            Ok(inner) => {
+                // sled's log flushes and fsyncs on drop, and unwraps the
+                // result: a disk that still fails must not take the
+                // recovery thread down with it.
+                let dropped =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(inner)));
+                if dropped.is_err() {
+                    tracing::warn!(
+                        "closing the failed database panicked inside sled; reopening anyway"
+                    );
+                }
+                return Ok(());
+            }
+            Err(still_shared) if started.elapsed() < RELEASE_PATIENCE => {
+                inner = still_shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(still_shared) => return Err(still_shared),
+        }
+    }
+}
+
+/// Reads every regular file under `dir` and writes it back in place, then
+/// fdatasyncs each file and fsyncs each directory: afterwards the disk holds
+/// exactly what the page cache does. Used by [`SledStore::recover_blocking`] only, after
+/// the database is closed; it costs one read and one write of the store.
+pub(super) fn rewrite_and_sync(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            rewrite_and_sync(&entry.path())?;
+        } else if kind.is_file() {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(entry.path())?;
+            let mut buf = vec![0; 1 << 20];
+            let mut offset = 0;
+            loop {
+                let n = file.read_at(&mut buf, offset)?;
+                if n == 0 {
+                    break;
+                }
+                file.write_all_at(&buf[..n], offset)?;
+                offset += n as u64;
+            }
+            file.sync_data()?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Whether the data directory's disk takes a durable write again: writes,
+/// fsyncs and removes a small file beside sled's. (Honours
+/// [`StoreOptions::fail_commits`], which stands for a full disk.)
+pub(super) fn probe_disk(options: &StoreOptions) -> std::io::Result<()> {
+    if is_set(options.fail_commits.as_ref()) {
+        return Err(injected_fault());
+    }
+    let path = options.data_dir.join(".settingsd-probe");
+    let result = (|| {
+        use std::io::Write;
+        let mut file = File::create(&path)?;
+        file.write_all(&[0; 4096])?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
