@@ -24,7 +24,9 @@ use tokio_stream::StreamExt;
 
 use crate::{
     contract::SettingsMessage,
-    domain::{AccountSid, CredentialSid, Field, FriendlyName, S3Url, Settings, SettingsPatch, Update},
+    domain::{
+        AccountSid, CredentialSid, Field, FriendlyName, S3Url, Settings, SettingsPatch, Update,
+    },
     error::Error,
     grpc::to_message,
     resource::Resource,
@@ -161,7 +163,10 @@ pub async fn export(
     while let Some(record) = scan.next().await {
         match record {
             Ok(record) => {
-                writer.write(&ExportedRecord::from_stored(record.resource, record.settings))?;
+                writer.write(&ExportedRecord::from_stored(
+                    record.resource,
+                    record.settings,
+                ))?;
             }
             Err(Error::Corrupt {
                 resource,

@@ -194,12 +194,20 @@ impl SettingsClient {
         match resource {
             Resource::Recording => {
                 let request = request.map(pb::GetRecordingSettingsRequest::from);
-                let answer = self.recording.clone().get_recording_settings(request).await?;
+                let answer = self
+                    .recording
+                    .clone()
+                    .get_recording_settings(request)
+                    .await?;
                 Ok(answer.into_inner().into())
             }
             Resource::Composition => {
                 let request = request.map(pb::GetCompositionSettingsRequest::from);
-                let answer = self.composition.clone().get_composition_settings(request).await?;
+                let answer = self
+                    .composition
+                    .clone()
+                    .get_composition_settings(request)
+                    .await?;
                 Ok(answer.into_inner().into())
             }
         }
@@ -217,12 +225,20 @@ impl SettingsClient {
         match resource {
             Resource::Recording => {
                 let request = request.map(pb::SetRecordingSettingsRequest::from);
-                let answer = self.recording.clone().set_recording_settings(request).await?;
+                let answer = self
+                    .recording
+                    .clone()
+                    .set_recording_settings(request)
+                    .await?;
                 Ok(answer.into_inner().into())
             }
             Resource::Composition => {
                 let request = request.map(pb::SetCompositionSettingsRequest::from);
-                let answer = self.composition.clone().set_composition_settings(request).await?;
+                let answer = self
+                    .composition
+                    .clone()
+                    .set_composition_settings(request)
+                    .await?;
                 Ok(answer.into_inner().into())
             }
         }

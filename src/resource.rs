@@ -86,7 +86,10 @@ impl FromStr for Resource {
             .find(|r| r.spec().cli_name == value || r.name() == value)
             .ok_or_else(|| {
                 let names: Vec<_> = Resource::ALL.iter().map(|r| r.spec().cli_name).collect();
-                format!("unknown resource {value:?}: expected one of {}", names.join(", "))
+                format!(
+                    "unknown resource {value:?}: expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -106,6 +109,9 @@ mod tests {
                 assert_ne!(a.spec().cli_name, b.spec().cli_name);
             }
         }
-        assert!("nope".parse::<Resource>().unwrap_err().contains("recording"));
+        assert!("nope"
+            .parse::<Resource>()
+            .unwrap_err()
+            .contains("recording"));
     }
 }

@@ -1,18 +1,26 @@
 //! Model-based test of the store: random sequences of Sets (valid, invalid,
-//! clearing), Gets and restarts, applied both to the real sled store (on a
-//! temporary directory) and to a simple in-memory model of the documented
-//! semantics, must agree at every step.
+//! clearing), Gets and restarts over every resource of a few accounts,
+//! applied both to the real sled store (on a temporary directory) and to a
+//! simple in-memory model of the documented semantics (in which every
+//! resource of every account is independent), must agree at every step.
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 use settingsd::{
+    contract::SetSettingsMessage,
     domain::{AccountSid, Field},
-    grpc::parse_patch,
-    pb::SetRecordingSettingsRequest,
-    store::{Store, StoreOptions},
+    parse_patch,
+    resource::Resource,
+    store::{
+        sled::{SledStore, StoreOptions},
+        Store,
+    },
     Error,
 };
+
+/// A resource of an account: (index into ACCOUNTS, resource).
+type Key = (usize, Resource);
 
 const ACCOUNTS: [&str; 3] = [
     "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
@@ -29,9 +37,16 @@ const INVALID_URLS: [&str; 3] = ["http://a.s3.amazonaws.com/", "https://a b/", "
 
 #[derive(Debug, Clone)]
 enum Op {
-    Set(usize, SetRecordingSettingsRequest),
-    Get(usize),
+    Set(Key, SetSettingsMessage),
+    Get(Key),
     Restart,
+}
+
+fn key() -> impl Strategy<Value = Key> {
+    (
+        0..ACCOUNTS.len(),
+        proptest::sample::select(&Resource::ALL[..]),
+    )
 }
 
 fn sid_value() -> impl Strategy<Value = Option<String>> {
@@ -63,7 +78,7 @@ fn name_value() -> impl Strategy<Value = String> {
 
 fn op() -> impl Strategy<Value = Op> {
     let set = (
-        0..ACCOUNTS.len(),
+        key(),
         name_value(),
         sid_value(),
         url_value(),
@@ -71,11 +86,11 @@ fn op() -> impl Strategy<Value = Op> {
         sid_value(),
         proptest::option::of(any::<bool>()),
     )
-        .prop_map(|(account, name, creds, url, storage, key, encryption)| {
+        .prop_map(|(at, name, creds, url, storage, key, encryption)| {
             Op::Set(
-                account,
-                SetRecordingSettingsRequest {
-                    account_sid: ACCOUNTS[account].to_owned(),
+                at,
+                SetSettingsMessage {
+                    account_sid: ACCOUNTS[at.0].to_owned(),
                     friendly_name: name,
                     aws_credentials_sid: creds,
                     aws_s3_url: url,
@@ -85,7 +100,7 @@ fn op() -> impl Strategy<Value = Op> {
                 },
             )
         });
-    prop_oneof![6 => set, 3 => (0..ACCOUNTS.len()).prop_map(Op::Get), 1 => Just(Op::Restart)]
+    prop_oneof![6 => set, 3 => key().prop_map(Op::Get), 1 => Just(Op::Restart)]
 }
 
 /// The documented semantics, written out plainly.
@@ -101,7 +116,7 @@ struct Model {
 
 impl Model {
     /// The merged state, or the first field the documented rules reject.
-    fn apply(&self, req: &SetRecordingSettingsRequest) -> Result<Model, Field> {
+    fn apply(&self, req: &SetSettingsMessage) -> Result<Model, Field> {
         let name_ok = !req.friendly_name.is_empty() && req.friendly_name.chars().count() <= 255;
         if !name_ok {
             return Err(Field::FriendlyName);
@@ -148,10 +163,13 @@ impl Model {
     }
 }
 
-fn observed(store: &Store, account: usize) -> Model {
-    let s = store
-        .get(&AccountSid::parse(ACCOUNTS[account]).unwrap())
-        .unwrap();
+fn observed(
+    runtime: &tokio::runtime::Runtime,
+    store: &SledStore,
+    (account, resource): Key,
+) -> Model {
+    let account = AccountSid::parse(ACCOUNTS[account]).unwrap();
+    let s = runtime.block_on(store.get(resource, &account)).unwrap();
     Model {
         friendly_name: s.friendly_name.map(|v| v.as_str().to_owned()),
         aws_credentials_sid: s.aws_credentials_sid.map(|v| v.as_str().to_owned()),
@@ -169,25 +187,25 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions::new(dir.path());
-    let mut store = Store::open(&options).unwrap();
-    let mut model: HashMap<usize, Model> = HashMap::new();
+    let mut store = SledStore::open(&options).unwrap();
+    let mut model: HashMap<Key, Model> = HashMap::new();
     let mut last_revision = 0;
 
     for op in ops {
         match op {
-            Op::Set(account, req) => {
-                let before = model.get(&account).cloned().unwrap_or_default();
+            Op::Set(key, req) => {
+                let before = model.get(&key).cloned().unwrap_or_default();
                 let expected = before.apply(&req);
-                let sid = AccountSid::parse(ACCOUNTS[account]).unwrap();
+                let sid = AccountSid::parse(ACCOUNTS[key.0]).unwrap();
                 let result = match parse_patch(&req) {
                     Err(e) => Err(Error::Invalid(e)),
-                    Ok(patch) => runtime.block_on(store.set(&sid, patch)),
+                    Ok(patch) => runtime.block_on(store.set(key.1, &sid, patch)),
                 };
                 match (expected, result) {
                     (Ok(next), Ok(stored)) => {
                         prop_assert!(stored.revision > last_revision, "revisions increase");
                         last_revision = stored.revision;
-                        model.insert(account, next);
+                        model.insert(key, next);
                     }
                     (Err(field), Err(Error::Invalid(e))) => prop_assert_eq!(e.field, field),
                     (expected, result) => {
@@ -197,28 +215,30 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 prop_assert_eq!(
-                    observed(&store, account),
-                    model.get(&account).cloned().unwrap_or_default()
+                    observed(&runtime, &store, key),
+                    model.get(&key).cloned().unwrap_or_default()
                 );
             }
-            Op::Get(account) => {
+            Op::Get(key) => {
                 prop_assert_eq!(
-                    observed(&store, account),
-                    model.get(&account).cloned().unwrap_or_default()
+                    observed(&runtime, &store, key),
+                    model.get(&key).cloned().unwrap_or_default()
                 );
             }
             Op::Restart => {
-                store.close().unwrap();
+                runtime.block_on(store.close()).unwrap();
                 drop(store);
-                store = Store::open(&options).unwrap();
+                store = SledStore::open(&options).unwrap();
             }
         }
     }
     for account in 0..ACCOUNTS.len() {
-        prop_assert_eq!(
-            observed(&store, account),
-            model.get(&account).cloned().unwrap_or_default()
-        );
+        for resource in Resource::ALL {
+            prop_assert_eq!(
+                observed(&runtime, &store, (account, resource)),
+                model.get(&(account, resource)).cloned().unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }

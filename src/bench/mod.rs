@@ -40,8 +40,6 @@ use tonic::{transport::Channel, Request, Response, Status};
 use crate::{
     auth::{basic_authorization, BasicCredentials},
     domain::{AccountSid, FriendlyName, SettingsPatch},
-    resource::Resource,
-    server::Ready,
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         recording_settings_service_server::{
@@ -49,6 +47,8 @@ use crate::{
         },
         GetRecordingSettingsRequest, RecordingSettings, SetRecordingSettingsRequest,
     },
+    resource::Resource,
+    server::Ready,
     store::{
         sled::{SledStore, StoreOptions},
         Replacement, Store,
@@ -697,8 +697,8 @@ impl ChildServer {
             .await
             .context("the server did not start within 60s")??
             .context("the server exited before serving")?;
-        let ready: ReadyLine = serde_json::from_str(&line)
-            .with_context(|| format!("not a ready line: {line:?}"))?;
+        let ready: ReadyLine =
+            serde_json::from_str(&line).with_context(|| format!("not a ready line: {line:?}"))?;
         let url = |addr: std::net::SocketAddr| format!("http://{addr}");
         Ok(ChildServer {
             grpc: url(ready.grpc.context("no grpc address in the ready line")?),

@@ -138,4 +138,3 @@ impl fmt::Display for Param {
         f.write_str(self.as_str())
     }
 }
-

@@ -128,7 +128,6 @@ async fn time_limit(
     }
 }
 
-
 async fn fetch(State(backend): State<Backend>, resource: Resource, headers: HeaderMap) -> Response {
     let request = match with_credentials(GetSettingsMessage::default(), &headers) {
         Ok(request) => request,
@@ -201,7 +200,6 @@ fn with_credentials<T>(message: T, headers: &HeaderMap) -> Result<Request<T>, Ap
     Ok(request)
 }
 
-
 /// Reads a form body into a Set request, with Twilio's parameter names.
 async fn read_form(headers: &HeaderMap, body: Body) -> Result<SetSettingsMessage, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
@@ -222,7 +220,6 @@ async fn read_form(headers: &HeaderMap, body: Body) -> Result<SetSettingsMessage
     }
     parse_form(&bytes)
 }
-
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(uri.path())

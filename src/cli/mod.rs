@@ -346,7 +346,9 @@ async fn export_online(
             Ok(())
         }
         Err(status) if status.code() == tonic::Code::Unimplemented => {
-            tracing::warn!("the server has no ExportSettings: exporting its Recording Settings only");
+            tracing::warn!(
+                "the server has no ExportSettings: exporting its Recording Settings only"
+            );
             let request = BasicCredentials::request(credentials, ExportRecordingSettingsRequest {});
             let mut stream = client
                 .export_recording_settings(request)

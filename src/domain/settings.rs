@@ -149,7 +149,6 @@ impl Settings {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,9 +162,7 @@ mod tests {
         let mut first = SettingsPatch::new(FriendlyName::parse("one").unwrap());
         first.encryption_key_sid = Update::Set(cr.clone());
         first.encryption_enabled = Some(true);
-        let stored = Settings::default_for(account)
-            .merged(first)
-            .unwrap();
+        let stored = Settings::default_for(account).merged(first).unwrap();
 
         let second = SettingsPatch::new(FriendlyName::parse("two").unwrap());
         let kept = stored.merged(second).unwrap();

@@ -195,7 +195,6 @@ fn has_valid_percent_escapes(value: &str) -> bool {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,9 @@ use std::time::SystemTime;
 
 use crate::{
     contract::{SetSettingsMessage, SettingsMessage},
-    domain::{CredentialSid, Field, FriendlyName, S3Url, Settings, SettingsPatch, Update, ValidationError},
+    domain::{
+        CredentialSid, Field, FriendlyName, S3Url, Settings, SettingsPatch, Update, ValidationError,
+    },
 };
 
 /// A record as the contract answers it, with `url` as its resource's address.

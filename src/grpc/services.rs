@@ -146,9 +146,8 @@ impl AdminService for AdminGrpc {
         request: Request<pb::ExportRecordingSettingsRequest>,
     ) -> Result<Response<Self::ExportRecordingSettingsStream>, Status> {
         let stream = self.export(&request, |api, record| {
-            (record.resource == Resource::Recording).then(|| {
-                to_message(record.settings, api.url(Resource::Recording)).into()
-            })
+            (record.resource == Resource::Recording)
+                .then(|| to_message(record.settings, api.url(Resource::Recording)).into())
         })?;
         Ok(Response::new(stream))
     }

@@ -10,7 +10,6 @@ use crate::{
     error::{Error, Unauthenticated},
 };
 
-
 impl From<Error> for Status {
     /// The one mapping from the domain error to gRPC. Clients get a safe
     /// message; faults on our side are logged here with their cause.

@@ -225,4 +225,3 @@ impl AsyncWrite for LimitedStream {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
-

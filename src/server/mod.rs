@@ -26,13 +26,13 @@ use tokio::{
 use tokio_stream::StreamExt;
 use tonic::transport::{Endpoint, Server};
 
+pub use self::limits::Limits;
 use self::{
     idle::{TrackActivity, TrackActivityLayer},
     limits::limited_incoming,
     local::LocalBackend,
     supervise::{not_serving, serving, supervise_store},
 };
-pub use self::limits::Limits;
 pub use crate::grpc::PublicUrl;
 use crate::{
     auth::Authenticator,
@@ -41,8 +41,7 @@ use crate::{
         pb::{
             admin_service_server::AdminServiceServer,
             composition_settings_service_server::CompositionSettingsServiceServer,
-            recording_settings_service_server::RecordingSettingsServiceServer,
-            FILE_DESCRIPTOR_SET,
+            recording_settings_service_server::RecordingSettingsServiceServer, FILE_DESCRIPTOR_SET,
         },
         SettingsClient,
     },

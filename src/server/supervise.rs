@@ -101,4 +101,3 @@ pub(super) async fn not_serving(health: &tonic_health::server::HealthReporter) {
         .set_service_status("", ServingStatus::NotServing)
         .await;
 }
-

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use settingsd::pb::{
-    admin_service_client::AdminServiceClient, ExportRecordingSettingsRequest, RecordingSettings,
+    admin_service_client::AdminServiceClient, ExportRecordingSettingsRequest,
     SetRecordingSettingsRequest,
 };
 use tonic::Code;
@@ -23,8 +23,8 @@ async fn settingsd(args: &[&str], dir: &Path) -> std::process::Output {
 }
 
 /// What a record says, without the revision and time a write stamps.
-fn content(s: RecordingSettings) -> RecordingSettings {
-    RecordingSettings {
+fn content(s: SettingsMessage) -> SettingsMessage {
+    SettingsMessage {
         revision: 0,
         update_time: None,
         ..s

@@ -5,7 +5,7 @@ use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
 
 use std::time::Duration;
 
-use settingsd::{limits::Limits, store::StoreOptions};
+use settingsd::{server::Limits, store::sled::StoreOptions};
 use tonic::Code;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -182,7 +182,7 @@ async fn a_stuck_commit_turns_health_not_serving_until_it_finishes() {
         acknowledged.friendly_name.as_deref(),
         Some("through a stuck disk")
     );
-    assert_eq!(app.get(ACCOUNT).await, acknowledged);
+    assert_eq!(app.get(ACCOUNT).await, SettingsMessage::from(acknowledged));
 }
 
 #[tokio::test]

@@ -1,13 +1,39 @@
-//! The Recording Settings RPCs: defaults, merge, clear, validation, restarts
-//! and concurrency.
+//! The settings RPCs of every resource: defaults, merge, clear, validation,
+//! restarts and concurrency, written once and run for each resource (see
+//! `for_each_resource!`), and the independence of the resources.
 
 use std::collections::HashMap;
 
-use settingsd::pb::{RecordingSettings, SetRecordingSettingsRequest};
+use settingsd::pb::SetRecordingSettingsRequest;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::helpers::*;
+
+#[tokio::test]
+async fn setting_one_resource_never_changes_another() {
+    let app = spawn_app().await;
+    let recording = app.for_resource(Resource::Recording);
+    let stored = recording.set(full_set_request(ACCOUNT)).await;
+    let composition = recording.for_resource(Resource::Composition);
+
+    let untouched = composition.get(ACCOUNT).await;
+    let other = composition.set(set_request(ACCOUNT, "compositions")).await;
+    let recording = composition.for_resource(Resource::Recording);
+    let still = recording.get(ACCOUNT).await;
+
+    assert_eq!(
+        untouched.revision, 0,
+        "the composition resource was never set"
+    );
+    assert_eq!(untouched.friendly_name, None);
+    assert_eq!(untouched.url, COMPOSITION_URL);
+    assert!(!other.aws_storage_enabled && other.aws_s3_url.is_none());
+    assert!(other.revision > stored.revision, "revisions are store-wide");
+    assert_eq!(still, stored, "the composition Set left recording alone");
+}
+
+for_each_resource! {
 
 #[tokio::test]
 async fn get_before_any_set_returns_the_default_resource() {
@@ -17,7 +43,7 @@ async fn get_before_any_set_returns_the_default_resource() {
 
     assert_eq!(
         got,
-        RecordingSettings {
+        SettingsMessage {
             account_sid: ACCOUNT.into(),
             url: TWILIO_URL.into(),
             ..Default::default()
@@ -143,7 +169,7 @@ fn invalid_sets() -> Vec<(SetRecordingSettingsRequest, &'static str)> {
 
 #[tokio::test]
 async fn every_invalid_set_is_rejected_naming_the_field_and_changes_nothing() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
     let before = app
         .set(SetRecordingSettingsRequest {
             friendly_name: "before".into(),
@@ -153,8 +179,7 @@ async fn every_invalid_set_is_rejected_naming_the_field_and_changes_nothing() {
 
     for (request, field) in invalid_sets() {
         let status = app
-            .client
-            .set_recording_settings(request.clone())
+            .try_set(request.clone())
             .await
             .expect_err(&format!("{request:?} must be rejected"));
 
@@ -173,12 +198,11 @@ async fn every_invalid_set_is_rejected_naming_the_field_and_changes_nothing() {
 
 #[tokio::test]
 async fn clearing_a_value_an_enabled_flag_needs_is_rejected() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
     app.set(full_set_request(ACCOUNT)).await;
 
     let status = app
-        .client
-        .set_recording_settings(SetRecordingSettingsRequest {
+        .try_set(SetRecordingSettingsRequest {
             aws_s3_url: Some(String::new()),
             ..set_request(ACCOUNT, "x")
         })
@@ -192,11 +216,10 @@ async fn clearing_a_value_an_enabled_flag_needs_is_rejected() {
 
 #[tokio::test]
 async fn an_empty_account_without_credentials_is_unauthenticated_naming_account_sid() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
 
     let status = app
-        .client
-        .set_recording_settings(set_request("", "x"))
+        .try_set(set_request("", "x"))
         .await
         .unwrap_err();
 
@@ -210,11 +233,10 @@ async fn an_empty_account_without_credentials_is_unauthenticated_naming_account_
 
 #[tokio::test]
 async fn get_with_a_malformed_account_is_invalid_argument() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
 
     let status = app
-        .client
-        .get_recording_settings(get_request("AC-not-a-sid"))
+        .try_get(get_request("AC-not-a-sid"))
         .await
         .unwrap_err();
 
@@ -225,11 +247,11 @@ async fn get_with_a_malformed_account_is_invalid_argument() {
 #[tokio::test]
 async fn values_survive_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_on(dir.path()).await;
+    let app = spawn_app_on(dir.path()).await.for_resource(RESOURCE);
     let stored = app.set(full_set_request(ACCOUNT)).await;
     app.stop().await.unwrap();
 
-    let restarted = spawn_app_on(dir.path()).await;
+    let restarted = spawn_app_on(dir.path()).await.for_resource(RESOURCE);
     let got = restarted.get(ACCOUNT).await;
     let next = restarted.set(set_request(ACCOUNT, "after restart")).await;
 
@@ -264,10 +286,11 @@ async fn fifty_concurrent_sets_to_different_fields_of_one_account_all_land() {
         .iter()
         .cloned()
         .map(|(i, req)| {
-            let mut client = app.client.clone();
+            let client = app.settings.clone();
             tokio::spawn(async move {
-                let res = client.set_recording_settings(req).await.unwrap();
-                (i, res.into_inner().revision)
+                let request = tonic::Request::new(req.into());
+                let res = client.set(RESOURCE, request).await.unwrap();
+                (i, res.revision)
             })
         })
         .collect();
@@ -276,13 +299,7 @@ async fn fifty_concurrent_sets_to_different_fields_of_one_account_all_land() {
         let (i, revision) = task.await.unwrap();
         revisions.insert(i, revision);
     }
-    let got = app
-        .client
-        .clone()
-        .get_recording_settings(get_request(ACCOUNT))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = app.get(ACCOUNT).await;
 
     let mut distinct: Vec<u64> = revisions.values().copied().collect();
     distinct.sort_unstable();
@@ -310,4 +327,5 @@ async fn fifty_concurrent_sets_to_different_fields_of_one_account_all_land() {
         got.friendly_name.as_deref(),
         Some(format!("writer {newest}").as_str())
     );
+}
 }

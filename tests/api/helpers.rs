@@ -1,18 +1,31 @@
 //! Starting servers for tests: in-process (`spawn_app`) and as the real
 //! binary (`BinaryServer`). Neither sleeps to wait for readiness: listeners
-//! are bound before the server runs, and the binary's log says its address.
+//! are bound before the server runs, and the binary prints a ready line
+//! with its addresses.
+//!
+//! Every in-process server opens its store in [`open_store`]: the one place
+//! a test run picks the backend, so the semantic suites (`grpc_settings`,
+//! `http_bridge`, ...) run unchanged against any `Store` implementation.
 
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
+use std::sync::Arc;
+
 use settingsd::{
     auth::{basic_authorization, Authenticator},
-    limits::Limits,
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         GetRecordingSettingsRequest, SetRecordingSettingsRequest,
     },
-    server::{self, Listeners, PublicUrl, ServerConfig},
-    store::{Store, StoreOptions},
+    server::{self, Limits, Listeners, PublicUrl, ServerConfig},
+    store::{
+        sled::{SledStore, StoreOptions},
+        SharedStore,
+    },
+};
+pub use settingsd::{
+    contract::{GetSettingsMessage, SetSettingsMessage, SettingsClient, SettingsMessage},
+    resource::Resource,
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -29,6 +42,44 @@ pub const CREDENTIAL: &str = "CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 pub const KEY: &str = "CRaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
 pub const S3_URL: &str = "https://my-super-duper-bucket.s3.amazonaws.com/my/path/";
 pub const TWILIO_URL: &str = "https://video.twilio.com/v1/RecordingSettings/Default";
+pub const COMPOSITION_URL: &str = "https://video.twilio.com/v1/CompositionSettings/Default";
+
+/// Instantiates the items given once per settings resource, in modules
+/// `recording` and `composition`, each with `RESOURCE`, `TWILIO_URL` (the
+/// resource's Twilio URL) and a `spawn_app` whose server's helpers
+/// (`get`, `set`, `url`...) address that resource: the semantic tests are
+/// written once and run for every resource.
+macro_rules! for_each_resource {
+    ($($item:item)*) => {
+        mod recording {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(dead_code)]
+            const RESOURCE: Resource = Resource::Recording;
+            #[allow(dead_code)]
+            const TWILIO_URL: &str = crate::helpers::TWILIO_URL;
+            #[allow(dead_code)]
+            async fn spawn_app() -> TestApp {
+                crate::helpers::spawn_app().await.for_resource(RESOURCE)
+            }
+            $($item)*
+        }
+        mod composition {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(dead_code)]
+            const RESOURCE: Resource = Resource::Composition;
+            #[allow(dead_code)]
+            const TWILIO_URL: &str = crate::helpers::COMPOSITION_URL;
+            #[allow(dead_code)]
+            async fn spawn_app() -> TestApp {
+                crate::helpers::spawn_app().await.for_resource(RESOURCE)
+            }
+            $($item)*
+        }
+    };
+}
+pub(crate) use for_each_resource;
 pub const TOKEN: &str = "token-of-account-a";
 pub const OTHER_TOKEN: &str = "token-of-account-b";
 pub const API_KEY: &str = "SKaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -69,7 +120,13 @@ pub type Client = RecordingSettingsServiceClient<Channel>;
 pub struct TestApp {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// A Recording Settings client.
     pub client: Client,
+    /// A client of every resource's service.
+    pub settings: SettingsClient,
+    /// The resource `get`, `set`, `url`... address (Recording Settings
+    /// unless [`TestApp::for_resource`] says otherwise).
+    pub resource: Resource,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
     data_dir: std::path::PathBuf,
@@ -124,6 +181,16 @@ pub async fn spawn_app_with_limits(limits: Limits) -> TestApp {
     app
 }
 
+/// Opens the store a test server runs on. The sled store on the test's own
+/// directory; another backend plugs in here.
+pub async fn open_store(options: StoreOptions) -> SharedStore {
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&options))
+        .await
+        .unwrap()
+        .expect("open the store");
+    Arc::new(store)
+}
+
 async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> TestApp {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -138,14 +205,22 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
     };
     let data_dir = config.store.data_dir.clone();
     let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(server::run(config, Listeners { grpc, http }, async {
+    let opened = open_store(config.store.clone()).await;
+    let listeners = Listeners {
+        grpc,
+        http,
+        ready: None,
+    };
+    let handle = tokio::spawn(server::run_on(opened, config, listeners, async {
         let _ = rx.await;
     }));
-    let client = connect(grpc_addr).await;
+    let grpc_channel = channel(grpc_addr).await;
     TestApp {
         grpc_addr,
         http_addr,
-        client,
+        client: RecordingSettingsServiceClient::new(grpc_channel.clone()),
+        settings: SettingsClient::new(grpc_channel),
+        resource: Resource::Recording,
         shutdown: Some(tx),
         handle,
         data_dir,
@@ -159,7 +234,7 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
 /// meanwhile would find it locked.
 pub fn wait_until_released(data_dir: &Path) {
     let started = std::time::Instant::now();
-    while Store::held_by_this_process(data_dir) {
+    while SledStore::held_by_this_process(data_dir) {
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "sled still holds {} after 5 s",
@@ -216,39 +291,49 @@ pub fn with_auth<T>(message: T, user: &str, secret: &str) -> tonic::Request<T> {
 }
 
 impl TestApp {
-    pub fn url(&self) -> String {
-        format!("http://{}/v1/RecordingSettings/Default", self.http_addr)
+    /// This server, with `get`, `set`, `url`... addressing `resource`.
+    pub fn for_resource(self, resource: Resource) -> TestApp {
+        TestApp { resource, ..self }
     }
 
-    /// Reads the account's settings over gRPC (open mode, no credentials).
-    pub async fn get(&self, account: &str) -> settingsd::pb::RecordingSettings {
+    /// The resource's REST URL on the bridge.
+    pub fn url(&self) -> String {
+        format!(
+            "http://{}{}",
+            self.http_addr,
+            self.resource.spec().rest_path
+        )
+    }
+
+    /// Reads the account's resource over gRPC (open mode, no credentials).
+    pub async fn get(&self, account: &str) -> SettingsMessage {
         self.try_get(get_request(account)).await.expect("get")
     }
 
     /// Sets over gRPC (open mode, no credentials).
-    pub async fn set(
-        &self,
-        request: SetRecordingSettingsRequest,
-    ) -> settingsd::pb::RecordingSettings {
+    pub async fn set(&self, request: SetRecordingSettingsRequest) -> SettingsMessage {
         self.try_set(request).await.expect("set")
     }
 
-    /// A Get over gRPC (a bare message, or a request with credentials).
+    /// A Get of [`TestApp::resource`] over gRPC (a bare message, or a
+    /// request with credentials). Requests are built as Recording Settings
+    /// messages and sent as the resource's own: every resource's messages
+    /// have the same fields (the contract says so, `contract` checks it).
     pub async fn try_get(
         &self,
         request: impl tonic::IntoRequest<GetRecordingSettingsRequest>,
-    ) -> Result<settingsd::pb::RecordingSettings, tonic::Status> {
-        let answer = self.client.clone().get_recording_settings(request).await;
-        answer.map(tonic::Response::into_inner)
+    ) -> Result<SettingsMessage, tonic::Status> {
+        let request = request.into_request().map(GetSettingsMessage::from);
+        self.settings.get(self.resource, request).await
     }
 
-    /// A Set over gRPC (a bare message, or a request with credentials).
+    /// A Set of [`TestApp::resource`] over gRPC (see [`TestApp::try_get`]).
     pub async fn try_set(
         &self,
         request: impl tonic::IntoRequest<SetRecordingSettingsRequest>,
-    ) -> Result<settingsd::pb::RecordingSettings, tonic::Status> {
-        let answer = self.client.clone().set_recording_settings(request).await;
-        answer.map(tonic::Response::into_inner)
+    ) -> Result<SettingsMessage, tonic::Status> {
+        let request = request.into_request().map(SetSettingsMessage::from);
+        self.settings.set(self.resource, request).await
     }
 }
 
@@ -286,6 +371,7 @@ pub struct BinaryServer {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     lines: mpsc::UnboundedReceiver<String>,
+    stdout_lines: mpsc::UnboundedReceiver<String>,
 }
 
 /// `serve` with both listeners on free ports, so tests can run in parallel.
@@ -317,9 +403,9 @@ impl BinaryServer {
             .arg(data_dir)
             .args(args);
         let mut server = Self::spawn(cmd).await;
-        let line = server.wait_for_log("serving gRPC").await;
-        server.grpc_addr = field_value(&line, "grpc_addr").parse().unwrap();
-        server.http_addr = field_value(&line, "http_addr").parse().unwrap();
+        let ready = server.wait_for_ready_line().await;
+        server.grpc_addr = ready["grpc"].as_str().unwrap().parse().unwrap();
+        server.http_addr = ready["http"].as_str().unwrap().parse().unwrap();
         server
     }
 
@@ -338,23 +424,34 @@ impl BinaryServer {
         cmd.args(["bridge", "--http-addr", "127.0.0.1:0", "--upstream"])
             .arg(format!("http://{upstream}"));
         let mut server = Self::spawn(cmd).await;
-        let line = server.wait_for_log("serving the HTTP bridge").await;
-        server.http_addr = field_value(&line, "http_addr").parse().unwrap();
+        let ready = server.wait_for_ready_line().await;
+        assert!(ready.get("grpc").is_none(), "{ready}");
+        server.http_addr = ready["http"].as_str().unwrap().parse().unwrap();
         server
     }
 
     async fn spawn(mut cmd: Command) -> BinaryServer {
         let mut child = cmd
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn settingsd");
         let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::unbounded_channel();
+        let (ready_tx, stdout_lines) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut reader = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = reader.next_line().await {
                 if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if ready_tx.send(line).is_err() {
                     break;
                 }
             }
@@ -365,7 +462,18 @@ impl BinaryServer {
             grpc_addr: unknown,
             http_addr: unknown,
             lines,
+            stdout_lines,
         }
+    }
+
+    /// Waits for the ready line on stdout (the bound addresses, as JSON)
+    /// and returns it parsed; it must be the first thing on stdout.
+    pub async fn wait_for_ready_line(&mut self) -> serde_json::Value {
+        let line = tokio::time::timeout(GUARD, self.stdout_lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no ready line within {GUARD:?}"))
+            .expect("settingsd exited without a ready line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"))
     }
 
     /// Waits for a log line containing `needle` and returns it.
@@ -399,22 +507,18 @@ impl BinaryServer {
     }
 }
 
-/// The value of `key=value` in a tracing log line.
-fn field_value<'a>(line: &'a str, key: &str) -> &'a str {
-    let start = line
-        .find(&format!("{key}="))
-        .unwrap_or_else(|| panic!("{key} not in {line:?}"))
-        + key.len()
-        + 1;
-    line[start..].split_whitespace().next().unwrap()
+/// Overwrites `account`'s stored Recording Settings with `bytes`, behind
+/// the server's back (no server may hold `data_dir`).
+pub fn corrupt(data_dir: &Path, account: &str, bytes: &[u8]) {
+    corrupt_resource(data_dir, Resource::Recording, account, bytes);
 }
 
-/// Overwrites `account`'s stored record with `bytes`, behind the server's
-/// back (no server may hold `data_dir`).
-pub fn corrupt(data_dir: &Path, account: &str, bytes: &[u8]) {
+/// Overwrites `account`'s stored `resource` with `bytes`, behind the
+/// server's back (no server may hold `data_dir`).
+pub fn corrupt_resource(data_dir: &Path, resource: Resource, account: &str, bytes: &[u8]) {
     wait_until_released(data_dir);
     let db = sled::open(data_dir).unwrap();
-    let tree = db.open_tree("recording_settings").unwrap();
+    let tree = db.open_tree(resource.name()).unwrap();
     tree.insert(account, bytes).unwrap();
     db.flush().unwrap();
     drop((tree, db));

@@ -341,14 +341,14 @@ async fn a_body_over_the_limit_is_a_413_and_the_server_keeps_serving() {
     let app = spawn_app().await;
     let huge = format!(
         "FriendlyName=x&Padding={}",
-        "a".repeat(settingsd::http::MAX_BODY_BYTES)
+        "a".repeat(settingsd::bridge::MAX_BODY_BYTES)
     );
 
     let response = post(&app.url(), ACCOUNT, ANY_PASSWORD, &huge).await;
 
     let message = assert_twilio_error(response, 413, 20001).await;
     assert!(
-        message.contains(&settingsd::http::MAX_BODY_BYTES.to_string()),
+        message.contains(&settingsd::bridge::MAX_BODY_BYTES.to_string()),
         "{message}"
     );
     let after = json_ok(fetch(&app.url(), ACCOUNT, ANY_PASSWORD).await).await;

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use settingsd::limits::Limits;
+use settingsd::server::Limits;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,

@@ -117,7 +117,11 @@ async fn sigterm_lets_an_in_flight_set_finish_and_exits_zero() {
 
     let restarted = spawn_app_on(dir.path()).await;
     let got = restarted.get(ACCOUNT).await;
-    assert_eq!(got, stored, "the in-flight write is on disk");
+    assert_eq!(
+        got,
+        SettingsMessage::from(stored),
+        "the in-flight write is on disk"
+    );
 }
 
 async fn cli(args: &[&str]) -> std::process::Output {

@@ -131,7 +131,6 @@ pub fn decode(resource: Resource, account: &AccountSid, bytes: &[u8]) -> Result<
     Ok(settings)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

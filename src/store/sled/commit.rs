@@ -162,7 +162,6 @@ pub(super) fn is_set(flag: Option<&Arc<AtomicBool>>) -> bool {
     flag.is_some_and(|f| f.load(Ordering::SeqCst))
 }
 
-
 impl Drop for GroupCommit {
     /// A store dropped without [`Store::close`] still syncs what it wrote and
     /// releases its thread (and with it sled's lock on the directory).
@@ -217,7 +216,10 @@ impl Syncer {
     /// A sync of its own, never overlapping another (see
     /// [`super::SyncMode::PerWrite`]).
     pub(super) fn sync_alone(&self) -> Result<(), Arc<str>> {
-        let _alone = self.per_write.lock().unwrap_or_else(PoisonError::into_inner);
+        let _alone = self
+            .per_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.sync()
     }
 
@@ -291,7 +293,6 @@ impl Syncer {
             .map_or(Ok(()), |error| Err(Error::WritesStopped(error)))
     }
 }
-
 
 pub(super) fn injected_fault() -> std::io::Error {
     std::io::Error::new(

@@ -118,7 +118,6 @@ impl StoreOptions {
     }
 }
 
-
 /// The sled store. Cheap to clone: clones share one database, one write
 /// lock and one group committer.
 #[derive(Clone)]
@@ -136,7 +135,6 @@ struct Shared {
     /// Set by [`Store::close`]: no recovery reopens the database after it.
     closed: AtomicBool,
 }
-
 
 /// One open sled database and its committer.
 struct Inner {
@@ -339,7 +337,8 @@ impl Inner {
         // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
         next.revision = self.db.generate_id()? + 1;
         next.update_time = Some(now_micros());
-        self.tree(resource).insert(account.as_str(), encode(&next))?;
+        self.tree(resource)
+            .insert(account.as_str(), encode(&next))?;
         // In per-write mode the writer syncs for itself; waking the committer
         // too would run a second sync beside it and skew the comparison.
         if self.sync_mode == SyncMode::Group {
@@ -465,7 +464,9 @@ impl Store for SledStore {
                     if let Err(e) = task.await {
                         tracing::error!(error = %e, "store scan failed");
                         let _ = tx
-                            .send(Err(Error::Storage(format!("the scan failed part way: {e}"))))
+                            .send(Err(Error::Storage(format!(
+                                "the scan failed part way: {e}"
+                            ))))
                             .await;
                     }
                 });

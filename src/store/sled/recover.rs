@@ -182,7 +182,6 @@ pub(super) fn probe_disk(options: &StoreOptions) -> std::io::Result<()> {
     result
 }
 
-
 pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
