@@ -382,3 +382,136 @@ async fn an_undecodable_record_ends_an_online_export_with_data_loss_naming_it() 
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
 }
+
+#[tokio::test]
+async fn both_resources_round_trip_through_export_and_import_each_line_naming_its_resource() {
+    let source = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (offline, online) = (out.path().join("off.jsonl"), out.path().join("on.jsonl"));
+    let recording = spawn_app_on(source.path()).await;
+    recording.set(full_set_request(ACCOUNT)).await;
+    let composition = recording.for_resource(Resource::Composition);
+    composition.set(set_request(ACCOUNT, "compositions")).await;
+    composition
+        .set(set_request(OTHER_ACCOUNT, "other's compositions"))
+        .await;
+    let exported = export_online(&composition, &[online.to_str().unwrap()]).await;
+    let before = [
+        composition.get(ACCOUNT).await,
+        composition.get(OTHER_ACCOUNT).await,
+    ];
+    let recording = composition.for_resource(Resource::Recording);
+    let recording_before = recording.get(ACCOUNT).await;
+    recording.stop().await.unwrap();
+
+    let export = settingsd(&["export", offline.to_str().unwrap()], source.path()).await;
+    let import = settingsd(
+        &["import", offline.to_str().unwrap()],
+        &target.path().join("data"),
+    )
+    .await;
+
+    for out in [&exported, &export, &import] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&offline).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let resources: Vec<_> = lines.iter().map(|l| l["resource"].clone()).collect();
+    assert_eq!(
+        resources,
+        [
+            "recording_settings",
+            "composition_settings",
+            "composition_settings"
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        text,
+        std::fs::read_to_string(&online).unwrap(),
+        "the online export streams every resource too"
+    );
+    let restored = spawn_app_on(&target.path().join("data"))
+        .await
+        .for_resource(Resource::Composition);
+    let after = [
+        restored.get(ACCOUNT).await,
+        restored.get(OTHER_ACCOUNT).await,
+    ];
+    assert_eq!(after.map(content), before.map(content));
+    let restored = restored.for_resource(Resource::Recording);
+    assert_eq!(
+        content(restored.get(ACCOUNT).await),
+        content(recording_before)
+    );
+    assert_eq!(restored.get(OTHER_ACCOUNT).await.revision, 0);
+}
+
+#[tokio::test]
+async fn a_line_without_a_resource_from_an_older_export_imports_as_recording_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.jsonl");
+    std::fs::write(
+        &file,
+        line(ACCOUNT, "friendly_name", "from an old backup".into()),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+
+    let out = settingsd(&["import", file.to_str().unwrap()], &data).await;
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = spawn_app_on(&data).await;
+    let recording = app.get(ACCOUNT).await;
+    let app = app.for_resource(Resource::Composition);
+    assert_eq!(
+        recording.friendly_name.as_deref(),
+        Some("from an old backup")
+    );
+    assert_eq!(
+        app.get(ACCOUNT).await.revision,
+        0,
+        "no composition settings"
+    );
+}
+
+#[tokio::test]
+async fn a_line_naming_an_unknown_resource_fails_the_import_naming_the_line_and_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.jsonl");
+    let good = line(ACCOUNT, "resource", "composition_settings".into());
+    let unknown = line(OTHER_ACCOUNT, "resource", "room_settings".into());
+    std::fs::write(&file, good + &unknown).unwrap();
+    let data = dir.path().join("data");
+
+    let out = settingsd(&["import", file.to_str().unwrap()], &data).await;
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert!(stderr.contains("room_settings"), "{stderr}");
+    assert!(
+        stderr.contains("composition_settings"),
+        "names the known ones: {stderr}"
+    );
+    let app = spawn_app_on(&data)
+        .await
+        .for_resource(Resource::Composition);
+    assert_eq!(
+        app.get(ACCOUNT).await.revision,
+        0,
+        "line 1 was not imported"
+    );
+}

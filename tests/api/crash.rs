@@ -1,9 +1,10 @@
 //! kill -9 under load never loses an acknowledged write.
 //!
 //! The real binary takes concurrent Sets from many clients and is SIGKILLed
-//! at a random moment; after a restart on the same directory, every account
-//! must hold its last acknowledged write or a newer one, and every record
-//! must still decode. (SIGKILL tests the process dying, not the machine: the
+//! at a random moment; after a restart on the same directory, every
+//! resource of every account must hold its last acknowledged write or a
+//! newer one, and every record must still decode. Writers alternate between
+//! the resources. (SIGKILL tests the process dying, not the machine: the
 //! kernel's page cache survives it. The fdatasync that covers power loss is
 //! shown by strace in BENCHMARKS.md, not here.)
 
@@ -14,6 +15,7 @@ use std::{
 };
 
 use settingsd::pb::SetRecordingSettingsRequest;
+use tonic::Request;
 
 use crate::helpers::*;
 
@@ -25,8 +27,9 @@ fn account(i: usize) -> String {
     format!("AC{i:032x}")
 }
 
-/// The newest acknowledged write per account: (revision, friendly name).
-type Acked = Arc<Mutex<HashMap<String, (u64, String)>>>;
+/// The newest acknowledged write per resource and account: (revision,
+/// friendly name).
+type Acked = Arc<Mutex<HashMap<(Resource, String), (u64, String)>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_never_loses_an_acknowledged_write() {
@@ -45,22 +48,25 @@ async fn kill_9_under_load_never_loses_an_acknowledged_write() {
                 let addr = server.grpc_addr;
                 let acked = Arc::clone(&acked);
                 tokio::spawn(async move {
-                    let mut grpc = connect(addr).await;
+                    let grpc = SettingsClient::new(channel(addr).await);
                     let mut n = 0usize;
                     for seq in 0.. {
                         let account = account((client * 7 + seq) % ACCOUNTS);
+                        let resource = Resource::ALL[(client + seq) % Resource::ALL.len()];
                         let name = format!("cycle {cycle} client {client} seq {seq}");
                         let request = SetRecordingSettingsRequest {
                             account_sid: account.clone(),
                             friendly_name: name.clone(),
                             ..Default::default()
                         };
-                        let Ok(answer) = grpc.set_recording_settings(request).await else {
+                        let request = Request::new(request.into());
+                        let Ok(answer) = grpc.set(resource, request).await else {
                             return n; // the server is gone
                         };
-                        let revision = answer.into_inner().revision;
+                        let revision = answer.revision;
                         let mut acked = acked.lock().unwrap();
-                        let entry = acked.entry(account).or_insert((0, String::new()));
+                        let key = (resource, account);
+                        let entry = acked.entry(key).or_insert((0, String::new()));
                         if revision > entry.0 {
                             *entry = (revision, name);
                         }
@@ -88,23 +94,24 @@ async fn kill_9_under_load_never_loses_an_acknowledged_write() {
     );
 }
 
-/// Every account holds its newest acknowledged write, or a newer one, and
-/// decodes (a record that does not would answer DATA_LOSS).
+/// Every resource of every account holds its newest acknowledged write, or
+/// a newer one, and decodes (a record that does not would answer DATA_LOSS).
 async fn verify(server: &BinaryServer, acked: &Acked, cycle: usize, seed: u64) {
-    let mut grpc = connect(server.grpc_addr).await;
+    let grpc = SettingsClient::new(channel(server.grpc_addr).await);
     let expected = acked.lock().unwrap().clone();
-    for i in 0..ACCOUNTS {
+    for (i, resource) in (0..ACCOUNTS).flat_map(|i| Resource::ALL.map(|r| (i, r))) {
         let account = account(i);
         let got = grpc
-            .get_recording_settings(get_request(&account))
+            .get(resource, Request::new(get_request(&account).into()))
             .await
-            .unwrap_or_else(|s| panic!("cycle {cycle} (seed {seed}): {account} unreadable: {s}"))
-            .into_inner();
-        if let Some((revision, name)) = expected.get(&account) {
+            .unwrap_or_else(|s| {
+                panic!("cycle {cycle} (seed {seed}): {resource} of {account} unreadable: {s}")
+            });
+        if let Some((revision, name)) = expected.get(&(resource, account.clone())) {
             assert!(
                 got.revision >= *revision,
-                "cycle {cycle} (seed {seed}): {account} lost acknowledged revision {revision} \
-                 ({name:?}); found {}",
+                "cycle {cycle} (seed {seed}): {resource} of {account} lost acknowledged \
+                 revision {revision} ({name:?}); found {}",
                 got.revision
             );
             if got.revision == *revision {

@@ -1,5 +1,6 @@
 //! The Twilio-shaped HTTP bridge over real HTTP: routes, form decoding,
-//! Twilio error bodies, limits.
+//! Twilio error bodies, limits; written once and run for every resource's
+//! REST path (see `for_each_resource!`).
 
 use reqwest::{header, Response, StatusCode};
 use serde_json::{json, Value};
@@ -60,6 +61,7 @@ async fn json_ok(response: Response) -> Value {
     response.json().await.unwrap()
 }
 
+for_each_resource! {
 #[tokio::test]
 async fn get_before_any_post_returns_the_default_resource_with_exactly_eight_fields() {
     let app = spawn_app().await;
@@ -380,4 +382,5 @@ async fn open_mode_does_not_know_api_keys_or_malformed_account_sids() {
 
     assert_twilio_error(fetch(&app.url(), API_KEY, API_SECRET).await, 401, 20003).await;
     assert_twilio_error(fetch(&app.url(), "AC123", ANY_PASSWORD).await, 401, 20003).await;
+}
 }

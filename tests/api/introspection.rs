@@ -127,7 +127,7 @@ async fn run_grpcurl(args: &[&str]) -> String {
 }
 
 #[tokio::test]
-async fn grpcurl_can_list_describe_and_call_both_rpcs_and_health() {
+async fn grpcurl_can_list_describe_and_call_every_settings_rpc_and_health() {
     let app = spawn_app().await;
     let addr = app.grpc_addr.to_string();
 
@@ -151,8 +151,30 @@ async fn grpcurl_can_list_describe_and_call_both_rpcs_and_health() {
         "settingsd.v1.RecordingSettingsService/GetRecordingSettings",
     ])
     .await;
+    let set_composition = run_grpcurl(&[
+        "-d",
+        &format!(r#"{{"account_sid": "{ACCOUNT}", "friendly_name": "compositions from grpcurl"}}"#),
+        &addr,
+        "settingsd.v1.CompositionSettingsService/SetCompositionSettings",
+    ])
+    .await;
+    let get_composition = run_grpcurl(&[
+        "-d",
+        &format!(r#"{{"account_sid": "{ACCOUNT}"}}"#),
+        &addr,
+        "settingsd.v1.CompositionSettingsService/GetCompositionSettings",
+    ])
+    .await;
     let health = run_grpcurl(&[&addr, "grpc.health.v1.Health/Check"]).await;
+    let composition_health = run_grpcurl(&[
+        "-d",
+        r#"{"service": "settingsd.v1.CompositionSettingsService"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ])
+    .await;
     let export = run_grpcurl(&[&addr, "settingsd.v1.AdminService/ExportRecordingSettings"]).await;
+    let export_all = run_grpcurl(&[&addr, "settingsd.v1.AdminService/ExportSettings"]).await;
 
     assert!(list.contains(SERVICE), "{list}");
     assert!(list.contains("grpc.health.v1.Health"), "{list}");
@@ -170,4 +192,27 @@ async fn grpcurl_can_list_describe_and_call_both_rpcs_and_health() {
     assert!(health.contains("SERVING"), "{health}");
     assert!(export.contains(ACCOUNT), "{export}");
     assert!(export.contains("from grpcurl"), "{export}");
+    assert!(
+        list.contains("settingsd.v1.CompositionSettingsService"),
+        "{list}"
+    );
+    let set_composition: serde_json::Value = serde_json::from_str(&set_composition).unwrap();
+    let get_composition: serde_json::Value = serde_json::from_str(&get_composition).unwrap();
+    assert_eq!(set_composition["friendlyName"], "compositions from grpcurl");
+    assert_eq!(get_composition, set_composition);
+    assert_eq!(get_composition["url"], COMPOSITION_URL);
+    assert!(
+        composition_health.contains("SERVING"),
+        "{composition_health}"
+    );
+    assert!(
+        !export.contains("compositions from grpcurl"),
+        "the old export lists Recording Settings only: {export}"
+    );
+    assert!(export_all.contains("recordingSettings"), "{export_all}");
+    assert!(export_all.contains("compositionSettings"), "{export_all}");
+    assert!(
+        export_all.contains("compositions from grpcurl"),
+        "{export_all}"
+    );
 }

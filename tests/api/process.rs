@@ -173,6 +173,50 @@ async fn the_cli_sets_and_gets_settings_as_rest_json() {
 }
 
 #[tokio::test]
+async fn the_cli_reads_and_writes_composition_settings_with_resource_composition() {
+    let app = spawn_app().await;
+    let addr = app.grpc_addr.to_string();
+    let common = ["--grpc-addr", &addr, "--account", ACCOUNT];
+
+    let set = cli(&[
+        &["set", "--resource", "composition"],
+        &common[..],
+        &["--friendly-name", "compositions"],
+    ]
+    .concat())
+    .await;
+    let get = cli(&[&["get", "--resource", "composition"], &common[..]].concat()).await;
+    let recording = cli(&[&["get"], &common[..]].concat()).await;
+    let unknown = cli(&[&["get", "--resource", "rooms"], &common[..]].concat()).await;
+
+    for out in [&set, &get, &recording] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(json(&get)["friendly_name"], "compositions");
+    assert_eq!(json(&get)["url"], COMPOSITION_URL);
+    assert_eq!(json(&get), json(&set));
+    assert_eq!(json(&recording)["friendly_name"], serde_json::Value::Null);
+    assert_eq!(json(&recording)["url"], TWILIO_URL);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr.contains("--resource") && stderr.contains("rooms"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("composition"),
+        "names the choices: {stderr}"
+    );
+}
+
+#[tokio::test]
 async fn the_cli_reports_a_rejected_set_on_stderr_and_exits_non_zero() {
     let app = spawn_app().await;
     let addr = app.grpc_addr.to_string();

@@ -1,4 +1,6 @@
-//! The official Twilio helper libraries, unchanged, against the HTTP bridge.
+//! The official Twilio helper libraries, unchanged, against the HTTP bridge,
+//! for every resource (`client.video.v1.recording_settings()`,
+//! `.composition_settings()`; see `for_each_resource!`).
 
 use std::path::PathBuf;
 
@@ -21,6 +23,21 @@ fn python() -> PathBuf {
     venv
 }
 
+/// The node_modules with twilio: `SETTINGSD_NODE_PATH`, else the one
+/// `scripts/test` installs under `.venv/node`.
+fn node_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("SETTINGSD_NODE_PATH") {
+        return path.into();
+    }
+    let installed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/node/node_modules");
+    assert!(
+        installed.join("twilio").exists(),
+        "no twilio-node: run ./scripts/test (it installs it), or set SETTINGSD_NODE_PATH"
+    );
+    installed
+}
+
+for_each_resource! {
 #[tokio::test]
 async fn twilio_python_fetches_creates_and_raises_its_usual_exceptions() {
     let app = spawn_authenticated_app().await;
@@ -31,7 +48,7 @@ async fn twilio_python_fetches_creates_and_raises_its_usual_exceptions() {
         Command::new(python())
             .arg(script)
             .arg(format!("http://{}", app.http_addr))
-            .args([ACCOUNT, TOKEN, API_KEY, API_SECRET])
+            .args([ACCOUNT, TOKEN, API_KEY, API_SECRET, RESOURCE.name()])
             .output(),
     )
     .await
@@ -89,20 +106,6 @@ async fn twilio_python_fetches_creates_and_raises_its_usual_exceptions() {
     );
 }
 
-/// The node_modules with twilio: `SETTINGSD_NODE_PATH`, else the one
-/// `scripts/test` installs under `.venv/node`.
-fn node_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("SETTINGSD_NODE_PATH") {
-        return path.into();
-    }
-    let installed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/node/node_modules");
-    assert!(
-        installed.join("twilio").exists(),
-        "no twilio-node: run ./scripts/test (it installs it), or set SETTINGSD_NODE_PATH"
-    );
-    installed
-}
-
 #[tokio::test]
 async fn twilio_node_fetches_creates_and_raises_its_usual_exceptions() {
     let app = spawn_authenticated_app().await;
@@ -113,7 +116,7 @@ async fn twilio_node_fetches_creates_and_raises_its_usual_exceptions() {
         Command::new("node")
             .arg(script)
             .arg(format!("http://{}", app.http_addr))
-            .args([ACCOUNT, TOKEN, API_KEY, API_SECRET])
+            .args([ACCOUNT, TOKEN, API_KEY, API_SECRET, RESOURCE.name()])
             .env("NODE_PATH", node_path())
             .output(),
     )
@@ -151,4 +154,5 @@ async fn twilio_node_fetches_creates_and_raises_its_usual_exceptions() {
     );
     assert_eq!(results["wrong_token"]["status"], 401);
     assert_eq!(results["wrong_token"]["code"], 20003);
+}
 }

@@ -4,7 +4,10 @@
 // node_modules that scripts/test installs. Prints one JSON object: what each
 // call returned or raised, for the Rust test to check.
 //
-// usage: node twilio_node.js BASE_URL ACCOUNT_SID AUTH_TOKEN API_KEY_SID API_KEY_SECRET
+// usage: node twilio_node.js BASE_URL ACCOUNT_SID AUTH_TOKEN API_KEY_SID API_KEY_SECRET RESOURCE
+//
+// RESOURCE is recording_settings (client.video.v1.recordingSettings()) or
+// composition_settings (client.video.v1.compositionSettings()).
 "use strict";
 
 const twilio = require("twilio");
@@ -20,10 +23,11 @@ const FIELDS = [
   "url",
 ];
 
-function settings(baseUrl, username, password, accountSid) {
+function settings(resource, baseUrl, username, password, accountSid) {
   const client = twilio(username, password, accountSid ? { accountSid } : {});
   client.video.baseUrl = baseUrl;
-  return client.video.v1.recordingSettings();
+  const method = resource.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+  return client.video.v1[method]();
 }
 
 async function attempt(call) {
@@ -37,10 +41,10 @@ async function attempt(call) {
 }
 
 async function main() {
-  const [baseUrl, account, token, key, secret] = process.argv.slice(2);
-  const byToken = settings(baseUrl, account, token);
-  const byKey = settings(baseUrl, key, secret, account);
-  const wrong = settings(baseUrl, account, "wrong-token");
+  const [baseUrl, account, token, key, secret, resource] = process.argv.slice(2);
+  const byToken = settings(resource, baseUrl, account, token);
+  const byKey = settings(resource, baseUrl, key, secret, account);
+  const wrong = settings(resource, baseUrl, account, "wrong-token");
   const results = {
     fetch_default: await attempt(() => byToken.fetch()),
     create: await attempt(() =>

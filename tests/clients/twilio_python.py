@@ -4,7 +4,10 @@ Run by tests/api/twilio_libraries.rs with the venv's python (scripts/test
 installs twilio there). Prints one JSON object: what each call returned or
 raised, for the Rust test to check.
 
-usage: twilio_python.py BASE_URL ACCOUNT_SID AUTH_TOKEN API_KEY_SID API_KEY_SECRET
+usage: twilio_python.py BASE_URL ACCOUNT_SID AUTH_TOKEN API_KEY_SID API_KEY_SECRET RESOURCE
+
+RESOURCE is the library's name for the resource: recording_settings
+(client.video.v1.recording_settings()) or composition_settings.
 """
 
 import json
@@ -43,10 +46,14 @@ def attempt(call):
 
 
 def main():
-    base_url, account, token, key, secret = sys.argv[1:6]
-    by_token = client(base_url, account, token).video.v1.recording_settings()
-    by_key = client(base_url, key, secret, account).video.v1.recording_settings()
-    wrong = client(base_url, account, "wrong-token").video.v1.recording_settings()
+    base_url, account, token, key, secret, name = sys.argv[1:7]
+
+    def settings(c):
+        return getattr(c.video.v1, name)()
+
+    by_token = settings(client(base_url, account, token))
+    by_key = settings(client(base_url, key, secret, account))
+    wrong = settings(client(base_url, account, "wrong-token"))
 
     results = {
         "fetch_default": attempt(by_token.fetch),
