@@ -159,7 +159,7 @@ pub async fn export(
 ) -> anyhow::Result<ExportSummary> {
     let mut writer = ExportWriter::create(out)?;
     let mut skipped = Vec::new();
-    let mut scan = store.scan();
+    let mut scan = store.scan(&Resource::ALL);
     while let Some(record) = scan.next().await {
         match record {
             Ok(record) => {

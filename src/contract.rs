@@ -194,21 +194,16 @@ impl SettingsClient {
         match resource {
             Resource::Recording => {
                 let request = request.map(pb::GetRecordingSettingsRequest::from);
-                let answer = self
-                    .recording
-                    .clone()
-                    .get_recording_settings(request)
-                    .await?;
-                Ok(answer.into_inner().into())
+                answer(self.recording.clone().get_recording_settings(request).await)
             }
             Resource::Composition => {
                 let request = request.map(pb::GetCompositionSettingsRequest::from);
-                let answer = self
-                    .composition
-                    .clone()
-                    .get_composition_settings(request)
-                    .await?;
-                Ok(answer.into_inner().into())
+                answer(
+                    self.composition
+                        .clone()
+                        .get_composition_settings(request)
+                        .await,
+                )
             }
         }
     }
@@ -225,24 +220,27 @@ impl SettingsClient {
         match resource {
             Resource::Recording => {
                 let request = request.map(pb::SetRecordingSettingsRequest::from);
-                let answer = self
-                    .recording
-                    .clone()
-                    .set_recording_settings(request)
-                    .await?;
-                Ok(answer.into_inner().into())
+                answer(self.recording.clone().set_recording_settings(request).await)
             }
             Resource::Composition => {
                 let request = request.map(pb::SetCompositionSettingsRequest::from);
-                let answer = self
-                    .composition
-                    .clone()
-                    .set_composition_settings(request)
-                    .await?;
-                Ok(answer.into_inner().into())
+                answer(
+                    self.composition
+                        .clone()
+                        .set_composition_settings(request)
+                        .await,
+                )
             }
         }
     }
+}
+
+/// A resource's answer in the shared shape.
+fn answer<M>(result: Result<tonic::Response<M>, Status>) -> Result<SettingsMessage, Status>
+where
+    SettingsMessage: From<M>,
+{
+    result.map(|r| r.into_inner().into())
 }
 
 impl pb::ExportedSettings {

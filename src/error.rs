@@ -55,8 +55,8 @@ pub enum Error {
     #[error("storage failure: {0}")]
     Storage(String),
 
-    /// A commit failed, so the store takes no writes until it has reopened
-    /// its database (see `store`'s module docs). Holds that failure.
+    /// A commit failed, so the store takes no writes until it has recovered
+    /// (see the `Store` contract in `store`). Holds that failure.
     #[error("writes stopped after a failed commit ({0})")]
     WritesStopped(std::sync::Arc<str>),
 
@@ -67,6 +67,11 @@ pub enum Error {
     /// Too many requests are in flight; this one was shed without being run.
     #[error("at the limit of {max} requests in flight")]
     Overloaded { max: usize },
+
+    /// A scan (an export) died part way: the records it yielded are
+    /// incomplete.
+    #[error("the scan failed part way: {0}")]
+    ScanFailed(String),
 
     /// The store is closing and takes no more writes.
     #[error("the store is shutting down")]

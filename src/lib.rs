@@ -7,15 +7,16 @@
 //! persistent local emulator.
 //!
 //! # Layout (dependencies point down this list, never up)
-//! - [`cli`]: the command line; `main.rs` only calls it. [`bench`] is the
+//! - [`cli`]: the command line; `main.rs` only calls it. `bench` is the
 //!   load generator it runs.
 //! - [`server`]: wiring: listeners, limits, idle timeout, health,
 //!   reflection, shutdown, the ready line, the bridge's in-process backend.
+//! - [`backup`]: export to and import from JSON lines (rendered as the gRPC
+//!   edge renders a record).
 //! - [`bridge`]: the Twilio-shaped HTTP bridge: routes, form decoding,
 //!   Twilio's JSON and error bodies. Knows only the contract.
 //! - `grpc`: the services: one core for every resource (auth, limits,
 //!   contract <-> domain, `Error` -> `Status`), a thin binding per resource.
-//! - [`backup`]: export to and import from JSON lines.
 //! - [`store`]: the [`store::Store`] trait and its contract; [`store::sled`]
 //!   is the embedded implementation (codec, group commit, recovery).
 //! - [`auth`]: credentials (accounts file or open mode) and who a caller is.

@@ -3,9 +3,14 @@
 //!
 //! Every resource has the same record ([`crate::domain::Settings`]) and the
 //! same rules; they differ only in name and address. Adding another
-//! singleton of this shape is a variant here, its row in [`Resource::spec`],
-//! and its proto service: the store, the bridge, the CLI and backups follow
-//! from this table. The module depends on nothing else in the crate, so every
+//! singleton of this shape is a variant here with its row in
+//! [`Resource::spec`], its proto service (and its arm of `ExportedSettings`),
+//! and one line per place that binds generated code to it: the
+//! `resource_messages!` of `contract`, the `settings_service!` of `grpc`, the
+//! server's service list and health. The compiler points at every `match` on
+//! `Resource` that needs an arm; the store, the bridge, the CLI and backups
+//! follow from this table, and the integration tests check that every
+//! resource in it is served, healthy and listed by reflection. The module depends on nothing else in the crate, so every
 //! layer (including the bridge, which knows only the contract) may use it.
 
 use std::{fmt, str::FromStr};
@@ -30,6 +35,9 @@ pub struct ResourceSpec {
     pub rest_path: &'static str,
     /// The name people read, in messages.
     pub title: &'static str,
+    /// The full name of its gRPC service (what reflection lists and health
+    /// reports).
+    pub grpc_service: &'static str,
 }
 
 const RECORDING: ResourceSpec = ResourceSpec {
@@ -37,6 +45,7 @@ const RECORDING: ResourceSpec = ResourceSpec {
     cli_name: "recording",
     rest_path: "/v1/RecordingSettings/Default",
     title: "Recording Settings",
+    grpc_service: "settingsd.v1.RecordingSettingsService",
 };
 
 const COMPOSITION: ResourceSpec = ResourceSpec {
@@ -44,6 +53,7 @@ const COMPOSITION: ResourceSpec = ResourceSpec {
     cli_name: "composition",
     rest_path: "/v1/CompositionSettings/Default",
     title: "Composition Settings",
+    grpc_service: "settingsd.v1.CompositionSettingsService",
 };
 
 impl Resource {
@@ -97,6 +107,14 @@ impl FromStr for Resource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stores and services index per-resource tables by `resource as usize`.
+    #[test]
+    fn every_resource_is_its_own_index_in_all() {
+        for (i, resource) in Resource::ALL.iter().enumerate() {
+            assert_eq!(*resource as usize, i);
+        }
+    }
 
     #[test]
     fn names_paths_and_cli_names_are_unique_and_round_trip() {

@@ -682,7 +682,9 @@ impl ChildServer {
         let mut cmd = Command::new(exe);
         cmd.args(args)
             .args(["--grpc-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
+            // Errors only (a server that cannot start says why on the
+            // bench's stderr); its addresses come from the ready line.
+            .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);

@@ -85,7 +85,9 @@ impl ApiError {
             Code::InvalidArgument => invalid_argument(status),
             Code::Unauthenticated => ApiError::unauthenticated("Authenticate"),
             Code::PermissionDenied => ApiError::new(StatusCode::FORBIDDEN, 20403, "Forbidden"),
-            Code::NotFound => ApiError::new(
+            // UNIMPLEMENTED: a standalone bridge in front of a settingsd
+            // that predates the resource.
+            Code::NotFound | Code::Unimplemented => ApiError::new(
                 StatusCode::NOT_FOUND,
                 20404,
                 "The requested resource was not found",
@@ -105,7 +107,6 @@ impl ApiError {
             | Code::AlreadyExists
             | Code::FailedPrecondition
             | Code::OutOfRange
-            | Code::Unimplemented
             | Code::Internal
             | Code::DataLoss => {
                 tracing::error!(code = ?status.code(), message = status.message(), "upstream fault");

@@ -260,7 +260,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{} holds no settingsd data (no sled database there); check --data-dir",
                 args.data_dir.display()
             );
-            let store = open_offline(&args.data_dir)?;
+            let store = open_offline(&args.data_dir).await?;
             let summary = backup::export(&store, args.file.as_deref(), args.skip_corrupt).await;
             store.close().await?;
             let summary = summary?;
@@ -280,7 +280,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import(args) => {
-            let store = open_offline(&args.data_dir)?;
+            let store = open_offline(&args.data_dir).await?;
             let n = match &args.file {
                 Some(path) => {
                     let file = std::fs::File::open(path)
@@ -431,8 +431,10 @@ async fn print_ready_line(announced: tokio::sync::oneshot::Receiver<Ready>) {
 }
 
 /// Opens a data directory for export or import, which need it to themselves.
-fn open_offline(data_dir: &std::path::Path) -> anyhow::Result<SledStore> {
-    SledStore::open(&StoreOptions::new(data_dir))
+async fn open_offline(data_dir: &std::path::Path) -> anyhow::Result<SledStore> {
+    let options = StoreOptions::new(data_dir);
+    tokio::task::spawn_blocking(move || SledStore::open(&options))
+        .await?
         .context("export and import need the data directory to themselves: stop the server first")
 }
 

@@ -80,14 +80,14 @@ pub struct AdminGrpc(pub SettingsApi);
 const EXPORT_BUFFER: usize = 64;
 
 impl AdminGrpc {
-    /// Streams the store's scan to an operator, as `message` renders each
-    /// record (or skips it, with `None`). The stream ends at the first
-    /// record that does not decode, with its error: a backup must not skip
-    /// a record silently.
+    /// Streams the store's scan of `resources` to an operator, as `message`
+    /// renders each record. The stream ends at the first record that does
+    /// not decode, with its error: a backup must not skip a record silently.
     fn export<T: Send + 'static>(
         &self,
         request: &Request<impl Sized>,
-        message: impl Fn(&SettingsApi, StoredSettings) -> Option<T> + Send + 'static,
+        resources: &[Resource],
+        message: impl Fn(&SettingsApi, StoredSettings) -> T + Send + 'static,
     ) -> Result<ReceiverStream<Result<T, Status>>, Status> {
         let slot = self.0.start()?;
         if let Caller::Account(caller) = self.0.caller(request.metadata())? {
@@ -95,18 +95,14 @@ impl AdminGrpc {
         }
         let (tx, rx) = mpsc::channel(EXPORT_BUFFER);
         let api = self.0.clone();
-        let mut scan = api.store.scan();
+        let mut scan = api.store.scan(resources);
         tokio::spawn(async move {
             let _slot = slot;
             let mut exported = 0_u64;
             while let Some(record) = scan.next().await {
-                let item = match record {
-                    Ok(record) => match message(&api, record) {
-                        Some(item) => Ok(item),
-                        None => continue,
-                    },
-                    Err(e) => Err(Status::from(e)),
-                };
+                let item = record
+                    .map(|record| message(&api, record))
+                    .map_err(Status::from);
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() {
                     tracing::info!(exported, "export abandoned by the client");
@@ -133,9 +129,9 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<pb::ExportSettingsRequest>,
     ) -> Result<Response<Self::ExportSettingsStream>, Status> {
-        let stream = self.export(&request, |api, record| {
+        let stream = self.export(&request, &Resource::ALL, |api, record| {
             let message = to_message(record.settings, api.url(record.resource));
-            Some(pb::ExportedSettings::new(record.resource, message))
+            pb::ExportedSettings::new(record.resource, message)
         })?;
         Ok(Response::new(stream))
     }
@@ -145,9 +141,10 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<pb::ExportRecordingSettingsRequest>,
     ) -> Result<Response<Self::ExportRecordingSettingsStream>, Status> {
-        let stream = self.export(&request, |api, record| {
-            (record.resource == Resource::Recording)
-                .then(|| to_message(record.settings, api.url(Resource::Recording)).into())
+        // Only Recording Settings: a bad record of another resource must
+        // not fail the export of clients that know nothing of it.
+        let stream = self.export(&request, &[Resource::Recording], |api, record| {
+            to_message(record.settings, api.url(record.resource)).into()
         })?;
         Ok(Response::new(stream))
     }

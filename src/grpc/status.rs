@@ -46,6 +46,10 @@ impl From<Error> for Status {
                 tracing::error!(%detail, "storage failure");
                 Status::unavailable("the settings store could not complete the request; retry")
             }
+            Error::ScanFailed(detail) => {
+                tracing::error!(%detail, "scan failed part way");
+                Status::internal("the export failed part way; the records sent are incomplete")
+            }
             Error::ShuttingDown => Status::unavailable("settingsd is shutting down; retry"),
             Error::Reopening => Status::unavailable(
                 "settingsd is reopening its store after a storage failure; retry shortly",

@@ -164,7 +164,7 @@ impl Connected for LimitedStream {
 }
 
 // Reads and writes that complete pass straight through (bytes are not
-// activity: see `crate::idle`); only those that would wait consult the idle
+// activity: see `super::idle`); only those that would wait consult the idle
 // timer. hyper always has a read pending on a connection it is not writing
 // to, and a write pending on one that cannot take its output, so one of the
 // two registers the timer whatever state the connection is in.

@@ -165,6 +165,9 @@ pub async fn run_on(
     );
     let result = serve(api, &store, listeners, &config.limits, shutdown).await;
     let closed = store.close().await;
+    // The last handle may run a backend's own final flush when it drops:
+    // drop it off the async workers.
+    tokio::task::spawn_blocking(move || drop(store)).await?;
     result?;
     closed?;
     tracing::info!("stopped; every acknowledged write is on disk");
@@ -207,7 +210,7 @@ async fn serve(
         }
     };
     // Connections are closed after `limits.idle_timeout` without a request
-    // (see `crate::idle`); the layer reports each request's progress to its
+    // (see `idle`); the layer reports each request's progress to its
     // connection. No `max_connection_age`: it would also cut connections in
     // active use (a long export stream, unless its grace were as long), and
     // the client would simply reconnect; holding a slot without using it,

@@ -28,8 +28,11 @@
 //!   durable, the backend refuses writes ([`Error::WritesStopped`]) until
 //!   [`Store::recover`] brings them back, and says why in [`Store::health`].
 //!
-//! `tests/api/store_contract.rs` checks these promises through the real
-//! server, so every backend runs the same suite.
+//! The integration tests check these promises through the real server
+//! (`tests/api/grpc_settings.rs`, `http_bridge.rs`, `backup.rs`, `crash.rs`,
+//! `faults.rs`), and they open their store in one place
+//! (`tests/api/helpers.rs`, `open_store`), so another backend runs the same
+//! suites by opening itself there.
 
 pub mod sled;
 
@@ -62,9 +65,10 @@ pub struct Replacement {
     pub patch: SettingsPatch,
 }
 
-/// Every stored resource, resource by resource in [`Resource::ALL`] order,
-/// accounts in SID order. A record that does not decode is yielded as
-/// [`Error::Corrupt`] and the scan goes on; any other error ends it.
+/// Every stored record of the resources scanned, resource by resource in
+/// [`Resource::ALL`] order, accounts in SID order. A record that does not
+/// decode is yielded as [`Error::Corrupt`] and the scan goes on; any other
+/// error ends it (a scan that dies part way ends with [`Error::ScanFailed`]).
 pub type Scan = Pin<Box<dyn Stream<Item = Result<StoredSettings, Error>> + Send>>;
 
 /// Whether the store takes writes now.
@@ -116,10 +120,12 @@ pub trait Store: Send + Sync + 'static {
     /// before it are still made durable.
     async fn replace_many(&self, replacements: Vec<Replacement>) -> Result<usize, Error>;
 
-    /// Every stored resource (see [`Scan`]). Not a point-in-time snapshot:
-    /// each record is as it was when read. The scan reads in the background
-    /// and waits while its consumer falls behind, so its memory is bounded.
-    fn scan(&self) -> Scan;
+    /// Every stored record of `resources` (see [`Scan`]). Not a
+    /// point-in-time snapshot: each record is as it was when read. The scan
+    /// reads in the background (a task of the current tokio runtime, which
+    /// it must be called within) and waits while its consumer falls behind,
+    /// so its memory is bounded.
+    fn scan(&self, resources: &[Resource]) -> Scan;
 
     /// Whether writes work now; cheap (a server polls it for health).
     fn health(&self) -> StoreHealth;

@@ -515,3 +515,52 @@ async fn a_line_naming_an_unknown_resource_fails_the_import_naming_the_line_and_
         "line 1 was not imported"
     );
 }
+
+#[tokio::test]
+async fn a_bad_composition_record_fails_the_full_export_naming_it_but_not_the_recording_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_on(dir.path()).await;
+    app.set(set_request(ACCOUNT, "recording")).await;
+    app.stop().await.unwrap();
+    corrupt_resource(
+        dir.path(),
+        Resource::Composition,
+        OTHER_ACCOUNT,
+        b"\x01\xff\xff",
+    );
+    let app = spawn_app_on(dir.path()).await;
+    let admin = AdminServiceClient::new(channel(app.grpc_addr).await);
+
+    let full = export_online(&app, &[]).await;
+    let mut recording = admin
+        .clone()
+        .export_recording_settings(ExportRecordingSettingsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert!(!full.status.success());
+    assert!(stderr.contains("DataLoss"), "{stderr}");
+    assert!(
+        stderr.contains(OTHER_ACCOUNT) && stderr.contains("Composition Settings"),
+        "{stderr}"
+    );
+    let first = recording.message().await.unwrap().expect("one record");
+    assert_eq!(first.friendly_name.as_deref(), Some("recording"));
+    assert!(
+        recording.message().await.unwrap().is_none(),
+        "old clients' export ends cleanly: it never reads the other resource"
+    );
+    let composition = app.for_resource(Resource::Composition);
+    let status = composition
+        .try_get(get_request(OTHER_ACCOUNT))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DataLoss);
+    assert_eq!(
+        composition.get(ACCOUNT).await.revision,
+        0,
+        "other records still read"
+    );
+}

@@ -15,11 +15,15 @@ use crate::helpers::*;
 const SERVICE: &str = "settingsd.v1.RecordingSettingsService";
 
 #[tokio::test]
-async fn health_says_serving_for_the_service_and_the_server() {
+async fn health_says_serving_for_every_service_and_the_server() {
     let app = spawn_app().await;
     let mut health = HealthClient::new(channel(app.grpc_addr).await);
+    let resources = Resource::ALL.map(|r| r.spec().grpc_service);
 
-    for service in [SERVICE, ""] {
+    for service in resources
+        .into_iter()
+        .chain(["settingsd.v1.AdminService", ""])
+    {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -33,7 +37,7 @@ async fn health_says_serving_for_the_service_and_the_server() {
 }
 
 #[tokio::test]
-async fn reflection_v1_lists_the_service() {
+async fn reflection_v1_lists_every_settings_service() {
     use tonic_reflection::pb::v1::{
         server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -58,6 +62,10 @@ async fn reflection_v1_lists_the_service() {
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.iter().any(|n| n == SERVICE), "{names:?}");
+    for resource in Resource::ALL {
+        let service = resource.spec().grpc_service;
+        assert!(names.iter().any(|n| n == service), "{service}: {names:?}");
+    }
     assert!(
         names.iter().any(|n| n == "grpc.health.v1.Health"),
         "{names:?}"

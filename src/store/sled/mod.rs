@@ -19,11 +19,18 @@
 //! server calls periodically) brings writes back once the disk takes a
 //! probe write again: see [`recover`].
 //!
-//! Threads: sled calls block (a read may wait on the disk, a write on the
-//! write lock that orders revisions), so every sled call runs on tokio's
-//! blocking pool, never on an async worker; only the wait for the group
-//! commit, which is a channel, stays async. BENCHMARKS.md has the A/B that
-//! chose this rule.
+//! Threads: the rule is "microseconds inline, milliseconds on the blocking
+//! pool". A Get and a Set's read-merge-write run inline on the async worker:
+//! they touch memory (sled's cache, the OS page cache), take microseconds,
+//! and the write lock that orders revisions is contended only by the threads
+//! running them, each holding it for one in-memory apply; the wait for the
+//! group commit is a channel, so a Set never blocks a worker on the disk.
+//! Everything that takes milliseconds or more (opening, scans, bulk
+//! replacements, a per-write sync, recovery, closing) runs on tokio's blocking
+//! pool. Running the point operations on the blocking pool too halved Get
+//! throughput and cost 30% on Set (BENCHMARKS.md has the A/B), and it would
+//! let a cancelled Set apply after the client gave up on it; inline, a Set
+//! is applied within its request or not at all.
 
 pub mod codec;
 mod commit;
@@ -399,9 +406,7 @@ fn is_lock_error(e: &std::io::Error) -> bool {
 #[async_trait::async_trait]
 impl Store for SledStore {
     async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error> {
-        let inner = self.current()?;
-        let account = account.clone();
-        blocking(move || inner.get(resource, &account)).await
+        self.current()?.get(resource, account)
     }
 
     async fn set(
@@ -411,10 +416,7 @@ impl Store for SledStore {
         patch: SettingsPatch,
     ) -> Result<Settings, Error> {
         let inner = self.current()?;
-        let writer = Arc::clone(&inner);
-        let account = account.clone();
-        let stored =
-            blocking(move || writer.apply(resource, &account, patch, Merge::IntoStored)).await?;
+        let stored = inner.apply(resource, account, patch, Merge::IntoStored)?;
         inner.wait_durable(stored.revision).await?;
         Ok(stored)
     }
@@ -446,13 +448,16 @@ impl Store for SledStore {
         }
     }
 
-    fn scan(&self) -> Scan {
+    fn scan(&self, resources: &[Resource]) -> Scan {
         let (tx, rx) = mpsc::channel(SCAN_BUFFER);
         match self.current() {
             Ok(inner) => {
+                // Counted from now, so a recovery never closes the database
+                // under a scan that has not started reading yet.
+                let scanner = Scanner::new(inner, resources);
                 let scan_tx = tx.clone();
                 let task = tokio::task::spawn_blocking(move || {
-                    for record in Scanner::new(inner) {
+                    for record in scanner {
                         if scan_tx.blocking_send(record).is_err() {
                             return; // the consumer went away
                         }
@@ -463,11 +468,7 @@ impl Store for SledStore {
                 tokio::spawn(async move {
                     if let Err(e) = task.await {
                         tracing::error!(error = %e, "store scan failed");
-                        let _ = tx
-                            .send(Err(Error::Storage(format!(
-                                "the scan failed part way: {e}"
-                            ))))
-                            .await;
+                        let _ = tx.send(Err(Error::ScanFailed(e.to_string()))).await;
                     }
                 });
             }
@@ -502,8 +503,8 @@ impl Store for SledStore {
     }
 }
 
-/// Runs sled work on tokio's blocking pool, off the async workers (see the
-/// module docs).
+/// Runs sled work that may take milliseconds on tokio's blocking pool, off
+/// the async workers (see the module docs).
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
@@ -519,15 +520,21 @@ struct Scanner {
     /// The resources still to scan after the current one.
     remaining: std::vec::IntoIter<Resource>,
     current: Option<(Resource, sled::Iter)>,
+    /// An error other than a corrupt record ended the scan.
+    done: bool,
 }
 
 impl Scanner {
-    fn new(inner: Arc<Inner>) -> Scanner {
+    fn new(inner: Arc<Inner>, resources: &[Resource]) -> Scanner {
         inner.scans.fetch_add(1, Ordering::SeqCst);
+        let mut resources = resources.to_vec();
+        resources.sort_unstable();
+        resources.dedup();
         Scanner {
             inner,
-            remaining: Resource::ALL.to_vec().into_iter(),
+            remaining: resources.into_iter(),
             current: None,
+            done: false,
         }
     }
 }
@@ -536,11 +543,16 @@ impl Iterator for Scanner {
     type Item = Result<StoredSettings, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
         loop {
             if let Some((resource, iter)) = &mut self.current {
                 let resource = *resource;
                 if let Some(entry) = iter.next() {
-                    return Some(decode_entry(resource, entry));
+                    let record = decode_entry(resource, entry);
+                    self.done = matches!(&record, Err(e) if !matches!(e, Error::Corrupt { .. }));
+                    return Some(record);
                 }
             }
             let resource = self.remaining.next()?;

@@ -19,7 +19,7 @@ impl SledStore {
     /// again: probes it with a small fsynced file, and only if that works,
     /// closes the poisoned database (waiting for running exports first),
     /// writes every data file back and syncs it (so the disk holds what the
-    /// page cache does, see [`recover::rewrite_and_sync`]), and reopens the database,
+    /// page cache does, see [`rewrite_and_sync`]), and reopens the database,
     /// replaying sled's log. Requests answer [`Error::Reopening`] meanwhile.
     /// Blocking. Writes that failed may or may not survive; acknowledged
     /// ones do.
