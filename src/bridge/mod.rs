@@ -17,9 +17,9 @@
 //! routes call.
 
 mod backend;
-pub mod error;
-pub mod form;
-pub mod json;
+mod error;
+mod form;
+mod json;
 
 use std::{sync::Arc, time::Duration};
 

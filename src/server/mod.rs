@@ -2,12 +2,12 @@
 //! HTTP bridge, and graceful shutdown. [`run`] takes already-bound listeners and a shutdown
 //! future, so tests bind port 0 and stop the server without signals.
 //!
-//! Layout: [`limits`] and `idle` keep clients from holding the server,
+//! Layout: `limits` and `idle` keep clients from holding the server,
 //! `supervise` keeps health true to whether writes work, `local` is the
 //! bridge's in-process backend (the services, called directly).
 
 mod idle;
-pub mod limits;
+mod limits;
 mod local;
 mod supervise;
 
