@@ -50,6 +50,7 @@ pub struct SettingsMessage {
     pub url: String,
     pub revision: u64,
     pub update_time: Option<prost_types::Timestamp>,
+    pub etag: String,
 }
 
 /// A Set request of any resource (`SetRecordingSettingsRequest`, ...).
@@ -62,6 +63,7 @@ pub struct SetSettingsMessage {
     pub aws_storage_enabled: Option<bool>,
     pub encryption_key_sid: Option<String>,
     pub encryption_enabled: Option<bool>,
+    pub etag: String,
 }
 
 /// A Get request of any resource (`GetRecordingSettingsRequest`, ...).
@@ -70,84 +72,116 @@ pub struct GetSettingsMessage {
     pub account_sid: String,
 }
 
+/// A Watch request of any resource (`WatchRecordingSettingsRequest`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchSettingsMessage {
+    pub account_sid: String,
+    pub start_revision: u64,
+}
+
+/// One message of any resource's watch stream (`RecordingSettingsChange`, ...).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SettingsChangeMessage {
+    pub revision: u64,
+    pub settings: Option<SettingsMessage>,
+    pub progress: bool,
+}
+
+/// A history listing request of any resource.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListRevisionsMessage {
+    pub account_sid: String,
+    pub page_size: i32,
+    pub page_token: String,
+}
+
+/// A page of any resource's history.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RevisionsPageMessage {
+    pub revisions: Vec<SettingsMessage>,
+    pub next_page_token: String,
+}
+
+/// A rollback request of any resource.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RollbackMessage {
+    pub account_sid: String,
+    pub revision: u64,
+    pub etag: String,
+}
+
+/// Converts a message to and from its shape, moving the fields listed:
+/// `both_ways!(Shape <=> pb::Message { field, ... })`.
+macro_rules! both_ways {
+    ($shape:ident <=> $message:ty { $($field:ident),* $(,)? }) => {
+        impl From<$message> for $shape {
+            fn from(m: $message) -> Self {
+                $shape { $($field: m.$field),* }
+            }
+        }
+
+        impl From<$shape> for $message {
+            fn from(m: $shape) -> Self {
+                Self { $($field: m.$field),* }
+            }
+        }
+    };
+}
+
 /// Converts both ways between the shapes above and one resource's own
-/// messages: `resource_messages!(Settings, GetRequest, SetRequest)`.
+/// messages: `resource_messages!(Settings, GetRequest, SetRequest, ...)`.
 macro_rules! resource_messages {
-    ($settings:ident, $get:ident, $set:ident) => {
-        impl From<pb::$settings> for SettingsMessage {
-            fn from(m: pb::$settings) -> Self {
-                SettingsMessage {
-                    account_sid: m.account_sid,
-                    friendly_name: m.friendly_name,
-                    aws_credentials_sid: m.aws_credentials_sid,
-                    aws_s3_url: m.aws_s3_url,
-                    aws_storage_enabled: m.aws_storage_enabled,
-                    encryption_key_sid: m.encryption_key_sid,
-                    encryption_enabled: m.encryption_enabled,
-                    url: m.url,
+    (
+        $settings:ident, $get:ident, $set:ident, $watch:ident, $change:ident,
+        $list:ident, $page:ident, $rollback:ident
+    ) => {
+        both_ways!(SettingsMessage <=> pb::$settings {
+            account_sid, friendly_name, aws_credentials_sid, aws_s3_url, aws_storage_enabled,
+            encryption_key_sid, encryption_enabled, url, revision, update_time, etag,
+        });
+        both_ways!(SetSettingsMessage <=> pb::$set {
+            account_sid, friendly_name, aws_credentials_sid, aws_s3_url, aws_storage_enabled,
+            encryption_key_sid, encryption_enabled, etag,
+        });
+        both_ways!(GetSettingsMessage <=> pb::$get { account_sid });
+        both_ways!(WatchSettingsMessage <=> pb::$watch { account_sid, start_revision });
+        both_ways!(ListRevisionsMessage <=> pb::$list { account_sid, page_size, page_token });
+        both_ways!(RollbackMessage <=> pb::$rollback { account_sid, revision, etag });
+
+        impl From<pb::$change> for SettingsChangeMessage {
+            fn from(m: pb::$change) -> Self {
+                SettingsChangeMessage {
                     revision: m.revision,
-                    update_time: m.update_time,
+                    settings: m.settings.map(Into::into),
+                    progress: m.progress,
                 }
             }
         }
 
-        impl From<SettingsMessage> for pb::$settings {
-            fn from(m: SettingsMessage) -> Self {
-                pb::$settings {
-                    account_sid: m.account_sid,
-                    friendly_name: m.friendly_name,
-                    aws_credentials_sid: m.aws_credentials_sid,
-                    aws_s3_url: m.aws_s3_url,
-                    aws_storage_enabled: m.aws_storage_enabled,
-                    encryption_key_sid: m.encryption_key_sid,
-                    encryption_enabled: m.encryption_enabled,
-                    url: m.url,
+        impl From<SettingsChangeMessage> for pb::$change {
+            fn from(m: SettingsChangeMessage) -> Self {
+                pb::$change {
                     revision: m.revision,
-                    update_time: m.update_time,
+                    settings: m.settings.map(Into::into),
+                    progress: m.progress,
                 }
             }
         }
 
-        impl From<pb::$set> for SetSettingsMessage {
-            fn from(m: pb::$set) -> Self {
-                SetSettingsMessage {
-                    account_sid: m.account_sid,
-                    friendly_name: m.friendly_name,
-                    aws_credentials_sid: m.aws_credentials_sid,
-                    aws_s3_url: m.aws_s3_url,
-                    aws_storage_enabled: m.aws_storage_enabled,
-                    encryption_key_sid: m.encryption_key_sid,
-                    encryption_enabled: m.encryption_enabled,
+        impl From<pb::$page> for RevisionsPageMessage {
+            fn from(m: pb::$page) -> Self {
+                RevisionsPageMessage {
+                    revisions: m.revisions.into_iter().map(Into::into).collect(),
+                    next_page_token: m.next_page_token,
                 }
             }
         }
 
-        impl From<SetSettingsMessage> for pb::$set {
-            fn from(m: SetSettingsMessage) -> Self {
-                pb::$set {
-                    account_sid: m.account_sid,
-                    friendly_name: m.friendly_name,
-                    aws_credentials_sid: m.aws_credentials_sid,
-                    aws_s3_url: m.aws_s3_url,
-                    aws_storage_enabled: m.aws_storage_enabled,
-                    encryption_key_sid: m.encryption_key_sid,
-                    encryption_enabled: m.encryption_enabled,
-                }
-            }
-        }
-
-        impl From<pb::$get> for GetSettingsMessage {
-            fn from(m: pb::$get) -> Self {
-                GetSettingsMessage {
-                    account_sid: m.account_sid,
-                }
-            }
-        }
-
-        impl From<GetSettingsMessage> for pb::$get {
-            fn from(m: GetSettingsMessage) -> Self {
-                pb::$get {
-                    account_sid: m.account_sid,
+        impl From<RevisionsPageMessage> for pb::$page {
+            fn from(m: RevisionsPageMessage) -> Self {
+                pb::$page {
+                    revisions: m.revisions.into_iter().map(Into::into).collect(),
+                    next_page_token: m.next_page_token,
                 }
             }
         }
@@ -157,13 +191,43 @@ macro_rules! resource_messages {
 resource_messages!(
     RecordingSettings,
     GetRecordingSettingsRequest,
-    SetRecordingSettingsRequest
+    SetRecordingSettingsRequest,
+    WatchRecordingSettingsRequest,
+    RecordingSettingsChange,
+    ListRecordingSettingsRevisionsRequest,
+    ListRecordingSettingsRevisionsResponse,
+    RollbackRecordingSettingsRequest
 );
 resource_messages!(
     CompositionSettings,
     GetCompositionSettingsRequest,
-    SetCompositionSettingsRequest
+    SetCompositionSettingsRequest,
+    WatchCompositionSettingsRequest,
+    CompositionSettingsChange,
+    ListCompositionSettingsRevisionsRequest,
+    ListCompositionSettingsRevisionsResponse,
+    RollbackCompositionSettingsRequest
 );
+
+/// Calls one RPC on the resource's own client, converting the request from
+/// and the answer to the shared shapes.
+macro_rules! call {
+    ($self:ident, $resource:expr, $request:expr,
+     $recording:ident($recording_request:ident), $composition:ident($composition_request:ident)) => {
+        match $resource {
+            Resource::Recording => {
+                let request = $request.map(pb::$recording_request::from);
+                let answer = $self.recording.clone().$recording(request).await?;
+                Ok(answer.into_inner().into())
+            }
+            Resource::Composition => {
+                let request = $request.map(pb::$composition_request::from);
+                let answer = $self.composition.clone().$composition(request).await?;
+                Ok(answer.into_inner().into())
+            }
+        }
+    };
+}
 
 /// A client of every settings service of one settingsd server, for any
 /// resource (the CLI, the standalone bridge, the bench). Cheap to clone:
@@ -191,21 +255,9 @@ impl SettingsClient {
         resource: Resource,
         request: Request<GetSettingsMessage>,
     ) -> Result<SettingsMessage, Status> {
-        match resource {
-            Resource::Recording => {
-                let request = request.map(pb::GetRecordingSettingsRequest::from);
-                answer(self.recording.clone().get_recording_settings(request).await)
-            }
-            Resource::Composition => {
-                let request = request.map(pb::GetCompositionSettingsRequest::from);
-                answer(
-                    self.composition
-                        .clone()
-                        .get_composition_settings(request)
-                        .await,
-                )
-            }
-        }
+        call!(self, resource, request,
+            get_recording_settings(GetRecordingSettingsRequest),
+            get_composition_settings(GetCompositionSettingsRequest))
     }
 
     /// `resource`'s Set RPC.
@@ -217,31 +269,73 @@ impl SettingsClient {
         resource: Resource,
         request: Request<SetSettingsMessage>,
     ) -> Result<SettingsMessage, Status> {
+        call!(self, resource, request,
+            set_recording_settings(SetRecordingSettingsRequest),
+            set_composition_settings(SetCompositionSettingsRequest))
+    }
+
+    /// `resource`'s history listing RPC.
+    ///
+    /// # Errors
+    /// The server's status.
+    pub async fn list_revisions(
+        &self,
+        resource: Resource,
+        request: Request<ListRevisionsMessage>,
+    ) -> Result<RevisionsPageMessage, Status> {
+        call!(self, resource, request,
+            list_recording_settings_revisions(ListRecordingSettingsRevisionsRequest),
+            list_composition_settings_revisions(ListCompositionSettingsRevisionsRequest))
+    }
+
+    /// `resource`'s Rollback RPC.
+    ///
+    /// # Errors
+    /// The server's status.
+    pub async fn rollback(
+        &self,
+        resource: Resource,
+        request: Request<RollbackMessage>,
+    ) -> Result<SettingsMessage, Status> {
+        call!(self, resource, request,
+            rollback_recording_settings(RollbackRecordingSettingsRequest),
+            rollback_composition_settings(RollbackCompositionSettingsRequest))
+    }
+
+    /// `resource`'s Watch RPC, as a stream of the shared shape.
+    ///
+    /// # Errors
+    /// The server's status (also as the stream's last item).
+    pub async fn watch(
+        &self,
+        resource: Resource,
+        request: Request<WatchSettingsMessage>,
+    ) -> Result<ChangeMessages, Status> {
+        fn shared<M: Into<SettingsChangeMessage> + Send + 'static>(
+            stream: tonic::Streaming<M>,
+        ) -> ChangeMessages {
+            Box::pin(tokio_stream::StreamExt::map(stream, |m| m.map(Into::into)))
+        }
         match resource {
             Resource::Recording => {
-                let request = request.map(pb::SetRecordingSettingsRequest::from);
-                answer(self.recording.clone().set_recording_settings(request).await)
+                let request = request.map(pb::WatchRecordingSettingsRequest::from);
+                let answer = self.recording.clone().watch_recording_settings(request).await?;
+                Ok(shared(answer.into_inner()))
             }
             Resource::Composition => {
-                let request = request.map(pb::SetCompositionSettingsRequest::from);
-                answer(
-                    self.composition
-                        .clone()
-                        .set_composition_settings(request)
-                        .await,
-                )
+                let request = request.map(pb::WatchCompositionSettingsRequest::from);
+                let answer = self.composition.clone().watch_composition_settings(request).await?;
+                Ok(shared(answer.into_inner()))
             }
         }
     }
 }
 
-/// A resource's answer in the shared shape.
-fn answer<M>(result: Result<tonic::Response<M>, Status>) -> Result<SettingsMessage, Status>
-where
-    SettingsMessage: From<M>,
-{
-    result.map(|r| r.into_inner().into())
-}
+/// A watch stream in the shared shape.
+pub type ChangeMessages =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<SettingsChangeMessage, Status>> + Send>>;
+
+
 
 impl pb::ExportedSettings {
     /// A record of `resource`, in that resource's own message.
@@ -291,6 +385,7 @@ mod tests {
                 seconds: 1,
                 nanos: 2,
             }),
+            etag: "\"7\"".into(),
         };
         let sibling = pb::CompositionSettings::decode(&*settings.encode_to_vec()).unwrap();
         assert_eq!(
@@ -305,6 +400,7 @@ mod tests {
             aws_storage_enabled: Some(false),
             encryption_key_sid: None,
             encryption_enabled: Some(true),
+            etag: "\"7\"".into(),
         };
         let sibling = pb::SetCompositionSettingsRequest::decode(&*set.encode_to_vec()).unwrap();
         assert_eq!(

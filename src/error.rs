@@ -8,7 +8,7 @@
 use std::{fmt, path::PathBuf};
 
 use crate::{
-    domain::{AccountSid, ValidationError},
+    domain::{AccountSid, Etag, ValidationError},
     resource::Resource,
 };
 
@@ -67,6 +67,29 @@ pub enum Error {
     /// Too many requests are in flight; this one was shed without being run.
     #[error("at the limit of {max} requests in flight")]
     Overloaded { max: usize },
+
+    /// A conditional write's etag no longer matches: someone changed the
+    /// resource since the caller read it. Nothing was written.
+    #[error("the stored {resource} of account {account} has etag {current}, not {expected}")]
+    EtagMismatch {
+        resource: Resource,
+        account: AccountSid,
+        expected: Etag,
+        current: Etag,
+    },
+
+    /// A rollback named a revision that is not in this account's retained
+    /// history of the resource.
+    #[error("revision {revision} is not in the retained history of account {account}'s {resource}")]
+    RevisionNotFound {
+        resource: Resource,
+        account: AccountSid,
+        revision: u64,
+    },
+
+    /// A watch asked to start before the oldest retained change.
+    #[error("revision {requested} is compacted; the oldest a watch can start from is {oldest}")]
+    Compacted { requested: u64, oldest: u64 },
 
     /// A scan (an export) died part way: the records it yielded are
     /// incomplete.

@@ -16,6 +16,9 @@ async fn main() -> ExitCode {
         Command::Serve(_) | Command::Bridge(_) | Command::BenchNoopServer { .. } => "info",
         Command::Get(_)
         | Command::Set(_)
+        | Command::Watch(_)
+        | Command::History(_)
+        | Command::Rollback(_)
         | Command::Export(_)
         | Command::Import(_)
         | Command::Bench(_) => "warn",

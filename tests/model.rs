@@ -97,6 +97,7 @@ fn op() -> impl Strategy<Value = Op> {
                     aws_storage_enabled: storage,
                     encryption_key_sid: key,
                     encryption_enabled: encryption,
+                    etag: String::new(),
                 },
             )
         });
@@ -199,7 +200,7 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let sid = AccountSid::parse(ACCOUNTS[key.0]).unwrap();
                 let result = match parse_patch(&req) {
                     Err(e) => Err(Error::Invalid(e)),
-                    Ok(patch) => runtime.block_on(store.set(key.1, &sid, patch)),
+                    Ok(patch) => runtime.block_on(store.set(key.1, &sid, patch, None)),
                 };
                 match (expected, result) {
                     (Ok(next), Ok(stored)) => {

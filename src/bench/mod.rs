@@ -45,7 +45,10 @@ use crate::{
         recording_settings_service_server::{
             RecordingSettingsService, RecordingSettingsServiceServer,
         },
-        GetRecordingSettingsRequest, RecordingSettings, SetRecordingSettingsRequest,
+        GetRecordingSettingsRequest, ListRecordingSettingsRevisionsRequest,
+        ListRecordingSettingsRevisionsResponse, RecordingSettings, RecordingSettingsChange,
+        RollbackRecordingSettingsRequest, SetRecordingSettingsRequest,
+        WatchRecordingSettingsRequest,
     },
     resource::Resource,
     server::Ready,
@@ -776,5 +779,28 @@ impl RecordingSettingsService for Noop {
             friendly_name: Some(request.friendly_name),
             ..Default::default()
         }))
+    }
+
+    type WatchRecordingSettingsStream = crate::grpc::WatchStream<RecordingSettingsChange>;
+
+    async fn watch_recording_settings(
+        &self,
+        _: Request<WatchRecordingSettingsRequest>,
+    ) -> Result<Response<Self::WatchRecordingSettingsStream>, Status> {
+        Err(Status::unimplemented("the noop server answers Get and Set only"))
+    }
+
+    async fn list_recording_settings_revisions(
+        &self,
+        _: Request<ListRecordingSettingsRevisionsRequest>,
+    ) -> Result<Response<ListRecordingSettingsRevisionsResponse>, Status> {
+        Err(Status::unimplemented("the noop server answers Get and Set only"))
+    }
+
+    async fn rollback_recording_settings(
+        &self,
+        _: Request<RollbackRecordingSettingsRequest>,
+    ) -> Result<Response<RecordingSettings>, Status> {
+        Err(Status::unimplemented("the noop server answers Get and Set only"))
     }
 }

@@ -95,7 +95,14 @@ impl ApiError {
             Code::ResourceExhausted => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests")
             }
-            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled => {
+            // A conditional write lost (If-Match): Twilio has no such error,
+            // so the code is settingsd's own, in Twilio's style.
+            Code::Aborted => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                20412,
+                format!("Precondition Failed: {}", status.message()),
+            ),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     20503,

@@ -26,7 +26,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     body::Body,
     extract::State,
-    http::{header, HeaderMap, Method, StatusCode},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -133,7 +133,46 @@ async fn fetch(State(backend): State<Backend>, resource: Resource, headers: Head
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
-    respond(backend.get(resource, request).await, &headers)
+    match backend.get(resource, request).await {
+        // If-None-Match naming the current state: the client has it.
+        Ok(settings) if none_match(&headers, &settings.etag) => {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            insert_etag(&mut response, &settings.etag);
+            response
+        }
+        result => respond(result, &headers),
+    }
+}
+
+/// Whether `If-None-Match` lists `etag` (or is `*`: the resource always
+/// exists). Weak comparison, as RFC 7232 asks for If-None-Match.
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+/// The `If-Match` of a POST as the Set's etag; `*` (or none) is no
+/// condition: the resource always exists.
+fn if_match(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get(header::IF_MATCH).map(|v| v.to_str()) {
+        None => Ok(String::new()),
+        Some(Ok(v)) if v.trim() == "*" => Ok(String::new()),
+        Some(Ok(v)) => Ok(v.trim().to_owned()),
+        Some(Err(_)) => Err(ApiError::bad_request(
+            "Invalid header If-Match: not visible ASCII".to_owned(),
+        )),
+    }
+}
+
+fn insert_etag(response: &mut Response, etag: &str) {
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
 }
 
 async fn create(
@@ -142,7 +181,12 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let form = match read_form(&headers, body).await {
+    let form = match read_form(&headers, body).await.and_then(|form| {
+        Ok(SetSettingsMessage {
+            etag: if_match(&headers)?,
+            ..form
+        })
+    }) {
         Ok(form) => form,
         Err(e) => return reject_form(&backend, resource, &headers, e).await,
     };
@@ -174,7 +218,12 @@ async fn reject_form(
 
 fn respond(result: Result<SettingsMessage, Status>, headers: &HeaderMap) -> Response {
     match result {
-        Ok(settings) => Json(SettingsJson::from(settings)).into_response(),
+        Ok(settings) => {
+            let etag = settings.etag.clone();
+            let mut response = Json(SettingsJson::from(settings)).into_response();
+            insert_etag(&mut response, &etag);
+            response
+        }
         Err(status) if status.code() == Code::Unauthenticated => {
             // Twilio words the two cases differently; which one it is, the
             // request itself says.

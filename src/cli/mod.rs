@@ -21,7 +21,8 @@ use crate::{
             admin_service_client::AdminServiceClient, ExportRecordingSettingsRequest,
             ExportSettingsRequest,
         },
-        GetSettingsMessage, SetSettingsMessage, SettingsClient, SettingsMessage,
+        GetSettingsMessage, ListRevisionsMessage, RollbackMessage, SetSettingsMessage,
+        SettingsClient, SettingsMessage, WatchSettingsMessage,
     },
     resource::Resource,
     server::{self, Limits, Listeners, PublicUrl, Ready, ServerConfig},
@@ -56,6 +57,15 @@ pub enum Command {
     /// recording) on a running server (fields not given keep their stored
     /// value; "" clears a field).
     Set(SetArgs),
+    /// Stream the changes of a resource (--resource) from a running server,
+    /// one JSON line each: of one account, or of every account with --all.
+    /// Runs until interrupted.
+    Watch(WatchArgs),
+    /// Print an account's past states of a resource, newest first, from the
+    /// server's retained history.
+    History(HistoryArgs),
+    /// Write a new revision of an account's resource equal to a past one.
+    Rollback(RollbackArgs),
     /// Load-test a settingsd (its own, on temporary directories, unless
     /// --target is given) and report throughput and latency percentiles.
     Bench(bench::BenchArgs),
@@ -112,6 +122,12 @@ pub struct ServeArgs {
     /// UNAVAILABLE (gRPC) or 503 (HTTP).
     #[arg(long, env = "SETTINGSD_MAX_IN_FLIGHT", default_value_t = nonzero(Limits::default().max_in_flight))]
     pub max_in_flight: NonZeroUsize,
+    /// How many changes the change log keeps for watches, history and
+    /// rollback (the oldest are compacted away); a watch or a rollback
+    /// further back fails.
+    #[arg(long, env = "SETTINGSD_HISTORY_REVISIONS", default_value_t = StoreOptions::DEFAULT_HISTORY_REVISIONS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_revisions: u64,
     /// sled's page cache size, in MiB.
     #[arg(long, env = "SETTINGSD_CACHE_MB", default_value_t = StoreOptions::DEFAULT_CACHE_CAPACITY >> 20)]
     pub cache_mb: u64,
@@ -192,6 +208,46 @@ pub struct GetArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Watch every account (operators, or any caller of an open server)
+    /// instead of --account.
+    #[arg(long, conflicts_with = "account")]
+    pub all: bool,
+    /// Start at this revision: every change from it on (resume with the last
+    /// revision printed + 1). Without it: the current state first, then a
+    /// progress line, then every later change.
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// At most this many revisions (at most 1000).
+    #[arg(long, default_value_t = 50)]
+    pub page_size: i32,
+    /// The next_page_token a previous page printed.
+    #[arg(long, default_value = "")]
+    pub page_token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The past revision to restore (from `settingsd history`).
+    #[arg(long)]
+    pub revision: u64,
+    /// Roll back only if the stored resource still has this etag (quotes
+    /// included, e.g. '"42"').
+    #[arg(long)]
+    pub etag: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct SetArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -213,6 +269,11 @@ pub struct SetArgs {
     /// Encrypt recordings or compositions: true or false.
     #[arg(long)]
     pub encryption_enabled: Option<bool>,
+    /// Write only if the stored resource still has this etag (as `get`
+    /// printed it, quotes included, e.g. '"42"'); otherwise fail with
+    /// Aborted and change nothing.
+    #[arg(long)]
+    pub etag: Option<String>,
 }
 
 /// Runs a parsed command line.
@@ -293,6 +354,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("settingsd: imported {n} records");
             Ok(())
         }
+        Command::Watch(args) => watch(args).await,
+        Command::History(args) => {
+            let client = SettingsClient::new(connect(&args.client.grpc_addr).await?);
+            let request = args.client.request(ListRevisionsMessage {
+                account_sid: args.client.account.clone(),
+                page_size: args.page_size,
+                page_token: args.page_token,
+            });
+            let page = client
+                .list_revisions(args.client.resource, request)
+                .await
+                .map_err(status_error)?;
+            let revisions: Vec<_> = page.revisions.into_iter().map(CliOutput::from).collect();
+            let output = serde_json::json!({
+                "revisions": revisions,
+                "next_page_token": page.next_page_token,
+            });
+            println!("{}", serde_json::to_string_pretty(&output)?);
+            Ok(())
+        }
+        Command::Rollback(args) => {
+            let client = SettingsClient::new(connect(&args.client.grpc_addr).await?);
+            let request = args.client.request(RollbackMessage {
+                account_sid: args.client.account.clone(),
+                revision: args.revision,
+                etag: args.etag.unwrap_or_default(),
+            });
+            let settings = client
+                .rollback(args.client.resource, request)
+                .await
+                .map_err(status_error)?;
+            print_json(settings)
+        }
         Command::Get(args) => {
             let client = SettingsClient::new(connect(&args.client.grpc_addr).await?);
             let request = args.client.request(GetSettingsMessage {
@@ -314,6 +408,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 aws_storage_enabled: args.aws_storage_enabled,
                 encryption_key_sid: args.encryption_key_sid,
                 encryption_enabled: args.encryption_enabled,
+                etag: args.etag.unwrap_or_default(),
             });
             let settings = client
                 .set(args.client.resource, request)
@@ -322,6 +417,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(settings)
         }
     }
+}
+
+/// Prints a watch's messages as JSON lines until the stream ends or fails.
+async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let client = SettingsClient::new(connect(&args.client.grpc_addr).await?);
+    let account_sid = if args.all {
+        "-".to_owned()
+    } else {
+        args.client.account.clone()
+    };
+    let request = args.client.request(WatchSettingsMessage {
+        account_sid,
+        start_revision: args.from,
+    });
+    let mut stream = client
+        .watch(args.client.resource, request)
+        .await
+        .map_err(status_error)?;
+    while let Some(message) = tokio_stream::StreamExt::next(&mut stream).await {
+        let message = message.map_err(status_error)?;
+        let line = match message.settings {
+            Some(settings) => serde_json::to_string(&CliOutput::from(settings))?,
+            None => serde_json::json!({"progress": true, "revision": message.revision}).to_string(),
+        };
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+    }
+    Ok(())
 }
 
 /// Streams a running server's export into `out`: every resource through
@@ -390,6 +515,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         store: StoreOptions {
             cache_capacity: args.cache_mb << 20,
+            history_revisions: args.history_revisions,
             sync_mode: if args.sync_per_write {
                 SyncMode::PerWrite
             } else {
@@ -489,23 +615,29 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
-/// The REST resource's eight fields, plus the store's revision and update time.
+/// The REST resource's eight fields, plus the store's revision, update
+/// time and etag.
 #[derive(Serialize)]
 struct CliOutput {
     #[serde(flatten)]
     resource: SettingsJson,
     revision: u64,
     update_time: Option<String>,
+    etag: String,
+}
+
+impl From<SettingsMessage> for CliOutput {
+    fn from(settings: SettingsMessage) -> Self {
+        CliOutput {
+            revision: settings.revision,
+            update_time: settings.update_time.as_ref().map(ToString::to_string),
+            etag: settings.etag.clone(),
+            resource: settings.into(),
+        }
+    }
 }
 
 fn print_json(settings: SettingsMessage) -> anyhow::Result<()> {
-    let revision = settings.revision;
-    let update_time = settings.update_time.as_ref().map(ToString::to_string);
-    let output = CliOutput {
-        resource: settings.into(),
-        revision,
-        update_time,
-    };
-    println!("{}", serde_json::to_string_pretty(&output)?);
+    println!("{}", serde_json::to_string_pretty(&CliOutput::from(settings))?);
     Ok(())
 }

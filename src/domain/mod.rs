@@ -11,7 +11,7 @@ mod values;
 use std::fmt;
 
 pub use settings::{Settings, SettingsPatch, Update};
-pub use values::{AccountSid, CredentialSid, FriendlyName, S3Url};
+pub use values::{AccountSid, CredentialSid, Etag, FriendlyName, S3Url};
 
 /// A field of a settings resource, named for error reporting.
 ///
@@ -26,11 +26,19 @@ pub enum Field {
     AwsStorageEnabled,
     EncryptionKeySid,
     EncryptionEnabled,
+    /// A conditional write's etag.
+    Etag,
+    /// A rollback's revision.
+    Revision,
+    /// A history listing's page size.
+    PageSize,
+    /// A history listing's page token.
+    PageToken,
 }
 
 impl Field {
     /// Every field, in the order the proto declares them.
-    pub const ALL: [Field; 7] = [
+    pub const ALL: [Field; 11] = [
         Field::AccountSid,
         Field::FriendlyName,
         Field::AwsCredentialsSid,
@@ -38,6 +46,10 @@ impl Field {
         Field::AwsStorageEnabled,
         Field::EncryptionKeySid,
         Field::EncryptionEnabled,
+        Field::Etag,
+        Field::Revision,
+        Field::PageSize,
+        Field::PageToken,
     ];
 
     /// The snake_case name used by the proto contract and the REST JSON body.
@@ -50,6 +62,10 @@ impl Field {
             Field::AwsStorageEnabled => "aws_storage_enabled",
             Field::EncryptionKeySid => "encryption_key_sid",
             Field::EncryptionEnabled => "encryption_enabled",
+            Field::Etag => "etag",
+            Field::Revision => "revision",
+            Field::PageSize => "page_size",
+            Field::PageToken => "page_token",
         }
     }
 

@@ -66,6 +66,29 @@ impl SettingsPatch {
             encryption_enabled: None,
         }
     }
+
+    /// The patch that makes a resource hold exactly `state`'s fields (a
+    /// rollback to it).
+    ///
+    /// # Errors
+    /// `friendly_name` missing: `state` is a default resource, which no
+    /// write ever produced.
+    pub fn replacing(state: &Settings) -> Result<Self, ValidationError> {
+        fn exact<T: Clone>(v: &Option<T>) -> Update<T> {
+            v.clone().map_or(Update::Clear, Update::Set)
+        }
+        Ok(SettingsPatch {
+            friendly_name: state.friendly_name.clone().ok_or(ValidationError {
+                field: Field::FriendlyName,
+                violation: Violation::Missing,
+            })?,
+            aws_credentials_sid: exact(&state.aws_credentials_sid),
+            aws_s3_url: exact(&state.aws_s3_url),
+            aws_storage_enabled: Some(state.aws_storage_enabled),
+            encryption_key_sid: exact(&state.encryption_key_sid),
+            encryption_enabled: Some(state.encryption_enabled),
+        })
+    }
 }
 
 /// One account's settings resource as stored (Recording and Composition

@@ -195,6 +195,47 @@ fn has_valid_percent_escapes(value: &str) -> bool {
     })
 }
 
+/// An entity tag (RFC 7232, AIP-154): a resource state's revision, quoted.
+/// A conditional write names the state it expects by its etag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Etag(u64);
+
+impl Etag {
+    pub fn of_revision(revision: u64) -> Self {
+        Etag(revision)
+    }
+
+    /// The revision this etag names.
+    pub fn revision(self) -> u64 {
+        self.0
+    }
+
+    /// Parses `"5"` (or the weak form `W/"5"`, which names the same state).
+    ///
+    /// # Errors
+    /// A [`ValidationError`] on `etag` for anything else.
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        let strong = value.strip_prefix("W/").unwrap_or(value);
+        strong
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .and_then(|v| v.parse().ok())
+            .map(Etag)
+            .ok_or_else(|| {
+                ValidationError::malformed(
+                    Field::Etag,
+                    "must be an etag as a resource carries it, such as \"42\" (quotes included)",
+                )
+            })
+    }
+}
+
+impl fmt::Display for Etag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +280,16 @@ mod tests {
         ] {
             let err = S3Url::parse(bad).unwrap_err();
             assert_eq!(err.field, Field::AwsS3Url, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_etag_is_the_quoted_revision_and_parses_back() {
+        assert_eq!(Etag::of_revision(42).to_string(), "\"42\"");
+        assert_eq!(Etag::parse("\"42\"").unwrap().revision(), 42);
+        assert_eq!(Etag::parse("W/\"42\"").unwrap().revision(), 42);
+        for bad in ["42", "\"x\"", "", "\"42", "*"] {
+            assert_eq!(Etag::parse(bad).unwrap_err().field, Field::Etag, "{bad:?}");
         }
     }
 

@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use crate::{
     contract::{SetSettingsMessage, SettingsMessage},
     domain::{
-        CredentialSid, Field, FriendlyName, S3Url, Settings, SettingsPatch, Update, ValidationError,
+        CredentialSid, Etag, Field, FriendlyName, S3Url, Settings, SettingsPatch, Update,
+        ValidationError,
     },
 };
 
@@ -24,6 +25,7 @@ pub fn to_message(s: Settings, url: String) -> SettingsMessage {
         url,
         revision: s.revision,
         update_time: s.update_time.map(timestamp),
+        etag: Etag::of_revision(s.revision).to_string(),
     }
 }
 
@@ -49,6 +51,17 @@ pub fn parse_patch(req: &SetSettingsMessage) -> Result<SettingsPatch, Validation
         encryption_key_sid,
         encryption_enabled: req.encryption_enabled,
     })
+}
+
+/// A request's optional etag: `""` means "no condition".
+///
+/// # Errors
+/// A malformed etag, on `etag`.
+pub fn parse_etag(value: &str) -> Result<Option<Etag>, ValidationError> {
+    match value {
+        "" => Ok(None),
+        v => Etag::parse(v).map(Some),
+    }
 }
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {

@@ -11,20 +11,24 @@ mod convert;
 mod in_flight;
 mod services;
 mod status;
+mod watch;
 
 use std::sync::Arc;
 
 use tonic::metadata::MetadataMap;
 
 pub use self::{
-    convert::{parse_patch, to_message},
+    convert::{parse_etag, parse_patch, to_message},
     in_flight::InFlight,
-    services::{AdminGrpc, CompositionSettingsGrpc, RecordingSettingsGrpc},
+    services::{AdminGrpc, CompositionSettingsGrpc, RecordingSettingsGrpc, WatchStream},
 };
 use crate::{
     auth::{Authenticator, Caller},
-    contract::{GetSettingsMessage, SetSettingsMessage, SettingsMessage},
-    domain::AccountSid,
+    contract::{
+        GetSettingsMessage, ListRevisionsMessage, RevisionsPageMessage, RollbackMessage,
+        SetSettingsMessage, SettingsMessage,
+    },
+    domain::{AccountSid, Field, SettingsPatch, ValidationError, Violation},
     error::{Error, Unauthenticated},
     resource::Resource,
     store::SharedStore,
@@ -65,6 +69,17 @@ impl PublicUrl {
 impl Default for PublicUrl {
     fn default() -> Self {
         PublicUrl(Self::TWILIO.into())
+    }
+}
+
+/// History pages: the default and the largest size.
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 1000;
+
+fn invalid(field: Field, why: &str) -> ValidationError {
+    ValidationError {
+        field,
+        violation: Violation::Malformed(why.to_owned()),
     }
 }
 
@@ -134,9 +149,88 @@ impl SettingsApi {
         let _slot = self.start()?;
         let account = self.authorize(metadata, &request.account_sid)?;
         let patch = parse_patch(&request)?;
+        let expected = parse_etag(&request.etag)?;
         tracing::Span::current().record("account", account.as_str());
-        let stored = self.store.set(resource, &account, patch).await?;
+        let stored = self.store.set(resource, &account, patch, expected).await?;
         tracing::debug!(revision = stored.revision, "settings stored");
+        Ok(to_message(stored, self.url(resource)))
+    }
+
+    /// A page of the account's past states of `resource`, newest first.
+    ///
+    /// # Errors
+    /// As [`SettingsApi::get`]; [`Error::Invalid`] for a bad page size or
+    /// token.
+    pub async fn list_revisions(
+        &self,
+        resource: Resource,
+        metadata: &MetadataMap,
+        request: ListRevisionsMessage,
+    ) -> Result<RevisionsPageMessage, Error> {
+        let _slot = self.start()?;
+        let account = self.authorize(metadata, &request.account_sid)?;
+        let size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n < 0 => return Err(invalid(Field::PageSize, "must not be negative").into()),
+            n => usize::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE),
+        };
+        let before = match request.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<u64>().map_err(|_| {
+                invalid(
+                    Field::PageToken,
+                    "must be the next_page_token of a previous page",
+                )
+            })?),
+        };
+        let mut states = self
+            .store
+            .history(resource, &account, before, size + 1)
+            .await?;
+        let next_page_token = if states.len() > size {
+            states.truncate(size);
+            states.last().map_or(String::new(), |s| s.revision.to_string())
+        } else {
+            String::new()
+        };
+        let url = self.url(resource);
+        Ok(RevisionsPageMessage {
+            revisions: states
+                .into_iter()
+                .map(|s| to_message(s, url.clone()))
+                .collect(),
+            next_page_token,
+        })
+    }
+
+    /// Writes a new revision equal to the account's state at a past one.
+    ///
+    /// # Errors
+    /// As [`SettingsApi::set`]; [`Error::RevisionNotFound`].
+    pub async fn rollback(
+        &self,
+        resource: Resource,
+        metadata: &MetadataMap,
+        request: RollbackMessage,
+    ) -> Result<SettingsMessage, Error> {
+        let _slot = self.start()?;
+        let account = self.authorize(metadata, &request.account_sid)?;
+        if request.revision == 0 {
+            return Err(ValidationError {
+                field: Field::Revision,
+                violation: Violation::Missing,
+            }
+            .into());
+        }
+        let expected = parse_etag(&request.etag)?;
+        tracing::Span::current().record("account", account.as_str());
+        let past = self
+            .store
+            .revision(resource, &account, request.revision)
+            .await?;
+        let patch = SettingsPatch::replacing(&past)?;
+        let stored = self.store.set(resource, &account, patch, expected).await?;
+        tracing::info!(from = request.revision, revision = stored.revision, "rolled back");
         Ok(to_message(stored, self.url(resource)))
     }
 

@@ -6,10 +6,13 @@ use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{convert::to_message, SettingsApi};
+use super::{convert::to_message, watch::WatchMessages, SettingsApi};
 use crate::{
     auth::Caller,
-    contract::pb::{self, admin_service_server::AdminService},
+    contract::{
+        pb::{self, admin_service_server::AdminService},
+        SettingsChangeMessage,
+    },
     error::Error,
     resource::Resource,
     store::StoredSettings,
@@ -22,7 +25,10 @@ macro_rules! settings_service {
     (
         $(#[$doc:meta])*
         $name:ident, $resource:expr, $server:ident :: $service:ident,
-        $get_rpc:ident($get:ident), $set_rpc:ident($set:ident) -> $settings:ident
+        $get_rpc:ident($get:ident), $set_rpc:ident($set:ident) -> $settings:ident,
+        $watch_rpc:ident($watch:ident) -> $stream:ident of $change:ident,
+        $list_rpc:ident($list:ident) -> $page:ident,
+        $rollback_rpc:ident($rollback:ident)
     ) => {
         $(#[$doc])*
         #[derive(Clone)]
@@ -30,6 +36,8 @@ macro_rules! settings_service {
 
         #[tonic::async_trait]
         impl pb::$server::$service for $name {
+            type $stream = WatchStream<pb::$change>;
+
             #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
             async fn $get_rpc(
                 &self,
@@ -49,8 +57,49 @@ macro_rules! settings_service {
                 let answer = self.0.set($resource, &metadata, message.into()).await?;
                 Ok(Response::new(answer.into()))
             }
+
+            #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
+            async fn $watch_rpc(
+                &self,
+                request: Request<pb::$watch>,
+            ) -> Result<Response<Self::$stream>, Status> {
+                let (metadata, _, message) = request.into_parts();
+                let messages = self.0.watch($resource, &metadata, message.into()).await?;
+                Ok(Response::new(watch_stream(messages)))
+            }
+
+            #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
+            async fn $list_rpc(
+                &self,
+                request: Request<pb::$list>,
+            ) -> Result<Response<pb::$page>, Status> {
+                let (metadata, _, message) = request.into_parts();
+                let page = self.0.list_revisions($resource, &metadata, message.into()).await?;
+                Ok(Response::new(page.into()))
+            }
+
+            #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
+            async fn $rollback_rpc(
+                &self,
+                request: Request<pb::$rollback>,
+            ) -> Result<Response<pb::$settings>, Status> {
+                let (metadata, _, message) = request.into_parts();
+                let answer = self.0.rollback($resource, &metadata, message.into()).await?;
+                Ok(Response::new(answer.into()))
+            }
         }
     };
+}
+
+/// A watch as a resource's service streams it.
+pub type WatchStream<M> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<M, Status>> + Send>>;
+
+/// The core's watch messages in a resource's own message type.
+fn watch_stream<M>(messages: WatchMessages) -> WatchStream<M>
+where
+    M: From<SettingsChangeMessage> + Send + 'static,
+{
+    Box::pin(ReceiverStream::new(messages).map(|m| m.map(M::from).map_err(Status::from)))
 }
 
 settings_service!(
@@ -58,7 +107,12 @@ settings_service!(
     RecordingSettingsGrpc, Resource::Recording,
     recording_settings_service_server::RecordingSettingsService,
     get_recording_settings(GetRecordingSettingsRequest),
-    set_recording_settings(SetRecordingSettingsRequest) -> RecordingSettings
+    set_recording_settings(SetRecordingSettingsRequest) -> RecordingSettings,
+    watch_recording_settings(WatchRecordingSettingsRequest)
+        -> WatchRecordingSettingsStream of RecordingSettingsChange,
+    list_recording_settings_revisions(ListRecordingSettingsRevisionsRequest)
+        -> ListRecordingSettingsRevisionsResponse,
+    rollback_recording_settings(RollbackRecordingSettingsRequest)
 );
 
 settings_service!(
@@ -66,7 +120,12 @@ settings_service!(
     CompositionSettingsGrpc, Resource::Composition,
     composition_settings_service_server::CompositionSettingsService,
     get_composition_settings(GetCompositionSettingsRequest),
-    set_composition_settings(SetCompositionSettingsRequest) -> CompositionSettings
+    set_composition_settings(SetCompositionSettingsRequest) -> CompositionSettings,
+    watch_composition_settings(WatchCompositionSettingsRequest)
+        -> WatchCompositionSettingsStream of CompositionSettingsChange,
+    list_composition_settings_revisions(ListCompositionSettingsRevisionsRequest)
+        -> ListCompositionSettingsRevisionsResponse,
+    rollback_composition_settings(RollbackCompositionSettingsRequest)
 );
 
 /// The `settingsd.v1.AdminService` implementation: operator-only RPCs over

@@ -46,6 +46,26 @@ impl From<Error> for Status {
                 tracing::error!(%detail, "storage failure");
                 Status::unavailable("the settings store could not complete the request; retry")
             }
+            Error::EtagMismatch {
+                resource,
+                account,
+                expected,
+                current,
+            } => Status::aborted(format!(
+                "the {} of account {account} changed since it was read: its etag is {current}, \
+                 not {expected}; read it again and retry",
+                resource.spec().title
+            )),
+            Error::RevisionNotFound {
+                resource,
+                account,
+                revision,
+            } => Status::not_found(format!(
+                "revision {revision} is not in the retained history of the {} of account \
+                 {account}",
+                resource.spec().title
+            )),
+            Error::Compacted { requested, oldest } => compacted(requested, oldest),
             Error::ScanFailed(detail) => {
                 tracing::error!(%detail, "scan failed part way");
                 Status::internal("the export failed part way; the records sent are incomplete")
@@ -74,6 +94,27 @@ impl From<Error> for Status {
             }
         }
     }
+}
+
+/// `google.rpc.ErrorInfo.reason` of a watch from a compacted revision.
+pub const REASON_REVISION_COMPACTED: &str = "REVISION_COMPACTED";
+
+/// OUT_OF_RANGE naming the oldest revision a watch can start from, in the
+/// message and in a `google.rpc.ErrorInfo` (reason `REVISION_COMPACTED`,
+/// metadata `oldest_revision`), so a client can resume without parsing text.
+fn compacted(requested: u64, oldest: u64) -> Status {
+    let metadata = std::collections::HashMap::from([(
+        "oldest_revision".to_owned(),
+        oldest.to_string(),
+    )]);
+    Status::with_error_details(
+        Code::OutOfRange,
+        format!(
+            "revision {requested} is older than the retained history; the oldest revision a \
+             watch can start from is {oldest}"
+        ),
+        ErrorDetails::with_error_info(REASON_REVISION_COMPACTED, "settingsd", metadata),
+    )
 }
 
 /// INVALID_ARGUMENT whose message names the field, with a

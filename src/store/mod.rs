@@ -15,6 +15,16 @@
 //!   revision greater than every revision any earlier write got, across all
 //!   resources and accounts and across restarts; 0 means "never written".
 //!   Writes are applied in revision order.
+//! - **Conditional writes are atomic.** A Set with an expected revision
+//!   applies only if the stored resource still has it, checked inside the
+//!   same atomic read-merge-write.
+//! - **Reads see only durable state.** A Get, a scan, a history listing and
+//!   a watch never return a write that a crash could still undo.
+//! - **Every write is a change.** Each write appends its resulting state to
+//!   a store-wide change log in the same atomic, durable write; the log
+//!   keeps the last `history_revisions` changes and serves watches
+//!   (ordered, unique, reliable, resumable from any retained revision, also
+//!   across restarts) and per-resource history.
 //! - **A Set returns only once durable.** When [`Store::set`] or
 //!   [`Store::replace_many`] returns `Ok`, the write survives a crash of the
 //!   process or machine. An `Err` leaves it unknown whether the write took
@@ -41,7 +51,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use tokio_stream::Stream;
 
 use crate::{
-    domain::{AccountSid, Settings, SettingsPatch},
+    domain::{AccountSid, Etag, Settings, SettingsPatch},
     error::Error,
     resource::Resource,
 };
@@ -70,6 +80,27 @@ pub struct Replacement {
 /// decode is yielded as [`Error::Corrupt`] and the scan goes on; any other
 /// error ends it (a scan that dies part way ends with [`Error::ScanFailed`]).
 pub type Scan = Pin<Box<dyn Stream<Item = Result<StoredSettings, Error>> + Send>>;
+
+/// One change of the change log: a resource's state after a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub resource: Resource,
+    /// The state written; its `revision` is the change's.
+    pub settings: Settings,
+}
+
+/// What a [`Store::watch`] stream yields.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// A durable change, in revision order.
+    Change(Arc<Change>),
+    /// Every change up to this revision has been yielded.
+    Progress(u64),
+}
+
+/// Every change from a starting revision, then live ones (see
+/// [`Store::watch`]).
+pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Error>> + Send>>;
 
 /// Whether the store takes writes now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,7 +139,47 @@ pub trait Store: Send + Sync + 'static {
         resource: Resource,
         account: &AccountSid,
         patch: SettingsPatch,
+        expected: Option<Etag>,
     ) -> Result<Settings, Error>;
+
+    /// The account's past states of `resource`, newest first, from the
+    /// retained change log: at most `limit`, all with a revision below
+    /// `before` if given.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`], [`Error::Storage`], [`Error::Reopening`].
+    async fn history(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Settings>, Error>;
+
+    /// The account's state of `resource` at `revision`, if that change is in
+    /// the retained log.
+    ///
+    /// # Errors
+    /// [`Error::RevisionNotFound`] if it is not; as [`Store::history`].
+    async fn revision(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        revision: u64,
+    ) -> Result<Settings, Error>;
+
+    /// The highest revision that is durable (and so visible to reads).
+    fn durable_revision(&self) -> u64;
+
+    /// Every change with a revision of at least `from` (> 0), in order, then
+    /// live changes as they become durable, with a [`WatchEvent::Progress`]
+    /// every few seconds. A consumer that falls behind is caught up from the
+    /// stored log, so a slow watcher costs no memory.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] (at once, or on the stream if the consumer fell
+    /// so far behind that its position was compacted meanwhile).
+    fn watch(&self, from: u64) -> Result<ChangeStream, Error>;
 
     /// Applies every replacement in order and returns, once all of them are
     /// durable, how many were applied: the bulk path of imports and of the

@@ -46,6 +46,7 @@ async fn get_before_any_set_returns_the_default_resource() {
         SettingsMessage {
             account_sid: ACCOUNT.into(),
             url: TWILIO_URL.into(),
+            etag: "\"0\"".into(),
             ..Default::default()
         }
     );

@@ -362,6 +362,7 @@ pub fn full_set_request(account: &str) -> SetRecordingSettingsRequest {
         aws_storage_enabled: Some(true),
         encryption_key_sid: Some(KEY.to_owned()),
         encryption_enabled: Some(true),
+        etag: String::new(),
     }
 }
 

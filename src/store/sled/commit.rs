@@ -52,13 +52,15 @@ struct CommitOutcome {
 }
 
 impl GroupCommit {
-    pub(super) fn start(syncer: Arc<Syncer>) -> Self {
+    /// Starts the commit thread. `on_durable(revision)` runs on it after
+    /// each successful sync, before any writer it covers is told.
+    pub(super) fn start(syncer: Arc<Syncer>, on_durable: OnDurable) -> Self {
         let queue = Arc::new((Mutex::new(CommitQueue::default()), Condvar::new()));
         let (tx, rx) = watch::channel(CommitOutcome::default());
         let thread_queue = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
             .name("settingsd-commit".into())
-            .spawn(move || commit_loop(&syncer, &thread_queue, &tx))
+            .spawn(move || commit_loop(&syncer, &thread_queue, &tx, &*on_durable))
             .expect("spawning the commit thread");
         GroupCommit {
             queue,
@@ -123,10 +125,14 @@ impl GroupCommit {
     }
 }
 
+/// What runs once a revision is durable (the change log's publish).
+pub(super) type OnDurable = Arc<dyn Fn(u64) + Send + Sync>;
+
 fn commit_loop(
     syncer: &Syncer,
     queue: &(Mutex<CommitQueue>, Condvar),
     outcome: &watch::Sender<CommitOutcome>,
+    on_durable: &(dyn Fn(u64) + Send + Sync),
 ) {
     let (lock, wake) = queue;
     // The highest revision a sync has been attempted for.
@@ -143,7 +149,10 @@ fn commit_loop(
         };
         if target > attempted || stopping {
             match syncer.sync() {
-                Ok(()) => outcome.send_modify(|o| o.durable = o.durable.max(target)),
+                Ok(()) => {
+                    on_durable(target);
+                    outcome.send_modify(|o| o.durable = o.durable.max(target));
+                }
                 Err(error) => outcome.send_modify(|o| {
                     o.poisoned.get_or_insert(error);
                 }),

@@ -34,6 +34,7 @@
 
 pub mod codec;
 mod commit;
+mod log;
 mod recover;
 
 use std::{
@@ -46,17 +47,19 @@ use std::{
     time::Duration,
 };
 
+use sled::Transactional;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use self::{
     codec::{decode, encode, now_micros},
     commit::{GroupCommit, Syncer},
+    log::ChangeLog,
     recover::sync_dir,
 };
-use super::{Replacement, Scan, Store, StoreHealth, StoredSettings};
+use super::{Change, ChangeStream, Replacement, Scan, Store, StoreHealth, StoredSettings};
 use crate::{
-    domain::{AccountSid, Settings, SettingsPatch},
+    domain::{AccountSid, Etag, Settings, SettingsPatch},
     error::Error,
     resource::Resource,
 };
@@ -89,6 +92,9 @@ pub struct StoreOptions {
     /// Fault injection for tests: while set, every commit hangs after
     /// sled's flush, as an fdatasync on a stuck disk would.
     pub stall_commits: Option<Arc<AtomicBool>>,
+    /// How many changes the change log keeps for watches and history
+    /// ([`StoreOptions::DEFAULT_HISTORY_REVISIONS`]).
+    pub history_revisions: u64,
 }
 
 /// How a Set's write reaches stable storage. Both modes flush sled and
@@ -114,6 +120,9 @@ impl StoreOptions {
     /// measured (BENCHMARKS.md): the OS page cache keeps the data file warm.
     pub const DEFAULT_CACHE_CAPACITY: u64 = 8 * 1024 * 1024;
 
+    /// 100,000 changes: at a few hundred bytes each, tens of MB on disk.
+    pub const DEFAULT_HISTORY_REVISIONS: u64 = 100_000;
+
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         StoreOptions {
             data_dir: data_dir.into(),
@@ -121,6 +130,7 @@ impl StoreOptions {
             sync_mode: SyncMode::Group,
             fail_commits: None,
             stall_commits: None,
+            history_revisions: Self::DEFAULT_HISTORY_REVISIONS,
         }
     }
 }
@@ -156,6 +166,8 @@ struct Inner {
     sync_mode: SyncMode,
     syncer: Arc<Syncer>,
     commit: GroupCommit,
+    /// Every write's change: watches, history, what reads may see.
+    log: Arc<ChangeLog>,
     /// Scans (exports) running on this database: recovery waits for them to
     /// end rather than take reads down while one holds it.
     scans: AtomicUsize,
@@ -282,7 +294,14 @@ impl Inner {
             options,
             Arc::clone(syncs),
         ));
-        let commit = GroupCommit::start(Arc::clone(&syncer));
+        // Everything on disk now is durable: a revision above every record's.
+        let durable = db.generate_id()? + 1;
+        let log = Arc::new(ChangeLog::open(&db, durable, options.history_revisions)?);
+        let publisher = Arc::clone(&log);
+        let commit = GroupCommit::start(
+            Arc::clone(&syncer),
+            Arc::new(move |revision| publisher.publish(revision)),
+        );
         Ok(Inner {
             db,
             trees,
@@ -290,6 +309,7 @@ impl Inner {
             sync_mode: options.sync_mode,
             syncer,
             commit,
+            log,
             scans: AtomicUsize::new(0),
         })
     }
@@ -311,7 +331,13 @@ impl Inner {
             SyncMode::Group => self.commit.wait_durable(revision).await,
             SyncMode::PerWrite => {
                 let syncer = Arc::clone(&self.syncer);
-                blocking(move || syncer.sync_alone().map_err(Error::WritesStopped)).await
+                let log = Arc::clone(&self.log);
+                blocking(move || {
+                    syncer.sync_alone().map_err(Error::WritesStopped)?;
+                    log.publish(revision);
+                    Ok(())
+                })
+                .await
             }
         }
     }
@@ -323,6 +349,7 @@ impl Inner {
         account: &AccountSid,
         patch: SettingsPatch,
         merge: Merge,
+        expected: Option<Etag>,
     ) -> Result<Settings, Error> {
         let _guard = self
             .write_lock
@@ -339,13 +366,41 @@ impl Inner {
             Merge::IntoStored => self.get(resource, account)?,
             Merge::IntoDefault => Settings::default_for(account.clone()),
         };
+        if let Some(expected) = expected {
+            let current = Etag::of_revision(base.revision);
+            if current != expected {
+                return Err(Error::EtagMismatch {
+                    resource,
+                    account: account.clone(),
+                    expected,
+                    current,
+                });
+            }
+        }
         let mut next = base.merged(patch)?;
         // sled's IDs are strictly increasing across restarts (it persists
         // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
         next.revision = self.db.generate_id()? + 1;
         next.update_time = Some(now_micros());
-        self.tree(resource)
-            .insert(account.as_str(), encode(&next))?;
+        // The record and its change: one atomic write.
+        let record = encode(&next);
+        let (key, change) = ChangeLog::entry(resource, &next);
+        (self.tree(resource), self.log.changes())
+            .transaction(|(tree, changes)| {
+                tree.insert(account.as_str(), record.as_slice())?;
+                changes.insert(&key, change.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => Error::from(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    Error::Storage("the write was aborted".into())
+                }
+            })?;
+        self.log.written(Change {
+            resource,
+            settings: next.clone(),
+        });
         // In per-write mode the writer syncs for itself; waking the committer
         // too would run a second sync beside it and skew the comparison.
         if self.sync_mode == SyncMode::Group {
@@ -406,7 +461,14 @@ fn is_lock_error(e: &std::io::Error) -> bool {
 #[async_trait::async_trait]
 impl Store for SledStore {
     async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error> {
-        self.current()?.get(resource, account)
+        let inner = self.current()?;
+        let settings = inner.get(resource, account)?;
+        // A write whose commit is still running is not shown until it is
+        // durable (a watcher would not see it before either).
+        if settings.revision > inner.log.durable() {
+            inner.wait_durable(settings.revision).await?;
+        }
+        Ok(settings)
     }
 
     async fn set(
@@ -414,9 +476,10 @@ impl Store for SledStore {
         resource: Resource,
         account: &AccountSid,
         patch: SettingsPatch,
+        expected: Option<Etag>,
     ) -> Result<Settings, Error> {
         let inner = self.current()?;
-        let stored = inner.apply(resource, account, patch, Merge::IntoStored)?;
+        let stored = inner.apply(resource, account, patch, Merge::IntoStored, expected)?;
         inner.wait_durable(stored.revision).await?;
         Ok(stored)
     }
@@ -428,7 +491,7 @@ impl Store for SledStore {
             let mut applied = 0;
             let mut last = None;
             for r in replacements {
-                match writer.apply(r.resource, &r.account, r.patch, Merge::IntoDefault) {
+                match writer.apply(r.resource, &r.account, r.patch, Merge::IntoDefault, None) {
                     Ok(stored) => {
                         last = Some(stored.revision);
                         applied += 1;
@@ -477,6 +540,35 @@ impl Store for SledStore {
             }
         }
         Box::pin(ReceiverStream::new(rx))
+    }
+
+    async fn history(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Settings>, Error> {
+        let inner = self.current()?;
+        let account = account.clone();
+        blocking(move || inner.log.history(resource, &account, before, limit)).await
+    }
+
+    async fn revision(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        revision: u64,
+    ) -> Result<Settings, Error> {
+        self.current()?.log.at(resource, account, revision)
+    }
+
+    fn durable_revision(&self) -> u64 {
+        self.open_db().map_or(0, |inner| inner.log.durable())
+    }
+
+    fn watch(&self, from: u64) -> Result<ChangeStream, Error> {
+        self.current()?.log.watch(from)
     }
 
     fn health(&self) -> StoreHealth {
@@ -539,6 +631,19 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// `record` once it is durable: a scan, like a Get, never shows a write
+    /// that a crash could undo (it waits for the commit in flight). Runs on
+    /// the scan's blocking thread, inside the runtime that spawned it.
+    fn durable(&self, record: StoredSettings) -> Result<StoredSettings, Error> {
+        let revision = record.settings.revision;
+        if revision > self.inner.log.durable() {
+            tokio::runtime::Handle::current().block_on(self.inner.wait_durable(revision))?;
+        }
+        Ok(record)
+    }
+}
+
 impl Iterator for Scanner {
     type Item = Result<StoredSettings, Error>;
 
@@ -550,7 +655,7 @@ impl Iterator for Scanner {
             if let Some((resource, iter)) = &mut self.current {
                 let resource = *resource;
                 if let Some(entry) = iter.next() {
-                    let record = decode_entry(resource, entry);
+                    let record = decode_entry(resource, entry).and_then(|r| self.durable(r));
                     self.done = matches!(&record, Err(e) if !matches!(e, Error::Corrupt { .. }));
                     return Some(record);
                 }

@@ -1,0 +1,177 @@
+//! Watch, for every resource: the store's change stream, narrowed to one
+//! resource and one account (or every account), after an optional snapshot
+//! of the current state.
+//!
+//! The guarantees come from the store's stream (ordered by revision, only
+//! durable changes, resumable from any retained revision, caught up from
+//! disk when a watcher falls behind); this layer only filters, so it keeps
+//! them, and adds the snapshot of `start_revision` 0 without repeating a
+//! state it already sent.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::metadata::MetadataMap;
+
+use super::{convert::to_message, SettingsApi};
+use crate::{
+    auth::Caller,
+    contract::{SettingsChangeMessage, WatchSettingsMessage},
+    domain::{AccountSid, Settings},
+    error::Error,
+    resource::Resource,
+    store::{ChangeStream, WatchEvent},
+};
+
+/// `account_sid` that watches every account (AIP-159's wildcard).
+pub const ALL_ACCOUNTS: &str = "-";
+
+/// Messages waiting for a slow client before the watch pauses (and the
+/// store's stream behind it catches up from disk later).
+const WATCH_BUFFER: usize = 64;
+
+/// A watch stream's messages, as the services send them.
+pub type WatchMessages = mpsc::Receiver<Result<SettingsChangeMessage, Error>>;
+
+/// Whose changes a watch follows.
+enum Scope {
+    Account(AccountSid),
+    All,
+}
+
+/// The client went away: stop quietly.
+struct Gone;
+
+impl SettingsApi {
+    /// Starts a watch of `resource` (see the proto's WatchRecordingSettings).
+    ///
+    /// # Errors
+    /// As [`SettingsApi::get`]; [`Error::OperatorOnly`] for `-` from a
+    /// tenant; [`Error::Compacted`] for a start revision no longer retained.
+    pub async fn watch(
+        &self,
+        resource: Resource,
+        metadata: &MetadataMap,
+        request: WatchSettingsMessage,
+    ) -> Result<WatchMessages, Error> {
+        // A slot while the watch starts, not for its life: a watch is a
+        // subscription, not a request in progress.
+        let _slot = self.start()?;
+        let scope = match request.account_sid.as_str() {
+            ALL_ACCOUNTS => match self.caller(metadata)? {
+                Caller::Account(caller) => return Err(Error::OperatorOnly { caller }),
+                Caller::Anonymous | Caller::Operator(_) => Scope::All,
+            },
+            named => Scope::Account(self.authorize(metadata, named)?),
+        };
+        if let Scope::Account(account) = &scope {
+            tracing::Span::current().record("account", account.as_str());
+        }
+        let resumed = match request.start_revision {
+            0 => None,
+            from => Some(self.store.watch(from)?),
+        };
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let api = self.clone();
+        tokio::spawn(async move {
+            match api.follow(resource, &scope, resumed, &tx).await {
+                Ok(Ok(())) | Ok(Err(Gone)) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Sends the snapshot (if not resuming), then every change in scope.
+    async fn follow(
+        &self,
+        resource: Resource,
+        scope: &Scope,
+        resumed: Option<ChangeStream>,
+        tx: &mpsc::Sender<Result<SettingsChangeMessage, Error>>,
+    ) -> Result<Result<(), Gone>, Error> {
+        let url = self.url(resource);
+        let send = |message: SettingsChangeMessage| async move {
+            tx.send(Ok(message)).await.map_err(|_| Gone)
+        };
+        let change = |settings: Settings| SettingsChangeMessage {
+            revision: settings.revision,
+            settings: Some(to_message(settings, url.clone())),
+            progress: false,
+        };
+        let progress = |revision| SettingsChangeMessage {
+            revision,
+            settings: None,
+            progress: true,
+        };
+        // Snapshot states newer than the revision the stream resumes after:
+        // their changes would come again on the stream; skip those.
+        let mut sent: HashMap<AccountSid, u64> = HashMap::new();
+        let mut changes = match resumed {
+            Some(changes) => changes,
+            None => {
+                let durable = self.store.durable_revision();
+                let upto = match scope {
+                    Scope::Account(account) => {
+                        let state = self.store.get(resource, account).await?;
+                        // Every change of this account up to here is in it.
+                        let upto = durable.max(state.revision);
+                        if send(change(state)).await.is_err() {
+                            return Ok(Err(Gone));
+                        }
+                        upto
+                    }
+                    Scope::All => {
+                        let mut scan = self.store.scan(&[resource]);
+                        while let Some(record) = scan.next().await {
+                            let state = record?.settings;
+                            if state.revision > durable {
+                                sent.insert(state.account_sid.clone(), state.revision);
+                            }
+                            if send(change(state)).await.is_err() {
+                                return Ok(Err(Gone));
+                            }
+                        }
+                        durable
+                    }
+                };
+                if send(progress(upto)).await.is_err() {
+                    return Ok(Err(Gone));
+                }
+                self.store.watch(upto + 1)?
+            }
+        };
+        while let Some(event) = changes.next().await {
+            let message = match event? {
+                WatchEvent::Progress(revision) => {
+                    if sent.values().all(|r| *r <= revision) {
+                        sent.clear();
+                    }
+                    progress(revision)
+                }
+                WatchEvent::Change(c) => {
+                    let state = &c.settings;
+                    let in_scope = c.resource == resource
+                        && match scope {
+                            Scope::Account(account) => state.account_sid == *account,
+                            Scope::All => true,
+                        };
+                    let already_sent = sent
+                        .get(&state.account_sid)
+                        .is_some_and(|r| state.revision <= *r);
+                    if !in_scope || already_sent {
+                        continue;
+                    }
+                    change(state.clone())
+                }
+            };
+            if send(message).await.is_err() {
+                return Ok(Err(Gone));
+            }
+        }
+        Ok(Ok(()))
+    }
+}

@@ -1,0 +1,368 @@
+//! The change log: every write's resulting state, keyed by revision, in the
+//! `changes` tree, written in the same sled transaction as the record it
+//! changes. It serves watches (catch-up from disk, then live changes from a
+//! broadcast), per-resource history and rollback, and keeps only the last
+//! `history_revisions` changes (older ones are compacted away as writes
+//! commit).
+//!
+//! Changes reach watchers only once durable: a write's change waits in
+//! `pending` (in revision order: it is queued under the store's write lock)
+//! until the commit that covers it has synced, and [`ChangeLog::publish`]
+//! then broadcasts it. A watcher that falls behind the broadcast's bounded
+//! buffer does not hold memory: it re-reads what it missed from the tree.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::codec::{decode, encode};
+use crate::{
+    domain::{AccountSid, Settings},
+    error::Error,
+    resource::Resource,
+    store::{Change, ChangeStream, WatchEvent},
+};
+
+/// The tree holding the log: big-endian revision -> resource byte, account
+/// SID, encoded record.
+pub(super) const CHANGES_TREE: &str = "changes";
+/// Bookkeeping that must survive restarts.
+const META_TREE: &str = "meta";
+/// In `meta`: the highest revision compaction has removed (big-endian).
+const COMPACTED_THROUGH: &str = "compacted_through";
+/// Changes a live watcher may fall behind before it re-reads from disk.
+const BROADCAST_CAPACITY: usize = 1024;
+/// Changes one catch-up read takes from the tree at a time.
+const CATCH_UP_CHUNK: usize = 256;
+/// Messages waiting for a slow watcher's client before its reader pauses.
+const WATCH_BUFFER: usize = 64;
+/// How often an idle watch stream says how far it has got.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Changes compaction removes per commit at most, so one commit never
+/// stalls on a large backlog (after the limit was lowered, say).
+const COMPACT_PER_COMMIT: usize = 1024;
+
+/// The change log of one open database. Shared by the writers (who queue
+/// changes), the commit thread (which publishes and compacts) and watchers.
+pub(super) struct ChangeLog {
+    changes: sled::Tree,
+    meta: sled::Tree,
+    /// Written but not yet durable, in revision order.
+    pending: Mutex<VecDeque<Arc<Change>>>,
+    live: broadcast::Sender<Arc<Change>>,
+    /// Every revision up to this is durable (and so readable).
+    durable: AtomicU64,
+    /// The highest revision broadcast; every change up to it was sent.
+    published: AtomicU64,
+    /// Changes in the tree (kept in step by appends and compaction).
+    retained: AtomicU64,
+    /// The highest revision compaction removed; 0 if none.
+    compacted_through: AtomicU64,
+    /// How many changes to keep.
+    limit: u64,
+}
+
+impl ChangeLog {
+    /// Opens the log in `db`. `durable` is a revision at least as high as
+    /// every record's (everything on disk at open is durable).
+    pub(super) fn open(db: &sled::Db, durable: u64, limit: u64) -> sled::Result<ChangeLog> {
+        let changes = db.open_tree(CHANGES_TREE)?;
+        let meta = db.open_tree(META_TREE)?;
+        let compacted_through = meta
+            .get(COMPACTED_THROUGH)?
+            .map_or(0, |v| be_u64(&v).unwrap_or(0));
+        let retained = changes.len() as u64;
+        let (live, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Ok(ChangeLog {
+            changes,
+            meta,
+            pending: Mutex::new(VecDeque::new()),
+            live,
+            durable: AtomicU64::new(durable),
+            published: AtomicU64::new(durable),
+            retained: AtomicU64::new(retained),
+            compacted_through: AtomicU64::new(compacted_through),
+            limit: limit.max(1),
+        })
+    }
+
+    pub(super) fn changes(&self) -> &sled::Tree {
+        &self.changes
+    }
+
+    /// The key and value of `settings`' change (for the writer's
+    /// transaction).
+    pub(super) fn entry(resource: Resource, settings: &Settings) -> ([u8; 8], Vec<u8>) {
+        let account = settings.account_sid.as_str().as_bytes();
+        let record = encode(settings);
+        let mut value = Vec::with_capacity(2 + account.len() + record.len());
+        value.push(resource as u8);
+        value.push(u8::try_from(account.len()).unwrap_or(u8::MAX));
+        value.extend_from_slice(account);
+        value.extend_from_slice(&record);
+        (settings.revision.to_be_bytes(), value)
+    }
+
+    /// Queues a change that was just written (under the write lock, so in
+    /// revision order) until its commit makes it durable.
+    pub(super) fn written(&self, change: Change) {
+        self.retained.fetch_add(1, Ordering::SeqCst);
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(Arc::new(change));
+    }
+
+    pub(super) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
+    /// Called once every revision up to `durable` is on stable storage:
+    /// makes those changes readable and sends them to watchers, in order,
+    /// then compacts the log.
+    pub(super) fn publish(&self, durable: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        self.durable.fetch_max(durable, Ordering::SeqCst);
+        while pending
+            .front()
+            .is_some_and(|c| c.settings.revision <= durable)
+        {
+            let Some(change) = pending.pop_front() else {
+                break;
+            };
+            let revision = change.settings.revision;
+            // No receivers is fine: nobody is watching.
+            let _ = self.live.send(change);
+            self.published.store(revision, Ordering::SeqCst);
+        }
+        self.published.fetch_max(durable, Ordering::SeqCst);
+        drop(pending);
+        if let Err(e) = self.compact() {
+            tracing::warn!(error = %e, "change log compaction failed; it is retried after the next commit");
+        }
+    }
+
+    /// Removes the oldest changes beyond the limit. Not synced on its own:
+    /// the next commit's flush covers it, and a compaction lost in a crash
+    /// is simply redone.
+    fn compact(&self) -> sled::Result<()> {
+        for _ in 0..COMPACT_PER_COMMIT {
+            if self.retained.load(Ordering::SeqCst) <= self.limit {
+                break;
+            }
+            let Some((key, _)) = self.changes.first()? else {
+                break;
+            };
+            // Recorded before the removal, so a crash between the two never
+            // leaves a gap that looks retained.
+            self.meta.insert(COMPACTED_THROUGH, &*key)?;
+            self.compacted_through
+                .fetch_max(be_u64(&key).unwrap_or(0), Ordering::SeqCst);
+            if self.changes.remove(&key)?.is_some() {
+                self.retained.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    /// The oldest revision a watch can start from.
+    fn oldest_resumable(&self) -> u64 {
+        self.compacted_through.load(Ordering::SeqCst) + 1
+    }
+
+    /// # Errors
+    /// [`Error::Compacted`] if changes at or after `from` were compacted.
+    fn check_retained(&self, from: u64) -> Result<(), Error> {
+        let oldest = self.oldest_resumable();
+        if from < oldest {
+            return Err(Error::Compacted {
+                requested: from,
+                oldest,
+            });
+        }
+        Ok(())
+    }
+
+    /// Durable changes with revisions in `from..` (at most `limit`).
+    fn read_from(&self, from: u64, limit: usize) -> Result<Vec<Arc<Change>>, Error> {
+        let durable = self.durable();
+        let mut out = Vec::new();
+        for entry in self.changes.range(from.to_be_bytes()..) {
+            let (key, value) = entry?;
+            let revision = be_u64(&key).unwrap_or(u64::MAX);
+            if revision > durable || out.len() >= limit {
+                break;
+            }
+            out.push(Arc::new(decode_change(revision, &value)?));
+        }
+        // Compaction may have removed part of what was asked for meanwhile.
+        self.check_retained(from)?;
+        Ok(out)
+    }
+
+    /// Past durable states of one account's resource, newest first.
+    pub(super) fn history(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Settings>, Error> {
+        let end = before.unwrap_or(u64::MAX).min(self.durable().saturating_add(1));
+        let mut out = Vec::new();
+        for entry in self.changes.range(..end.to_be_bytes()).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            if is_for(&value, resource, account) {
+                let revision = be_u64(&key).unwrap_or(0);
+                out.push(decode_change(revision, &value)?.settings);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One account's resource as it was at `revision`, if retained.
+    pub(super) fn at(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        revision: u64,
+    ) -> Result<Settings, Error> {
+        let not_found = || Error::RevisionNotFound {
+            resource,
+            account: account.clone(),
+            revision,
+        };
+        if revision > self.durable() {
+            return Err(not_found());
+        }
+        match self.changes.get(revision.to_be_bytes())? {
+            Some(value) if is_for(&value, resource, account) => {
+                Ok(decode_change(revision, &value)?.settings)
+            }
+            _ => Err(not_found()),
+        }
+    }
+
+    /// See [`crate::store::Store::watch`].
+    pub(super) fn watch(self: &Arc<Self>, from: u64) -> Result<ChangeStream, Error> {
+        self.check_retained(from)?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let log = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = log.feed(from, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    /// Sends every change from `next` on to `tx` until the consumer goes
+    /// away: catches up from the tree, then follows the broadcast, and goes
+    /// back to the tree whenever it fell behind the broadcast.
+    async fn feed(
+        self: Arc<Self>,
+        mut next: u64,
+        tx: &mpsc::Sender<Result<WatchEvent, Error>>,
+    ) -> Result<(), Error> {
+        let mut live = self.live.subscribe();
+        let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        progress.tick().await;
+        loop {
+            // Catch up from disk: subscribed first, so nothing published
+            // after the read is missed (it is in `live`, and skipped there
+            // if the read already had it).
+            loop {
+                let log = Arc::clone(&self);
+                let chunk =
+                    tokio::task::spawn_blocking(move || log.read_from(next, CATCH_UP_CHUNK))
+                        .await
+                        .map_err(|e| Error::Storage(format!("a watch read failed: {e}")))??;
+                if chunk.is_empty() {
+                    break;
+                }
+                for change in chunk {
+                    next = change.settings.revision + 1;
+                    if tx.send(Ok(WatchEvent::Change(change))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            // Live.
+            loop {
+                tokio::select! {
+                    received = live.recv() => match received {
+                        Ok(change) => {
+                            if change.settings.revision < next {
+                                continue;
+                            }
+                            next = change.settings.revision + 1;
+                            if tx.send(Ok(WatchEvent::Change(change))).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            live = self.live.subscribe();
+                            break;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    },
+                    _ = progress.tick() => {
+                        // Read before looking at the queue: everything
+                        // published up to it is then either received or
+                        // still queued.
+                        let published = self.published.load(Ordering::SeqCst);
+                        if live.is_empty() {
+                            let upto = published.max(next.saturating_sub(1));
+                            if tx.send(Ok(WatchEvent::Progress(upto))).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    () = tx.closed() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Whether a change entry is for this resource of this account.
+fn is_for(value: &[u8], resource: Resource, account: &AccountSid) -> bool {
+    let account = account.as_str().as_bytes();
+    value.first() == Some(&(resource as u8))
+        && value.get(1).map(|n| usize::from(*n)) == Some(account.len())
+        && value.get(2..2 + account.len()) == Some(account)
+}
+
+/// Decodes a change entry.
+fn decode_change(revision: u64, value: &[u8]) -> Result<Change, Error> {
+    let bad = |what: &str| Error::Storage(format!("change {revision} is malformed: {what}"));
+    let (&kind, rest) = value.split_first().ok_or_else(|| bad("empty"))?;
+    let resource = Resource::ALL
+        .get(usize::from(kind))
+        .copied()
+        .ok_or_else(|| bad("unknown resource"))?;
+    let (&len, rest) = rest.split_first().ok_or_else(|| bad("no account"))?;
+    let (account, record) = rest
+        .split_at_checked(usize::from(len))
+        .ok_or_else(|| bad("short account"))?;
+    let account = AccountSid::parse(&String::from_utf8_lossy(account))
+        .map_err(|_| bad("not an account SID"))?;
+    let settings = decode(resource, &account, record)?;
+    Ok(Change { resource, settings })
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
