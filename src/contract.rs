@@ -255,9 +255,13 @@ impl SettingsClient {
         resource: Resource,
         request: Request<GetSettingsMessage>,
     ) -> Result<SettingsMessage, Status> {
-        call!(self, resource, request,
+        call!(
+            self,
+            resource,
+            request,
             get_recording_settings(GetRecordingSettingsRequest),
-            get_composition_settings(GetCompositionSettingsRequest))
+            get_composition_settings(GetCompositionSettingsRequest)
+        )
     }
 
     /// `resource`'s Set RPC.
@@ -269,9 +273,13 @@ impl SettingsClient {
         resource: Resource,
         request: Request<SetSettingsMessage>,
     ) -> Result<SettingsMessage, Status> {
-        call!(self, resource, request,
+        call!(
+            self,
+            resource,
+            request,
             set_recording_settings(SetRecordingSettingsRequest),
-            set_composition_settings(SetCompositionSettingsRequest))
+            set_composition_settings(SetCompositionSettingsRequest)
+        )
     }
 
     /// `resource`'s history listing RPC.
@@ -283,9 +291,13 @@ impl SettingsClient {
         resource: Resource,
         request: Request<ListRevisionsMessage>,
     ) -> Result<RevisionsPageMessage, Status> {
-        call!(self, resource, request,
+        call!(
+            self,
+            resource,
+            request,
             list_recording_settings_revisions(ListRecordingSettingsRevisionsRequest),
-            list_composition_settings_revisions(ListCompositionSettingsRevisionsRequest))
+            list_composition_settings_revisions(ListCompositionSettingsRevisionsRequest)
+        )
     }
 
     /// `resource`'s Rollback RPC.
@@ -297,9 +309,13 @@ impl SettingsClient {
         resource: Resource,
         request: Request<RollbackMessage>,
     ) -> Result<SettingsMessage, Status> {
-        call!(self, resource, request,
+        call!(
+            self,
+            resource,
+            request,
             rollback_recording_settings(RollbackRecordingSettingsRequest),
-            rollback_composition_settings(RollbackCompositionSettingsRequest))
+            rollback_composition_settings(RollbackCompositionSettingsRequest)
+        )
     }
 
     /// `resource`'s Watch RPC, as a stream of the shared shape.
@@ -319,12 +335,20 @@ impl SettingsClient {
         match resource {
             Resource::Recording => {
                 let request = request.map(pb::WatchRecordingSettingsRequest::from);
-                let answer = self.recording.clone().watch_recording_settings(request).await?;
+                let answer = self
+                    .recording
+                    .clone()
+                    .watch_recording_settings(request)
+                    .await?;
                 Ok(shared(answer.into_inner()))
             }
             Resource::Composition => {
                 let request = request.map(pb::WatchCompositionSettingsRequest::from);
-                let answer = self.composition.clone().watch_composition_settings(request).await?;
+                let answer = self
+                    .composition
+                    .clone()
+                    .watch_composition_settings(request)
+                    .await?;
                 Ok(shared(answer.into_inner()))
             }
         }
@@ -332,10 +356,9 @@ impl SettingsClient {
 }
 
 /// A watch stream in the shared shape.
-pub type ChangeMessages =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<SettingsChangeMessage, Status>> + Send>>;
-
-
+pub type ChangeMessages = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<SettingsChangeMessage, Status>> + Send>,
+>;
 
 impl pb::ExportedSettings {
     /// A record of `resource`, in that resource's own message.

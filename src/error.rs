@@ -80,7 +80,9 @@ pub enum Error {
 
     /// A rollback named a revision that is not in this account's retained
     /// history of the resource.
-    #[error("revision {revision} is not in the retained history of account {account}'s {resource}")]
+    #[error(
+        "revision {revision} is not in the retained history of account {account}'s {resource}"
+    )]
     RevisionNotFound {
         resource: Resource,
         account: AccountSid,

@@ -33,7 +33,10 @@ async fn commits_for(store: &SledStore, writers: usize, each: usize) -> u64 {
             let store = store.clone();
             tokio::spawn(async move {
                 for i in 0..each {
-                    store.set(resource(w), &account(w), patch(i), None).await.unwrap();
+                    store
+                        .set(resource(w), &account(w), patch(i), None)
+                        .await
+                        .unwrap();
                 }
             })
         })

@@ -787,20 +787,26 @@ impl RecordingSettingsService for Noop {
         &self,
         _: Request<WatchRecordingSettingsRequest>,
     ) -> Result<Response<Self::WatchRecordingSettingsStream>, Status> {
-        Err(Status::unimplemented("the noop server answers Get and Set only"))
+        Err(Status::unimplemented(
+            "the noop server answers Get and Set only",
+        ))
     }
 
     async fn list_recording_settings_revisions(
         &self,
         _: Request<ListRecordingSettingsRevisionsRequest>,
     ) -> Result<Response<ListRecordingSettingsRevisionsResponse>, Status> {
-        Err(Status::unimplemented("the noop server answers Get and Set only"))
+        Err(Status::unimplemented(
+            "the noop server answers Get and Set only",
+        ))
     }
 
     async fn rollback_recording_settings(
         &self,
         _: Request<RollbackRecordingSettingsRequest>,
     ) -> Result<Response<RecordingSettings>, Status> {
-        Err(Status::unimplemented("the noop server answers Get and Set only"))
+        Err(Status::unimplemented(
+            "the noop server answers Get and Set only",
+        ))
     }
 }

@@ -102,13 +102,11 @@ impl ApiError {
                 20412,
                 format!("Precondition Failed: {}", status.message()),
             ),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    20503,
-                    "Service Unavailable: retry the request",
-                )
-            }
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                20503,
+                "Service Unavailable: retry the request",
+            ),
             Code::Ok
             | Code::Unknown
             | Code::AlreadyExists

@@ -638,6 +638,9 @@ impl From<SettingsMessage> for CliOutput {
 }
 
 fn print_json(settings: SettingsMessage) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(&CliOutput::from(settings))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&CliOutput::from(settings))?
+    );
     Ok(())
 }

@@ -172,7 +172,9 @@ impl SettingsApi {
         let size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n < 0 => return Err(invalid(Field::PageSize, "must not be negative").into()),
-            n => usize::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE),
+            n => usize::try_from(n)
+                .unwrap_or(MAX_PAGE_SIZE)
+                .min(MAX_PAGE_SIZE),
         };
         let before = match request.page_token.as_str() {
             "" => None,
@@ -189,7 +191,9 @@ impl SettingsApi {
             .await?;
         let next_page_token = if states.len() > size {
             states.truncate(size);
-            states.last().map_or(String::new(), |s| s.revision.to_string())
+            states
+                .last()
+                .map_or(String::new(), |s| s.revision.to_string())
         } else {
             String::new()
         };
@@ -230,7 +234,11 @@ impl SettingsApi {
             .await?;
         let patch = SettingsPatch::replacing(&past)?;
         let stored = self.store.set(resource, &account, patch, expected).await?;
-        tracing::info!(from = request.revision, revision = stored.revision, "rolled back");
+        tracing::info!(
+            from = request.revision,
+            revision = stored.revision,
+            "rolled back"
+        );
         Ok(to_message(stored, self.url(resource)))
     }
 

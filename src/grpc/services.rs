@@ -92,7 +92,8 @@ macro_rules! settings_service {
 }
 
 /// A watch as a resource's service streams it.
-pub type WatchStream<M> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<M, Status>> + Send>>;
+pub type WatchStream<M> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<M, Status>> + Send>>;
 
 /// The core's watch messages in a resource's own message type.
 fn watch_stream<M>(messages: WatchMessages) -> WatchStream<M>

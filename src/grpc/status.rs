@@ -103,10 +103,8 @@ pub const REASON_REVISION_COMPACTED: &str = "REVISION_COMPACTED";
 /// message and in a `google.rpc.ErrorInfo` (reason `REVISION_COMPACTED`,
 /// metadata `oldest_revision`), so a client can resume without parsing text.
 fn compacted(requested: u64, oldest: u64) -> Status {
-    let metadata = std::collections::HashMap::from([(
-        "oldest_revision".to_owned(),
-        oldest.to_string(),
-    )]);
+    let metadata =
+        std::collections::HashMap::from([("oldest_revision".to_owned(), oldest.to_string())]);
     Status::with_error_details(
         Code::OutOfRange,
         format!(

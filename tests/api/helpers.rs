@@ -15,7 +15,7 @@ use settingsd::{
     auth::{basic_authorization, Authenticator},
     pb::{
         recording_settings_service_client::RecordingSettingsServiceClient,
-        GetRecordingSettingsRequest, SetRecordingSettingsRequest,
+        GetRecordingSettingsRequest, SetRecordingSettingsRequest, WatchRecordingSettingsRequest,
     },
     server::{self, Limits, Listeners, PublicUrl, ServerConfig},
     store::{
@@ -24,7 +24,10 @@ use settingsd::{
     },
 };
 pub use settingsd::{
-    contract::{GetSettingsMessage, SetSettingsMessage, SettingsClient, SettingsMessage},
+    contract::{
+        ChangeMessages, GetSettingsMessage, SetSettingsMessage, SettingsChangeMessage,
+        SettingsClient, SettingsMessage, WatchSettingsMessage,
+    },
     resource::Resource,
 };
 use tokio::{
@@ -327,6 +330,25 @@ impl TestApp {
         self.settings.get(self.resource, request).await
     }
 
+    /// A Watch of [`TestApp::resource`] (see [`TestApp::try_get`]).
+    pub async fn try_watch(
+        &self,
+        request: impl tonic::IntoRequest<WatchRecordingSettingsRequest>,
+    ) -> Result<ChangeMessages, tonic::Status> {
+        let request = request.into_request().map(WatchSettingsMessage::from);
+        self.settings.watch(self.resource, request).await
+    }
+
+    /// Watches `account` (or "-") from `start_revision` (open mode).
+    pub async fn watch(&self, account: &str, start_revision: u64) -> ChangeMessages {
+        self.try_watch(WatchRecordingSettingsRequest {
+            account_sid: account.to_owned(),
+            start_revision,
+        })
+        .await
+        .expect("watch")
+    }
+
     /// A Set of [`TestApp::resource`] over gRPC (see [`TestApp::try_get`]).
     pub async fn try_set(
         &self,
@@ -334,6 +356,26 @@ impl TestApp {
     ) -> Result<SettingsMessage, tonic::Status> {
         let request = request.into_request().map(SetSettingsMessage::from);
         self.settings.set(self.resource, request).await
+    }
+}
+
+/// The next message of a watch, within [`GUARD`].
+pub async fn next_change(stream: &mut ChangeMessages) -> SettingsChangeMessage {
+    tokio::time::timeout(GUARD, tokio_stream::StreamExt::next(stream))
+        .await
+        .expect("a watch message within the guard")
+        .expect("the watch stream is open")
+        .expect("a watch message, not an error")
+}
+
+/// The next change of a watch, skipping progress messages.
+pub async fn next_settings(stream: &mut ChangeMessages) -> SettingsMessage {
+    loop {
+        let message = next_change(stream).await;
+        if let Some(settings) = message.settings {
+            assert_eq!(message.revision, settings.revision);
+            return settings;
+        }
     }
 }
 

@@ -5,11 +5,14 @@ mod helpers;
 
 mod auth;
 mod backup;
+mod conditional;
 mod crash;
 mod faults;
 mod grpc_settings;
+mod history;
 mod http_bridge;
 mod introspection;
 mod limits;
 mod process;
 mod twilio_libraries;
+mod watch;

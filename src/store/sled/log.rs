@@ -216,7 +216,9 @@ impl ChangeLog {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Settings>, Error> {
-        let end = before.unwrap_or(u64::MAX).min(self.durable().saturating_add(1));
+        let end = before
+            .unwrap_or(u64::MAX)
+            .min(self.durable().saturating_add(1));
         let mut out = Vec::new();
         for entry in self.changes.range(..end.to_be_bytes()).rev() {
             if out.len() >= limit {

@@ -1,0 +1,471 @@
+//! Watch: the snapshot, live changes, resuming, compaction, who may watch
+//! every account, and a checker that records several watchers' streams under
+//! concurrent writers and verifies etcd's guarantees against the
+//! acknowledged writes: ordered, unique, reliable, resumable, and ending in
+//! the stored state.
+
+use std::collections::{BTreeMap, HashMap};
+
+use settingsd::store::sled::StoreOptions;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+for_each_resource! {
+    #[tokio::test]
+    async fn a_watch_from_zero_sends_the_state_then_progress_then_every_later_change() {
+        let app = spawn_app().await;
+        let first = app.set(set_request(ACCOUNT, "first")).await;
+
+        let mut stream = app.watch(ACCOUNT, 0).await;
+        let state = next_change(&mut stream).await;
+        let progress = next_change(&mut stream).await;
+        let second = app.set(set_request(ACCOUNT, "second")).await;
+        app.set(set_request(OTHER_ACCOUNT, "someone else")).await;
+        let third = app.set(set_request(ACCOUNT, "third")).await;
+
+        assert_eq!(state.settings.as_ref(), Some(&first));
+        assert!(progress.progress && progress.settings.is_none());
+        assert!(progress.revision >= first.revision);
+        assert_eq!(next_settings(&mut stream).await, second);
+        assert_eq!(next_settings(&mut stream).await, third, "other accounts are not sent");
+        assert_eq!(third.url, TWILIO_URL);
+    }
+
+    #[tokio::test]
+    async fn a_watch_of_an_account_that_never_set_anything_starts_with_the_default_resource() {
+        let app = spawn_app().await;
+
+        let mut stream = app.watch(OTHER_ACCOUNT, 0).await;
+        let state = next_change(&mut stream).await;
+
+        assert_eq!(state.revision, 0);
+        assert_eq!(state.settings.unwrap(), app.get(OTHER_ACCOUNT).await);
+    }
+
+    #[tokio::test]
+    async fn resuming_from_a_revision_replays_every_change_from_it_exactly() {
+        let app = spawn_app().await;
+        let mut written = Vec::new();
+        for i in 0..5 {
+            written.push(app.set(set_request(ACCOUNT, &format!("v{i}"))).await);
+        }
+
+        let mut stream = app.watch(ACCOUNT, written[2].revision).await;
+
+        for expected in &written[2..] {
+            assert_eq!(&next_settings(&mut stream).await, expected);
+        }
+        let live = app.set(set_request(ACCOUNT, "live")).await;
+        assert_eq!(next_settings(&mut stream).await, live);
+    }
+}
+
+#[tokio::test]
+async fn a_watch_of_every_account_sees_every_account_and_only_its_resource() {
+    let app = spawn_app().await;
+    let stored = app.set(set_request(ACCOUNT, "before the watch")).await;
+    let mut stream = app.watch("-", 0).await;
+
+    let snapshot = next_settings(&mut stream).await;
+    let progress = next_change(&mut stream).await;
+    let composition = app.for_resource(Resource::Composition);
+    composition.set(set_request(ACCOUNT, "not recording")).await;
+    let recording = composition.for_resource(Resource::Recording);
+    let other = recording.set(set_request(OTHER_ACCOUNT, "b")).await;
+
+    assert_eq!(snapshot, stored);
+    assert!(progress.progress);
+    assert_eq!(next_settings(&mut stream).await, other);
+}
+
+#[tokio::test]
+async fn a_tenant_may_watch_its_own_account_but_not_every_account() {
+    let app = spawn_authenticated_app().await;
+    let own = app
+        .try_watch(with_auth(
+            settingsd::pb::WatchRecordingSettingsRequest::default(),
+            ACCOUNT,
+            TOKEN,
+        ))
+        .await;
+    let all = app
+        .try_watch(with_auth(
+            settingsd::pb::WatchRecordingSettingsRequest {
+                account_sid: "-".into(),
+                start_revision: 0,
+            },
+            ACCOUNT,
+            TOKEN,
+        ))
+        .await;
+    let operator = app
+        .try_watch(with_auth(
+            settingsd::pb::WatchRecordingSettingsRequest {
+                account_sid: "-".into(),
+                start_revision: 0,
+            },
+            OPERATOR,
+            OPERATOR_SECRET,
+        ))
+        .await;
+
+    let mut own = own.expect("own account");
+    assert_eq!(next_settings(&mut own).await.account_sid, ACCOUNT);
+    assert_eq!(all.err().unwrap().code(), Code::PermissionDenied);
+    assert!(operator.is_ok());
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_revision_is_out_of_range_naming_the_oldest_which_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with_store(StoreOptions {
+        history_revisions: 3,
+        ..StoreOptions::new(dir.path())
+    })
+    .await;
+    let mut written = Vec::new();
+    for i in 0..8 {
+        written.push(app.set(set_request(ACCOUNT, &format!("v{i}"))).await);
+    }
+
+    let status = app
+        .try_watch(settingsd::pb::WatchRecordingSettingsRequest {
+            account_sid: ACCOUNT.into(),
+            start_revision: written[0].revision,
+        })
+        .await
+        .err()
+        .expect("compacted");
+
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let info = status
+        .get_details_error_info()
+        .expect("an ErrorInfo detail");
+    assert_eq!(info.reason, "REVISION_COMPACTED");
+    let oldest: u64 = info.metadata["oldest_revision"].parse().unwrap();
+    assert!(status.message().contains(&oldest.to_string()), "{status:?}");
+    assert!(oldest > written[0].revision && oldest <= written[5].revision);
+    let mut resumed = app.watch(ACCOUNT, oldest).await;
+    let first = next_settings(&mut resumed).await;
+    assert!(first.revision >= oldest);
+    let rest: Vec<_> = written
+        .iter()
+        .filter(|w| w.revision >= first.revision)
+        .collect();
+    assert_eq!(&first, rest[0]);
+    for expected in &rest[1..] {
+        assert_eq!(&&next_settings(&mut resumed).await, expected);
+    }
+}
+
+/// What the checker knows of the writes: every acknowledged state per
+/// account, by revision.
+type Acked = BTreeMap<u64, SettingsMessage>;
+
+/// Checks one watcher's whole record (its streams, one after another, each
+/// resumed from the last revision seen + 1) against the acknowledged
+/// writes of the accounts it watched, from `start` on.
+fn check_watcher(
+    name: &str,
+    seen: &[SettingsMessage],
+    acked: &Acked,
+    start: u64,
+    accounts: &[&str],
+) {
+    // Ordered and unique: strictly increasing revisions across every resume.
+    for pair in seen.windows(2) {
+        assert!(
+            pair[0].revision < pair[1].revision,
+            "{name}: revision {} after {}",
+            pair[1].revision,
+            pair[0].revision
+        );
+    }
+    // Reliable: every acknowledged write in scope from `start` on was seen,
+    // exactly as it was acknowledged; and nothing was seen that was not written.
+    let expected: Vec<_> = acked
+        .range(start..)
+        .filter(|(_, s)| accounts.contains(&s.account_sid.as_str()))
+        .map(|(_, s)| s)
+        .collect();
+    let seen_refs: Vec<_> = seen.iter().collect();
+    assert_eq!(
+        seen_refs.len(),
+        expected.len(),
+        "{name}: saw {} changes, {} were acknowledged",
+        seen.len(),
+        expected.len()
+    );
+    assert_eq!(
+        seen_refs, expected,
+        "{name}: the changes differ from the acknowledged writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_watchers_see_every_acknowledged_write_in_order_once_and_resume_exactly() {
+    const ACCOUNTS: [&str; 3] = [ACCOUNT, OTHER_ACCOUNT, "AC0123456789abcdef0123456789abcdef"];
+    const WRITES: usize = 60;
+    let app = spawn_app().await;
+    let start = app.set(set_request(ACCOUNT, "start")).await.revision + 1;
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+
+    // Watchers: one per account, one on every account; each disconnects at
+    // random points and resumes from its last revision + 1.
+    let scopes: Vec<(&str, Vec<&str>)> = ACCOUNTS
+        .iter()
+        .map(|a| (*a, vec![*a]))
+        .chain([("-", ACCOUNTS.to_vec())])
+        .collect();
+    let watchers: Vec<_> = scopes
+        .iter()
+        .map(|(scope, accounts)| {
+            let settings = app.settings.clone();
+            let scope = scope.to_string();
+            let expected_writes = WRITES * accounts.len() / ACCOUNTS.len();
+            let mut disconnects: Vec<usize> = (0..3)
+                .map(|_| rng.usize(1..expected_writes.max(2)))
+                .collect();
+            disconnects.sort_unstable();
+            tokio::spawn(async move {
+                let mut seen: Vec<SettingsMessage> = Vec::new();
+                let mut next = start;
+                loop {
+                    let request = tonic::Request::new(WatchSettingsMessage {
+                        account_sid: scope.clone(),
+                        start_revision: next,
+                    });
+                    let mut stream = settings.watch(Resource::Recording, request).await.unwrap();
+                    loop {
+                        let settings = next_settings(&mut stream).await;
+                        next = settings.revision + 1;
+                        seen.push(settings);
+                        if seen.len() >= expected_writes {
+                            return seen;
+                        }
+                        if disconnects.first() == Some(&seen.len()) {
+                            disconnects.remove(0);
+                            break; // drop the stream: resume from `next`
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let writers: Vec<_> = ACCOUNTS
+        .iter()
+        .map(|account| {
+            let settings = app.settings.clone();
+            let account = account.to_string();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..WRITES / ACCOUNTS.len() {
+                    let request = tonic::Request::new(SetSettingsMessage::from(set_request(
+                        &account,
+                        &format!("{account} write {i}"),
+                    )));
+                    acked.push(settings.set(Resource::Recording, request).await.unwrap());
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Acked::new();
+    for writer in writers {
+        for state in writer.await.unwrap() {
+            acked.insert(state.revision, state);
+        }
+    }
+    for ((scope, accounts), watcher) in scopes.iter().zip(watchers) {
+        let seen = watcher.await.unwrap();
+        check_watcher(
+            &format!("watcher {scope} (seed {seed})"),
+            &seen,
+            &acked,
+            start,
+            accounts,
+        );
+    }
+    // The stored state is each account's last acknowledged write.
+    let mut last: HashMap<&str, &SettingsMessage> = HashMap::new();
+    for state in acked.values() {
+        last.insert(
+            ACCOUNTS.iter().find(|a| **a == state.account_sid).unwrap(),
+            state,
+        );
+    }
+    for (account, state) in last {
+        assert_eq!(&app.get(account).await, state);
+    }
+}
+
+/// Watchers across SIGKILL restarts of the real server: each reconnects
+/// from its last revision + 1 to the restarted server; at the end every
+/// acknowledged write was seen by every watcher in scope, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_resume_exactly_across_sigkill_restarts() {
+    use std::{
+        net::SocketAddr,
+        sync::{
+            atomic::{AtomicU64, Ordering},
+            Arc, Mutex,
+        },
+        time::Duration,
+    };
+    const CYCLES: usize = 4;
+    const ACCOUNTS: [&str; 2] = [ACCOUNT, OTHER_ACCOUNT];
+    let dir = tempfile::tempdir().unwrap();
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let (addr_tx, addr_rx) = tokio::sync::watch::channel(None::<SocketAddr>);
+    // Set once the writing is over: the highest revision a watcher must reach.
+    let target = Arc::new(AtomicU64::new(0));
+    let acked: Arc<Mutex<Acked>> = Arc::default();
+
+    let scopes = [ACCOUNT, "-"];
+    let watchers: Vec<_> = scopes
+        .iter()
+        .map(|scope| {
+            let mut addresses = addr_rx.clone();
+            let target = Arc::clone(&target);
+            let scope = scope.to_string();
+            tokio::spawn(async move {
+                let mut seen: Vec<SettingsMessage> = Vec::new();
+                let mut next = 1;
+                let mut connected_to = None;
+                loop {
+                    let addr = *addresses
+                        .wait_for(|a| a.is_some() && *a != connected_to)
+                        .await
+                        .unwrap();
+                    connected_to = addr;
+                    let Ok(channel) =
+                        tonic::transport::Channel::from_shared(format!("http://{}", addr.unwrap()))
+                            .unwrap()
+                            .connect()
+                            .await
+                    else {
+                        continue;
+                    };
+                    let client = SettingsClient::new(channel);
+                    let request = tonic::Request::new(WatchSettingsMessage {
+                        account_sid: scope.clone(),
+                        start_revision: next,
+                    });
+                    let Ok(mut stream) = client.watch(Resource::Recording, request).await else {
+                        continue;
+                    };
+                    while let Ok(Some(Ok(message))) = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        tokio_stream::StreamExt::next(&mut stream),
+                    )
+                    .await
+                    {
+                        if let Some(settings) = message.settings {
+                            next = settings.revision + 1;
+                            seen.push(settings);
+                        }
+                        let done = target.load(Ordering::SeqCst);
+                        if done > 0 && message.revision >= done {
+                            return seen;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    for cycle in 0..CYCLES {
+        let mut server = BinaryServer::start(dir.path()).await;
+        addr_tx.send_replace(Some(server.grpc_addr));
+        let writers: Vec<_> = ACCOUNTS
+            .iter()
+            .map(|account| {
+                let addr = server.grpc_addr;
+                let acked = Arc::clone(&acked);
+                let account = account.to_string();
+                tokio::spawn(async move {
+                    let client = SettingsClient::new(channel(addr).await);
+                    for i in 0.. {
+                        let request = tonic::Request::new(SetSettingsMessage::from(set_request(
+                            &account,
+                            &format!("cycle {cycle} write {i}"),
+                        )));
+                        let Ok(state) = client.set(Resource::Recording, request).await else {
+                            return; // the server is gone
+                        };
+                        acked.lock().unwrap().insert(state.revision, state);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.u64(200..600))).await;
+        server.signal("KILL");
+        server.wait().await;
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    }
+    let server = BinaryServer::start(dir.path()).await;
+    let acked = acked.lock().unwrap().clone();
+    target.store(*acked.keys().last().unwrap(), Ordering::SeqCst);
+    addr_tx.send_replace(Some(server.grpc_addr));
+
+    for (scope, watcher) in scopes.iter().zip(watchers) {
+        let seen = tokio::time::timeout(GUARD, watcher)
+            .await
+            .expect("the watcher finishes")
+            .unwrap();
+        let name = format!("watcher {scope} (seed {seed})");
+        for pair in seen.windows(2) {
+            assert!(
+                pair[0].revision < pair[1].revision,
+                "{name}: {} after {}",
+                pair[1].revision,
+                pair[0].revision
+            );
+        }
+        let by_revision: HashMap<u64, &SettingsMessage> =
+            seen.iter().map(|s| (s.revision, s)).collect();
+        let in_scope = acked
+            .values()
+            .filter(|s| *scope == "-" || s.account_sid == *scope);
+        let mut checked = 0;
+        for state in in_scope {
+            assert_eq!(
+                by_revision.get(&state.revision),
+                Some(&state),
+                "{name}: acknowledged revision {} missing or different",
+                state.revision
+            );
+            checked += 1;
+        }
+        assert!(
+            checked > CYCLES,
+            "{name}: the load was real ({checked} writes)"
+        );
+        // The stream ends in the stored state.
+        let client = SettingsClient::new(channel(server.grpc_addr).await);
+        for account in ACCOUNTS.iter().filter(|a| *scope == "-" || **a == *scope) {
+            let last_seen = seen
+                .iter()
+                .rev()
+                .find(|s| s.account_sid == *account)
+                .unwrap();
+            let stored = client
+                .get(
+                    Resource::Recording,
+                    tonic::Request::new(GetSettingsMessage {
+                        account_sid: account.to_string(),
+                    }),
+                )
+                .await
+                .unwrap();
+            assert_eq!(&stored, last_seen, "{name}: {account}");
+        }
+    }
+}
