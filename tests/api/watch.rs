@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use settingsd::store::sled::StoreOptions;
+use settingsd::{pb::SetRecordingSettingsRequest, store::sled::StoreOptions};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -468,4 +468,94 @@ async fn watchers_resume_exactly_across_sigkill_restarts() {
             assert_eq!(&stored, last_seen, "{name}: {account}");
         }
     }
+}
+
+/// The server's resident memory, in KiB.
+fn rss_kb(server: &BinaryServer) -> u64 {
+    let pid = server.child.id().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// `WRITERS` x `each` Sets of ~2.3 KB each (a 2000-character URL);
+/// returns the highest revision acknowledged.
+async fn write_big_records(client: &SettingsClient, each: usize) -> u64 {
+    let long_url = format!("https://b.s3.amazonaws.com/{}", "p".repeat(2000));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let client = client.clone();
+            let url = long_url.clone();
+            tokio::spawn(async move {
+                let mut last = 0;
+                for i in 0..each {
+                    let request = SetRecordingSettingsRequest {
+                        aws_s3_url: Some(url.clone()),
+                        ..set_request(&format!("AC{w:032x}"), &format!("{i:0>250}"))
+                    };
+                    let request = tonic::Request::new(SetSettingsMessage::from(request));
+                    last = client
+                        .set(Resource::Recording, request)
+                        .await
+                        .unwrap()
+                        .revision;
+                }
+                last
+            })
+        })
+        .collect();
+    let mut last = 0;
+    for writer in writers {
+        last = last.max(writer.await.unwrap());
+    }
+    last
+}
+
+const WRITERS: usize = 8;
+
+/// The same volume of writes twice, the second time with a watcher that
+/// reads nothing: if the server buffered the ~22 MB of changes it cannot
+/// send, the second run would grow by that much more than the first (whose
+/// growth is sled's own); it must not. Then the watcher reads, and gets
+/// every change, caught up from disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_reads_nothing_costs_no_memory_and_later_gets_every_change() {
+    const EACH: usize = 1200;
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(dir.path()).await;
+    let client = SettingsClient::new(channel(server.grpc_addr).await);
+
+    let at_start = rss_kb(&server);
+    let first_last = write_big_records(&client, EACH).await;
+    let without_watcher = rss_kb(&server).saturating_sub(at_start);
+    let request = tonic::Request::new(WatchSettingsMessage {
+        account_sid: "-".into(),
+        start_revision: first_last + 1,
+    });
+    let mut slow = client.watch(Resource::Recording, request).await.unwrap();
+    let before = rss_kb(&server);
+    let last = write_big_records(&client, EACH).await;
+    let with_watcher = rss_kb(&server).saturating_sub(before);
+
+    eprintln!(
+        "growth: {without_watcher} KiB without a watcher, {with_watcher} KiB with a stalled one"
+    );
+    assert!(
+        with_watcher < without_watcher + 12 * 1024,
+        "a stalled watch held memory: the server grew {with_watcher} KiB with it, \
+         {without_watcher} KiB for the same writes without it"
+    );
+    let mut revisions = Vec::new();
+    while revisions.last() != Some(&last) {
+        revisions.push(next_settings(&mut slow).await.revision);
+    }
+    assert_eq!(
+        revisions.len(),
+        WRITERS * EACH,
+        "every change, caught up from disk"
+    );
+    assert!(revisions.windows(2).all(|p| p[0] < p[1]), "in order");
 }
