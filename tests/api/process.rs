@@ -335,3 +335,79 @@ async fn bench_against_a_server_with_accounts_acts_for_the_credentials_account()
     assert!(!malformed.status.success());
     assert!(String::from_utf8_lossy(&malformed.stderr).contains("USER:SECRET"));
 }
+
+#[tokio::test]
+async fn the_cli_watches_lists_history_rolls_back_and_writes_conditionally() {
+    let app = spawn_app().await;
+    let addr = app.grpc_addr.to_string();
+    let common = [
+        "--grpc-addr",
+        &addr,
+        "--account",
+        ACCOUNT,
+        "--resource",
+        "composition",
+    ];
+    let composition = app.for_resource(Resource::Composition);
+    let first = composition.set(set_request(ACCOUNT, "first")).await;
+    let second = composition.set(set_request(ACCOUNT, "second")).await;
+    let mut watch = binary()
+        .args(["watch", "--from", &first.revision.to_string()])
+        .args(common)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+
+    let history = cli(&[&["history", "--page-size", "1"], &common[..]].concat()).await;
+    let stale = cli(&[
+        &["set", "--friendly-name", "stale", "--etag", &first.etag],
+        &common[..],
+    ]
+    .concat())
+    .await;
+    let rollback = cli(&[
+        &["rollback", "--revision", &first.revision.to_string()],
+        &common[..],
+    ]
+    .concat())
+    .await;
+
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let history = json(&history);
+    assert_eq!(history["revisions"][0]["friendly_name"], "second");
+    assert_eq!(history["revisions"][0]["etag"], second.etag.as_str());
+    assert_eq!(history["next_page_token"], second.revision.to_string());
+    assert!(!stale.status.success());
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("Aborted"));
+    let rollback = json(&rollback);
+    assert_eq!(rollback["friendly_name"], "first");
+    assert!(rollback["revision"].as_u64().unwrap() > second.revision);
+    // The watch printed every change from --from on, then the rollback.
+    assert_eq!(next_json_line(&mut lines).await["friendly_name"], "first");
+    assert_eq!(next_json_line(&mut lines).await["friendly_name"], "second");
+    let rolled = next_json_line(&mut lines).await;
+    assert_eq!(rolled["friendly_name"], "first");
+    assert_eq!(rolled["revision"], rollback["revision"]);
+    assert_eq!(rolled["url"], COMPOSITION_URL);
+    watch.kill().await.unwrap();
+}
+
+async fn next_json_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> serde_json::Value {
+    let line = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .expect("a line within the guard")
+        .unwrap()
+        .expect("the watch is still running");
+    serde_json::from_str(&line).unwrap()
+}
