@@ -71,16 +71,25 @@ pub enum Scenario {
     GrpcSetSyncEach,
     HttpGet,
     HttpPost,
+    /// grpc_set with --watchers idle watch streams attached (on an account
+    /// nobody writes): what watchers cost writers.
+    GrpcSetWatched,
+    /// --watchers watch streams on one account, one writer: delivered
+    /// changes per second (all watchers together) and the latency from each
+    /// Set's acknowledgement to each watcher's receipt.
+    GrpcWatchFanout,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Noop,
         Scenario::GrpcGet,
         Scenario::GrpcSet,
         Scenario::GrpcSetSyncEach,
         Scenario::HttpGet,
         Scenario::HttpPost,
+        Scenario::GrpcSetWatched,
+        Scenario::GrpcWatchFanout,
     ];
 
     fn name(self) -> &'static str {
@@ -91,13 +100,16 @@ impl Scenario {
             Scenario::GrpcSetSyncEach => "grpc_set_sync_each",
             Scenario::HttpGet => "http_get",
             Scenario::HttpPost => "http_post",
+            Scenario::GrpcSetWatched => "grpc_set_watched",
+            Scenario::GrpcWatchFanout => "grpc_watch_fanout",
         }
     }
 
     /// The scenario this one is compared against in the same run.
     fn baseline(self) -> Option<Scenario> {
         match self {
-            Scenario::Noop | Scenario::GrpcSetSyncEach => None,
+            Scenario::Noop | Scenario::GrpcSetSyncEach | Scenario::GrpcWatchFanout => None,
+            Scenario::GrpcSetWatched => Some(Scenario::GrpcSet),
             Scenario::GrpcGet => Some(Scenario::Noop),
             Scenario::GrpcSet => Some(Scenario::GrpcSetSyncEach),
             Scenario::HttpGet | Scenario::HttpPost => Some(Scenario::GrpcGet),
@@ -126,6 +138,9 @@ pub struct BenchArgs {
     /// Concurrent requests in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Watch streams in grpc_set_watched and grpc_watch_fanout.
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
     /// gRPC connections (HTTP/2) the requests are spread over. HTTP/1.1 has
     /// one request per connection at a time, so the http_* scenarios use as
     /// many connections as --concurrency.
@@ -318,6 +333,28 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
     };
     let credentials = args.credentials.clone();
     let channels = connect_channels(&grpc_target, args.connections).await?;
+    if scenario == Scenario::GrpcWatchFanout {
+        return watch_fanout(args, &channels).await;
+    }
+    // Idle watchers: held open (answering only progress) while writers run.
+    let _watchers = if scenario == Scenario::GrpcSetWatched {
+        let unwritten = "ACffffffffffffffffffffffffffffffff";
+        let mut watchers = Vec::new();
+        for w in 0..args.watchers {
+            let mut stream = open_watch(
+                &channels[w % channels.len()],
+                unwritten,
+                credentials.as_ref(),
+            )
+            .await?;
+            watchers.push(AbortOnDrop(tokio::spawn(async move {
+                while let Ok(Some(_)) = stream.message().await {}
+            })));
+        }
+        watchers
+    } else {
+        Vec::new()
+    };
     // Every account exists before reads, so Gets read real records.
     if matches!(scenario, Scenario::GrpcGet | Scenario::HttpGet) {
         preload_over_grpc(&channels, args.accounts, credentials.as_ref()).await?;
@@ -339,23 +376,26 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
                 Box::pin(async move { client.get_recording_settings(request).await.is_ok() })
             })
         }),
-        Scenario::GrpcSet | Scenario::GrpcSetSyncEach => Box::new(move |worker| {
-            let client =
-                RecordingSettingsServiceClient::new(channels[worker % channels.len()].clone());
-            let credentials = credentials.clone();
-            Box::new(move |n| {
-                let mut client = client.clone();
-                let request = BasicCredentials::request(
-                    credentials.as_ref(),
-                    SetRecordingSettingsRequest {
-                        account_sid: request_account(n, accounts, credentials.as_ref()),
-                        friendly_name: format!("bench {n}"),
-                        ..Default::default()
-                    },
-                );
-                Box::pin(async move { client.set_recording_settings(request).await.is_ok() })
+        Scenario::GrpcSet | Scenario::GrpcSetSyncEach | Scenario::GrpcSetWatched => {
+            Box::new(move |worker| {
+                let client =
+                    RecordingSettingsServiceClient::new(channels[worker % channels.len()].clone());
+                let credentials = credentials.clone();
+                Box::new(move |n| {
+                    let mut client = client.clone();
+                    let request = BasicCredentials::request(
+                        credentials.as_ref(),
+                        SetRecordingSettingsRequest {
+                            account_sid: request_account(n, accounts, credentials.as_ref()),
+                            friendly_name: format!("bench {n}"),
+                            ..Default::default()
+                        },
+                    );
+                    Box::pin(async move { client.set_recording_settings(request).await.is_ok() })
+                })
             })
-        }),
+        }
+        Scenario::GrpcWatchFanout => unreachable!("run above"),
         Scenario::HttpGet | Scenario::HttpPost => {
             let base =
                 http_target.context("the http_* scenarios need --http-target with --target")?;
@@ -414,6 +454,125 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
         _ => args.connections,
     };
     Ok(outcome.result(scenario.name(), args.concurrency, connections))
+}
+
+/// A watch of `account` from now on (its first messages, the snapshot and
+/// a progress message, are read before it returns).
+async fn open_watch(
+    channel: &Channel,
+    account: &str,
+    credentials: Option<&BasicCredentials>,
+) -> anyhow::Result<tonic::Streaming<RecordingSettingsChange>> {
+    let mut client = RecordingSettingsServiceClient::new(channel.clone());
+    let request = BasicCredentials::request(
+        credentials,
+        WatchRecordingSettingsRequest {
+            account_sid: if credentials.is_some() {
+                String::new()
+            } else {
+                account.to_owned()
+            },
+            start_revision: 0,
+        },
+    );
+    let mut stream = client.watch_recording_settings(request).await?.into_inner();
+    // The snapshot, then the progress message that ends it.
+    while let Some(message) = stream.message().await? {
+        if message.progress {
+            break;
+        }
+    }
+    Ok(stream)
+}
+
+/// grpc_watch_fanout: `args.watchers` watchers on one account, one writer
+/// setting it back to back. Throughput is changes delivered per second over
+/// all watchers; latency, from a Set's acknowledgement (as the writer saw
+/// it) to a watcher's receipt of that change (0 when the change arrived
+/// first: it is published as soon as it is durable, before the writer's
+/// answer travels back).
+async fn watch_fanout(args: &BenchArgs, channels: &[Channel]) -> anyhow::Result<ScenarioResult> {
+    let credentials = args.credentials.as_ref();
+    let target = account(0);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut watchers = Vec::new();
+    for w in 0..args.watchers {
+        let mut stream = open_watch(&channels[w % channels.len()], &target, credentials).await?;
+        let mut stopped = stopped.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut received = Vec::new();
+            loop {
+                tokio::select! {
+                    message = stream.message() => match message {
+                        Ok(Some(message)) if !message.progress => {
+                            received.push((message.revision, Instant::now()));
+                        }
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    },
+                    _ = stopped.changed() => break,
+                }
+            }
+            received
+        }));
+    }
+    let mut client = RecordingSettingsServiceClient::new(channels[0].clone());
+    let mut acked = std::collections::HashMap::new();
+    let mut errors = 0;
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut n = 0u64;
+    while Instant::now() < deadline && args.requests.is_none_or(|max| n < max) {
+        let request = BasicCredentials::request(
+            credentials,
+            SetRecordingSettingsRequest {
+                account_sid: request_account(0, 1, credentials),
+                friendly_name: format!("fanout {n}"),
+                ..Default::default()
+            },
+        );
+        match client.set_recording_settings(request).await {
+            Ok(answer) => {
+                acked.insert(answer.into_inner().revision, Instant::now());
+            }
+            Err(_) => errors += 1,
+        }
+        n += 1;
+    }
+    // Give the last changes time to arrive, then close the streams.
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop.send(true);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    for watcher in watchers {
+        if let Ok(received) = watcher.await {
+            for (revision, at) in received {
+                if let Some(ack) = acked.get(&revision) {
+                    let micros = at.saturating_duration_since(*ack).as_micros();
+                    histogram.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+                }
+            }
+        }
+    }
+    let outcome = Outcome {
+        histogram,
+        errors,
+        elapsed,
+    };
+    Ok(outcome.result(
+        Scenario::GrpcWatchFanout.name(),
+        args.watchers,
+        args.connections,
+    ))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The account_sid request `n` names: spread over `accounts` accounts, or

@@ -144,12 +144,17 @@ impl SettingsApi {
                 self.store.watch(upto + 1)?
             }
         };
+        let mut promised = 0;
         while let Some(event) = changes.next().await {
             let message = match event? {
                 WatchEvent::Progress(revision) => {
                     if sent.values().all(|r| *r <= revision) {
                         sent.clear();
                     }
+                    if revision < promised {
+                        continue; // never promise less than before
+                    }
+                    promised = revision;
                     progress(revision)
                 }
                 WatchEvent::Change(c) => {

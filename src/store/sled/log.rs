@@ -23,7 +23,7 @@ use std::{
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::codec::{decode, encode};
+use super::codec::decode;
 use crate::{
     domain::{AccountSid, Settings},
     error::Error,
@@ -38,6 +38,9 @@ pub(super) const CHANGES_TREE: &str = "changes";
 const META_TREE: &str = "meta";
 /// In `meta`: the highest revision compaction has removed (big-endian).
 const COMPACTED_THROUGH: &str = "compacted_through";
+/// In `meta`: a revision every record up to which is known durable (it
+/// reaches the disk with the commit after the one it describes).
+const DURABLE_THROUGH: &str = "durable_through";
 /// Changes a live watcher may fall behind before it re-reads from disk.
 const BROADCAST_CAPACITY: usize = 1024;
 /// Changes one catch-up read takes from the tree at a time.
@@ -98,17 +101,58 @@ impl ChangeLog {
         &self.changes
     }
 
-    /// The key and value of `settings`' change (for the writer's
-    /// transaction).
-    pub(super) fn entry(resource: Resource, settings: &Settings) -> ([u8; 8], Vec<u8>) {
+    /// The key and value of `settings`' change, whose encoded record is
+    /// `record`.
+    pub(super) fn entry(
+        resource: Resource,
+        settings: &Settings,
+        record: &[u8],
+    ) -> ([u8; 8], Vec<u8>) {
         let account = settings.account_sid.as_str().as_bytes();
-        let record = encode(settings);
         let mut value = Vec::with_capacity(2 + account.len() + record.len());
         value.push(resource as u8);
         value.push(u8::try_from(account.len()).unwrap_or(u8::MAX));
         value.extend_from_slice(account);
-        value.extend_from_slice(&record);
+        value.extend_from_slice(record);
         (settings.revision.to_be_bytes(), value)
+    }
+
+    /// Makes every record at least as new as its latest change: a crash
+    /// between a write's change and its record (written in that order)
+    /// leaves the change alone, and this writes its record. Only changes
+    /// after the last commit recorded as durable can be in that state.
+    pub(super) fn repair<'t>(
+        &self,
+        tree: impl Fn(Resource) -> &'t sled::Tree,
+    ) -> Result<(), Error> {
+        let after = self
+            .meta
+            .get(DURABLE_THROUGH)?
+            .map_or(0, |v| be_u64(&v).unwrap_or(0));
+        let mut repaired = 0;
+        for entry in self.changes.range(after.saturating_add(1).to_be_bytes()..) {
+            let (key, value) = entry?;
+            let revision = be_u64(&key).unwrap_or(0);
+            let change = decode_change(revision, &value)?;
+            let tree = tree(change.resource);
+            let account = change.settings.account_sid.as_str();
+            let stored = match tree.get(account)? {
+                Some(bytes) => decode(change.resource, &change.settings.account_sid, &bytes)
+                    .map_or(0, |s| s.revision),
+                None => 0,
+            };
+            if stored < revision {
+                tree.insert(account, &value[2 + account.len()..])?;
+                repaired += 1;
+            }
+        }
+        if repaired > 0 {
+            tracing::warn!(
+                repaired,
+                "replayed changes whose records a crash had cut off"
+            );
+        }
+        Ok(())
     }
 
     /// Queues a change that was just written (under the write lock, so in
@@ -145,6 +189,9 @@ impl ChangeLog {
         }
         self.published.fetch_max(durable, Ordering::SeqCst);
         drop(pending);
+        if let Err(e) = self.meta.insert(DURABLE_THROUGH, &durable.to_be_bytes()) {
+            tracing::warn!(error = %e, "cannot record the durable revision; a restart replays more changes");
+        }
         if let Err(e) = self.compact() {
             tracing::warn!(error = %e, "change log compaction failed; it is retried after the next commit");
         }
@@ -321,15 +368,15 @@ impl ChangeLog {
                         Err(broadcast::error::RecvError::Closed) => return Ok(()),
                     },
                     _ = progress.tick() => {
-                        // Read before looking at the queue: everything
-                        // published up to it is then either received or
-                        // still queued.
+                        // Everything before `next` has been sent. With
+                        // nothing queued, so has everything published: read
+                        // `published` before looking at the queue, so that
+                        // what it covers is either received or still queued.
                         let published = self.published.load(Ordering::SeqCst);
-                        if live.is_empty() {
-                            let upto = published.max(next.saturating_sub(1));
-                            if tx.send(Ok(WatchEvent::Progress(upto))).await.is_err() {
-                                return Ok(());
-                            }
+                        let sent = next.saturating_sub(1);
+                        let upto = if live.is_empty() { published.max(sent) } else { sent };
+                        if tx.send(Ok(WatchEvent::Progress(upto))).await.is_err() {
+                            return Ok(());
                         }
                     }
                     () = tx.closed() => return Ok(()),

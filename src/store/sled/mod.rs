@@ -47,7 +47,6 @@ use std::{
     time::Duration,
 };
 
-use sled::Transactional;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -297,6 +296,7 @@ impl Inner {
         // Everything on disk now is durable: a revision above every record's.
         let durable = db.generate_id()? + 1;
         let log = Arc::new(ChangeLog::open(&db, durable, options.history_revisions)?);
+        log.repair(|resource| &trees[resource as usize])?;
         let publisher = Arc::clone(&log);
         let commit = GroupCommit::start(
             Arc::clone(&syncer),
@@ -382,21 +382,15 @@ impl Inner {
         // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
         next.revision = self.db.generate_id()? + 1;
         next.update_time = Some(now_micros());
-        // The record and its change: one atomic write.
+        // The change first, then the record. sled recovers a prefix of its
+        // log, so a crash can keep the change without the record, never the
+        // reverse; opening the store replays such a change into its record
+        // (see `ChangeLog::repair`), so the two are one atomic write. (A
+        // sled transaction over both trees cost 3x in Set throughput.)
         let record = encode(&next);
-        let (key, change) = ChangeLog::entry(resource, &next);
-        (self.tree(resource), self.log.changes())
-            .transaction(|(tree, changes)| {
-                tree.insert(account.as_str(), record.as_slice())?;
-                changes.insert(&key, change.as_slice())?;
-                Ok(())
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(e) => Error::from(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    Error::Storage("the write was aborted".into())
-                }
-            })?;
+        let (key, change) = ChangeLog::entry(resource, &next, &record);
+        self.log.changes().insert(key, change)?;
+        self.tree(resource).insert(account.as_str(), record)?;
         self.log.written(Change {
             resource,
             settings: next.clone(),
