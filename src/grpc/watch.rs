@@ -21,7 +21,7 @@ use crate::{
     domain::{AccountSid, Settings},
     error::Error,
     resource::Resource,
-    store::{ChangeStream, WatchEvent},
+    store::{ChangeStream, WatchEvent, WatchFilter},
 };
 
 /// `account_sid` that watches every account (AIP-159's wildcard).
@@ -68,14 +68,21 @@ impl SettingsApi {
         if let Scope::Account(account) = &scope {
             tracing::Span::current().record("account", account.as_str());
         }
+        let filter = WatchFilter {
+            resource: Some(resource),
+            account: match &scope {
+                Scope::Account(account) => Some(account.clone()),
+                Scope::All => None,
+            },
+        };
         let resumed = match request.start_revision {
             0 => None,
-            from => Some(self.store.watch(from)?),
+            from => Some(self.store.watch(from, filter.clone())?),
         };
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let api = self.clone();
         tokio::spawn(async move {
-            match api.follow(resource, &scope, resumed, &tx).await {
+            match api.follow(resource, &scope, filter, resumed, &tx).await {
                 Ok(Ok(())) | Ok(Err(Gone)) => {}
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -90,6 +97,7 @@ impl SettingsApi {
         &self,
         resource: Resource,
         scope: &Scope,
+        filter: WatchFilter,
         resumed: Option<ChangeStream>,
         tx: &mpsc::Sender<Result<SettingsChangeMessage, Error>>,
     ) -> Result<Result<(), Gone>, Error> {
@@ -141,7 +149,7 @@ impl SettingsApi {
                 if send(progress(upto)).await.is_err() {
                     return Ok(Err(Gone));
                 }
-                self.store.watch(upto + 1)?
+                self.store.watch(upto + 1, filter)?
             }
         };
         let mut promised = 0;

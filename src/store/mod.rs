@@ -98,6 +98,26 @@ pub enum WatchEvent {
     Progress(u64),
 }
 
+/// Which changes a [`Store::watch`] yields: a backend filters as early as it
+/// can, so that a watcher wakes only for what it watches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchFilter {
+    /// Only this resource's changes, if set.
+    pub resource: Option<Resource>,
+    /// Only this account's changes, if set.
+    pub account: Option<AccountSid>,
+}
+
+impl WatchFilter {
+    pub fn matches(&self, change: &Change) -> bool {
+        self.resource.is_none_or(|r| r == change.resource)
+            && self
+                .account
+                .as_ref()
+                .is_none_or(|a| *a == change.settings.account_sid)
+    }
+}
+
 /// Every change from a starting revision, then live ones (see
 /// [`Store::watch`]).
 pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Error>> + Send>>;
@@ -179,7 +199,7 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`Error::Compacted`] (at once, or on the stream if the consumer fell
     /// so far behind that its position was compacted meanwhile).
-    fn watch(&self, from: u64) -> Result<ChangeStream, Error>;
+    fn watch(&self, from: u64, filter: WatchFilter) -> Result<ChangeStream, Error>;
 
     /// Applies every replacement in order and returns, once all of them are
     /// durable, how many were applied: the bulk path of imports and of the

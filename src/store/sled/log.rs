@@ -1,15 +1,17 @@
 //! The change log: every write's resulting state, keyed by revision, in the
 //! `changes` tree, written in the same sled transaction as the record it
-//! changes. It serves watches (catch-up from disk, then live changes from a
-//! broadcast), per-resource history and rollback, and keeps only the last
+//! changes. It serves watches (catch-up from disk, then live changes pushed
+//! to each watcher that wants them), per-resource history and rollback, and keeps only the last
 //! `history_revisions` changes (older ones are compacted away as writes
 //! commit).
 //!
 //! Changes reach watchers only once durable: a write's change waits in
 //! `pending` (in revision order: it is queued under the store's write lock)
 //! until the commit that covers it has synced, and [`ChangeLog::publish`]
-//! then broadcasts it. A watcher that falls behind the broadcast's bounded
-//! buffer does not hold memory: it re-reads what it missed from the tree.
+//! then hands it to every subscribed watcher whose filter matches (so an
+//! idle watcher costs a writer a filter check, not a wake-up). A watcher
+//! that falls behind its bounded queue does not hold memory: it is marked
+//! lagged and re-reads what it missed from the tree.
 
 use std::{
     collections::VecDeque,
@@ -20,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::codec::decode;
@@ -28,7 +30,7 @@ use crate::{
     domain::{AccountSid, Settings},
     error::Error,
     resource::Resource,
-    store::{Change, ChangeStream, WatchEvent},
+    store::{Change, ChangeStream, WatchEvent, WatchFilter},
 };
 
 /// The tree holding the log: big-endian revision -> resource byte, account
@@ -42,7 +44,7 @@ const COMPACTED_THROUGH: &str = "compacted_through";
 /// reaches the disk with the commit after the one it describes).
 const DURABLE_THROUGH: &str = "durable_through";
 /// Changes a live watcher may fall behind before it re-reads from disk.
-const BROADCAST_CAPACITY: usize = 1024;
+const SUBSCRIBER_CAPACITY: usize = 256;
 /// Changes one catch-up read takes from the tree at a time.
 const CATCH_UP_CHUNK: usize = 256;
 /// Messages waiting for a slow watcher's client before its reader pauses.
@@ -60,7 +62,8 @@ pub(super) struct ChangeLog {
     meta: sled::Tree,
     /// Written but not yet durable, in revision order.
     pending: Mutex<VecDeque<Arc<Change>>>,
-    live: broadcast::Sender<Arc<Change>>,
+    /// Live watchers: each gets the published changes its filter matches.
+    subscribers: Mutex<Vec<Subscriber>>,
     /// Every revision up to this is durable (and so readable).
     durable: AtomicU64,
     /// The highest revision broadcast; every change up to it was sent.
@@ -83,12 +86,11 @@ impl ChangeLog {
             .get(COMPACTED_THROUGH)?
             .map_or(0, |v| be_u64(&v).unwrap_or(0));
         let retained = changes.len() as u64;
-        let (live, _) = broadcast::channel(BROADCAST_CAPACITY);
         Ok(ChangeLog {
             changes,
             meta,
             pending: Mutex::new(VecDeque::new()),
-            live,
+            subscribers: Mutex::new(Vec::new()),
             durable: AtomicU64::new(durable),
             published: AtomicU64::new(durable),
             retained: AtomicU64::new(retained),
@@ -183,8 +185,17 @@ impl ChangeLog {
                 break;
             };
             let revision = change.settings.revision;
-            // No receivers is fine: nobody is watching.
-            let _ = self.live.send(change);
+            let mut subscribers = self
+                .subscribers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            subscribers.retain(|s| !s.tx.is_closed());
+            for subscriber in subscribers.iter().filter(|s| s.filter.matches(&change)) {
+                if subscriber.tx.try_send(Arc::clone(&change)).is_err() {
+                    subscriber.lag.mark();
+                }
+            }
+            drop(subscribers);
             self.published.store(revision, Ordering::SeqCst);
         }
         self.published.fetch_max(durable, Ordering::SeqCst);
@@ -304,27 +315,57 @@ impl ChangeLog {
     }
 
     /// See [`crate::store::Store::watch`].
-    pub(super) fn watch(self: &Arc<Self>, from: u64) -> Result<ChangeStream, Error> {
+    pub(super) fn watch(
+        self: &Arc<Self>,
+        from: u64,
+        filter: WatchFilter,
+    ) -> Result<ChangeStream, Error> {
         self.check_retained(from)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let log = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = log.feed(from, &tx).await {
+            if let Err(e) = log.feed(from, &filter, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
+    /// Registers a live watcher for the changes `filter` matches.
+    fn subscribe(&self, filter: &WatchFilter) -> (mpsc::Receiver<Arc<Change>>, Arc<Lag>) {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
+        let lag = Arc::new(Lag::default());
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Subscriber {
+                filter: filter.clone(),
+                tx,
+                lag: Arc::clone(&lag),
+            });
+        (rx, lag)
+    }
+
+    /// Ends every live watch of this log (its database is being closed):
+    /// their streams end with [`Error::Reopening`], and clients resume on
+    /// the reopened store.
+    pub(super) fn close(&self) {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// Sends every change from `next` on to `tx` until the consumer goes
-    /// away: catches up from the tree, then follows the broadcast, and goes
-    /// back to the tree whenever it fell behind the broadcast.
+    /// away: catches up from the tree, then follows the live changes, and
+    /// goes back to the tree whenever it fell behind them.
     async fn feed(
         self: Arc<Self>,
         mut next: u64,
+        filter: &WatchFilter,
         tx: &mpsc::Sender<Result<WatchEvent, Error>>,
     ) -> Result<(), Error> {
-        let mut live = self.live.subscribe();
+        let (mut live, lag) = self.subscribe(filter);
         let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         progress.tick().await;
@@ -343,7 +384,9 @@ impl ChangeLog {
                 }
                 for change in chunk {
                     next = change.settings.revision + 1;
-                    if tx.send(Ok(WatchEvent::Change(change))).await.is_err() {
+                    if filter.matches(&change)
+                        && tx.send(Ok(WatchEvent::Change(change))).await.is_err()
+                    {
                         return Ok(());
                     }
                 }
@@ -352,7 +395,7 @@ impl ChangeLog {
             loop {
                 tokio::select! {
                     received = live.recv() => match received {
-                        Ok(change) => {
+                        Some(change) => {
                             if change.settings.revision < next {
                                 continue;
                             }
@@ -361,12 +404,13 @@ impl ChangeLog {
                                 return Ok(());
                             }
                         }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            live = self.live.subscribe();
-                            break;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                        None => return Err(Error::Reopening),
                     },
+                    () = lag.notify.notified() => {
+                        if lag.lagged.swap(false, Ordering::SeqCst) {
+                            break; // changes were dropped: read them from disk
+                        }
+                    }
                     _ = progress.tick() => {
                         // Everything before `next` has been sent. With
                         // nothing queued, so has everything published: read
@@ -374,7 +418,8 @@ impl ChangeLog {
                         // what it covers is either received or still queued.
                         let published = self.published.load(Ordering::SeqCst);
                         let sent = next.saturating_sub(1);
-                        let upto = if live.is_empty() { published.max(sent) } else { sent };
+                        let caught_up = live.is_empty() && !lag.lagged.load(Ordering::SeqCst);
+                        let upto = if caught_up { published.max(sent) } else { sent };
                         if tx.send(Ok(WatchEvent::Progress(upto))).await.is_err() {
                             return Ok(());
                         }
@@ -383,6 +428,28 @@ impl ChangeLog {
                 }
             }
         }
+    }
+}
+
+/// A live watcher, as the publisher sees it.
+struct Subscriber {
+    filter: WatchFilter,
+    tx: mpsc::Sender<Arc<Change>>,
+    lag: Arc<Lag>,
+}
+
+/// Set by the publisher when a watcher's queue was full and a change was
+/// dropped; the watcher then catches up from disk.
+#[derive(Default)]
+struct Lag {
+    lagged: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Lag {
+    fn mark(&self) {
+        self.lagged.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
     }
 }
 

@@ -56,7 +56,9 @@ use self::{
     log::ChangeLog,
     recover::sync_dir,
 };
-use super::{Change, ChangeStream, Replacement, Scan, Store, StoreHealth, StoredSettings};
+use super::{
+    Change, ChangeStream, Replacement, Scan, Store, StoreHealth, StoredSettings, WatchFilter,
+};
 use crate::{
     domain::{AccountSid, Etag, Settings, SettingsPatch},
     error::Error,
@@ -561,8 +563,8 @@ impl Store for SledStore {
         self.open_db().map_or(0, |inner| inner.log.durable())
     }
 
-    fn watch(&self, from: u64) -> Result<ChangeStream, Error> {
-        self.current()?.log.watch(from)
+    fn watch(&self, from: u64, filter: WatchFilter) -> Result<ChangeStream, Error> {
+        self.current()?.log.watch(from, filter)
     }
 
     fn health(&self) -> StoreHealth {

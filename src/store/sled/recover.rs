@@ -62,8 +62,10 @@ impl SledStore {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(old) = old {
-            // Its waiting writers fail; its commit thread ends.
+            // Its waiting writers fail; its commit thread ends; its
+            // watchers are told to resume on the reopened store.
             let _ = old.commit.stop();
+            old.log.close();
             if let Err(old) = release(old) {
                 *self
                     .shared
