@@ -338,6 +338,11 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
     }
     // Idle watchers: held open (answering only progress) while writers run.
     let _watchers = if scenario == Scenario::GrpcSetWatched {
+        anyhow::ensure!(
+            credentials.is_none(),
+            "grpc_set_watched needs a server without --accounts: its idle watchers watch an \
+             account nobody writes, and a tenant can only watch its own"
+        );
         let unwritten = "ACffffffffffffffffffffffffffffffff";
         let mut watchers = Vec::new();
         for w in 0..args.watchers {

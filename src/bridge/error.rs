@@ -60,6 +60,14 @@ impl ApiError {
         )
     }
 
+    pub(super) fn precondition_failed(why: &str) -> Self {
+        ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            20412,
+            format!("Precondition Failed: {why}"),
+        )
+    }
+
     pub(super) fn not_found(path: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -97,11 +105,7 @@ impl ApiError {
             }
             // A conditional write lost (If-Match): Twilio has no such error,
             // so the code is settingsd's own, in Twilio's style.
-            Code::Aborted => ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                20412,
-                format!("Precondition Failed: {}", status.message()),
-            ),
+            Code::Aborted => ApiError::precondition_failed(status.message()),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 20503,

@@ -157,11 +157,21 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// The `If-Match` of a POST as the Set's etag; `*` (or none) is no
-/// condition: the resource always exists.
+/// condition: the resource always exists. If-Match compares strongly (RFC
+/// 7232), so a weak tag never matches: 412 at once. One entity tag only:
+/// a list is a 400 naming the header.
 fn if_match(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get(header::IF_MATCH).map(|v| v.to_str()) {
         None => Ok(String::new()),
         Some(Ok(v)) if v.trim() == "*" => Ok(String::new()),
+        Some(Ok(v)) if v.trim().starts_with("W/") => Err(ApiError::precondition_failed(
+            "If-Match compares entity tags strongly; a weak tag never matches",
+        )),
+        Some(Ok(v)) if v.contains(',') || headers.get_all(header::IF_MATCH).iter().count() > 1 => {
+            Err(ApiError::bad_request(
+                "Invalid header If-Match: settingsd takes one entity tag (or *)".to_owned(),
+            ))
+        }
         Some(Ok(v)) => Ok(v.trim().to_owned()),
         Some(Err(_)) => Err(ApiError::bad_request(
             "Invalid header If-Match: not visible ASCII".to_owned(),

@@ -5,10 +5,7 @@
 //! The guarantees come from the store's stream (ordered by revision, only
 //! durable changes, resumable from any retained revision, caught up from
 //! disk when a watcher falls behind); this layer only filters, so it keeps
-//! them, and adds the snapshot of `start_revision` 0 without repeating a
-//! state it already sent.
-
-use std::collections::HashMap;
+//! them, and adds the snapshot of `start_revision` 0.
 
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -115,9 +112,6 @@ impl SettingsApi {
             settings: None,
             progress: true,
         };
-        // Snapshot states newer than the revision the stream resumes after:
-        // their changes would come again on the stream; skip those.
-        let mut sent: HashMap<AccountSid, u64> = HashMap::new();
         let mut changes = match resumed {
             Some(changes) => changes,
             None => {
@@ -133,11 +127,16 @@ impl SettingsApi {
                         upto
                     }
                     Scope::All => {
+                        // The state as of `durable`: a record written since
+                        // comes as a change on the stream from `durable + 1`,
+                        // in revision order, so the snapshot leaves it out
+                        // (sending it here would put it before older changes
+                        // of other accounts).
                         let mut scan = self.store.scan(&[resource]);
                         while let Some(record) = scan.next().await {
                             let state = record?.settings;
                             if state.revision > durable {
-                                sent.insert(state.account_sid.clone(), state.revision);
+                                continue;
                             }
                             if send(change(state)).await.is_err() {
                                 return Ok(Err(Gone));
@@ -156,9 +155,6 @@ impl SettingsApi {
         while let Some(event) = changes.next().await {
             let message = match event? {
                 WatchEvent::Progress(revision) => {
-                    if sent.values().all(|r| *r <= revision) {
-                        sent.clear();
-                    }
                     if revision < promised {
                         continue; // never promise less than before
                     }
@@ -172,10 +168,7 @@ impl SettingsApi {
                             Scope::Account(account) => state.account_sid == *account,
                             Scope::All => true,
                         };
-                    let already_sent = sent
-                        .get(&state.account_sid)
-                        .is_some_and(|r| state.revision <= *r);
-                    if !in_scope || already_sent {
+                    if !in_scope {
                         continue;
                     }
                     change(state.clone())

@@ -52,15 +52,15 @@ struct CommitOutcome {
 }
 
 impl GroupCommit {
-    /// Starts the commit thread. `on_durable(revision)` runs on it after
-    /// each successful sync, before any writer it covers is told.
-    pub(super) fn start(syncer: Arc<Syncer>, on_durable: OnDurable) -> Self {
+    /// Starts the commit thread, which calls `hooks` around each successful
+    /// sync (see [`CommitHooks`]).
+    pub(super) fn start(syncer: Arc<Syncer>, hooks: Arc<dyn CommitHooks>) -> Self {
         let queue = Arc::new((Mutex::new(CommitQueue::default()), Condvar::new()));
         let (tx, rx) = watch::channel(CommitOutcome::default());
         let thread_queue = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
             .name("settingsd-commit".into())
-            .spawn(move || commit_loop(&syncer, &thread_queue, &tx, &*on_durable))
+            .spawn(move || commit_loop(&syncer, &thread_queue, &tx, &*hooks))
             .expect("spawning the commit thread");
         GroupCommit {
             queue,
@@ -125,14 +125,21 @@ impl GroupCommit {
     }
 }
 
-/// What runs once a revision is durable (the change log's publish).
-pub(super) type OnDurable = Arc<dyn Fn(u64) + Send + Sync>;
+/// What runs around a successful commit (the change log's).
+pub(super) trait CommitHooks: Send + Sync {
+    /// Every revision up to `revision` is durable; runs before any writer
+    /// it covers is told.
+    fn durable(&self, revision: u64);
+    /// The commit's writers have been told: bookkeeping that need not
+    /// delay them.
+    fn committed(&self);
+}
 
 fn commit_loop(
     syncer: &Syncer,
     queue: &(Mutex<CommitQueue>, Condvar),
     outcome: &watch::Sender<CommitOutcome>,
-    on_durable: &(dyn Fn(u64) + Send + Sync),
+    hooks: &dyn CommitHooks,
 ) {
     let (lock, wake) = queue;
     // The highest revision a sync has been attempted for.
@@ -150,8 +157,9 @@ fn commit_loop(
         if target > attempted || stopping {
             match syncer.sync() {
                 Ok(()) => {
-                    on_durable(target);
+                    hooks.durable(target);
                     outcome.send_modify(|o| o.durable = o.durable.max(target));
+                    hooks.committed();
                 }
                 Err(error) => outcome.send_modify(|o| {
                     o.poisoned.get_or_insert(error);
@@ -223,13 +231,22 @@ impl Syncer {
     }
 
     /// A sync of its own, never overlapping another (see
-    /// [`super::SyncMode::PerWrite`]).
-    pub(super) fn sync_alone(&self) -> Result<(), Arc<str>> {
+    /// [`super::SyncMode::PerWrite`]), then `hooks` for everything it made
+    /// durable (up to `revision`), still alone, so that changes are
+    /// published in order.
+    pub(super) fn sync_alone(
+        &self,
+        revision: u64,
+        hooks: &dyn CommitHooks,
+    ) -> Result<(), Arc<str>> {
         let _alone = self
             .per_write
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.sync()
+        self.sync()?;
+        hooks.durable(revision);
+        hooks.committed();
+        Ok(())
     }
 
     /// sled's flush, then the fdatasync that sled's flush does not do.
@@ -277,6 +294,19 @@ impl Syncer {
                 e.to_string().into()
             }))
         })
+    }
+
+    /// Stops writes: a write reached sled only in part, so no later commit
+    /// may vouch for the database (see the module docs of `sled`).
+    pub(super) fn poison_with(&self, error: &str) -> Arc<str> {
+        let mut poisoned = self.poisoned.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(poisoned.get_or_insert_with(|| {
+            tracing::error!(
+                error,
+                "a write failed part way: settingsd takes no more writes until the store has reopened"
+            );
+            error.into()
+        }))
     }
 
     /// How long the sync in progress has been running, if one is.

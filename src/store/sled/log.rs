@@ -1,6 +1,6 @@
 //! The change log: every write's resulting state, keyed by revision, in the
-//! `changes` tree, written in the same sled transaction as the record it
-//! changes. It serves watches (catch-up from disk, then live changes pushed
+//! `changes` tree, written just before the record it changes (a crash
+//! between the two is repaired when the store opens: [`ChangeLog::repair`]). It serves watches (catch-up from disk, then live changes pushed
 //! to each watcher that wants them), per-resource history and rollback, and keeps only the last
 //! `history_revisions` changes (older ones are compacted away as writes
 //! commit).
@@ -64,6 +64,9 @@ pub(super) struct ChangeLog {
     pending: Mutex<VecDeque<Arc<Change>>>,
     /// Live watchers: each gets the published changes its filter matches.
     subscribers: Mutex<Vec<Subscriber>>,
+    /// Set when the database is closed under the watchers (recovery): they
+    /// end at once, letting go of it, and their clients resume.
+    closed: tokio::sync::watch::Sender<bool>,
     /// Every revision up to this is durable (and so readable).
     durable: AtomicU64,
     /// The highest revision broadcast; every change up to it was sent.
@@ -74,12 +77,14 @@ pub(super) struct ChangeLog {
     compacted_through: AtomicU64,
     /// How many changes to keep.
     limit: u64,
+    /// The `changes` tree was created by this open.
+    fresh: bool,
 }
 
 impl ChangeLog {
-    /// Opens the log in `db`. `durable` is a revision at least as high as
-    /// every record's (everything on disk at open is durable).
-    pub(super) fn open(db: &sled::Db, durable: u64, limit: u64) -> sled::Result<ChangeLog> {
+    /// Opens the log in `db`; [`ChangeLog::opened`] completes it.
+    pub(super) fn open(db: &sled::Db, limit: u64) -> sled::Result<ChangeLog> {
+        let fresh = !db.tree_names().iter().any(|n| n == CHANGES_TREE.as_bytes());
         let changes = db.open_tree(CHANGES_TREE)?;
         let meta = db.open_tree(META_TREE)?;
         let compacted_through = meta
@@ -91,12 +96,36 @@ impl ChangeLog {
             meta,
             pending: Mutex::new(VecDeque::new()),
             subscribers: Mutex::new(Vec::new()),
-            durable: AtomicU64::new(durable),
-            published: AtomicU64::new(durable),
+            closed: tokio::sync::watch::Sender::new(false),
+            durable: AtomicU64::new(0),
+            published: AtomicU64::new(0),
             retained: AtomicU64::new(retained),
             compacted_through: AtomicU64::new(compacted_through),
             limit: limit.max(1),
+            fresh,
         })
+    }
+
+    /// Everything on disk is durable, up to `durable` (a revision at least
+    /// as high as every record's). A log new to this database (a store from
+    /// before the log existed) holds none of the writes before it: a watch
+    /// from before `durable` is then out of range, not silently empty.
+    pub(super) fn opened(&self, durable: u64) -> sled::Result<()> {
+        self.durable.fetch_max(durable, Ordering::SeqCst);
+        self.published.fetch_max(durable, Ordering::SeqCst);
+        if self.fresh {
+            let through = durable.saturating_sub(1);
+            self.meta
+                .insert(COMPACTED_THROUGH, &through.to_be_bytes())?;
+            self.compacted_through.fetch_max(through, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Whether the log holds every change ever made (nothing compacted, no
+    /// writes from before the log).
+    pub(super) fn is_complete(&self) -> bool {
+        self.compacted_through.load(Ordering::SeqCst) == 0
     }
 
     pub(super) fn changes(&self) -> &sled::Tree {
@@ -160,7 +189,6 @@ impl ChangeLog {
     /// Queues a change that was just written (under the write lock, so in
     /// revision order) until its commit makes it durable.
     pub(super) fn written(&self, change: Change) {
-        self.retained.fetch_add(1, Ordering::SeqCst);
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -174,34 +202,48 @@ impl ChangeLog {
     /// Called once every revision up to `durable` is on stable storage:
     /// makes those changes readable and sends them to watchers, in order,
     /// then compacts the log.
+    /// Callers are serialised (the commit thread; in per-write mode, the
+    /// per-write lock), so changes reach each watcher in revision order.
     pub(super) fn publish(&self, durable: u64) {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        self.durable.fetch_max(durable, Ordering::SeqCst);
-        while pending
-            .front()
-            .is_some_and(|c| c.settings.revision <= durable)
-        {
-            let Some(change) = pending.pop_front() else {
-                break;
-            };
-            let revision = change.settings.revision;
+        // Taken out under the lock writers queue under, handed out after,
+        // so no writer waits for the fan-out.
+        let batch: Vec<Arc<Change>> = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            self.durable.fetch_max(durable, Ordering::SeqCst);
+            let ready = pending
+                .iter()
+                .take_while(|c| c.settings.revision <= durable)
+                .count();
+            pending.drain(..ready).collect()
+        };
+        if !batch.is_empty() {
             let mut subscribers = self
                 .subscribers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             subscribers.retain(|s| !s.tx.is_closed());
-            for subscriber in subscribers.iter().filter(|s| s.filter.matches(&change)) {
-                if subscriber.tx.try_send(Arc::clone(&change)).is_err() {
-                    subscriber.lag.mark();
+            for change in batch {
+                for subscriber in subscribers.iter().filter(|s| s.filter.matches(&change)) {
+                    if subscriber.tx.try_send(Arc::clone(&change)).is_err() {
+                        subscriber.lag.mark();
+                    }
                 }
+                self.published
+                    .fetch_max(change.settings.revision, Ordering::SeqCst);
+                self.retained.fetch_add(1, Ordering::SeqCst);
             }
-            drop(subscribers);
-            self.published.store(revision, Ordering::SeqCst);
         }
         self.published.fetch_max(durable, Ordering::SeqCst);
-        drop(pending);
-        if let Err(e) = self.meta.insert(DURABLE_THROUGH, &durable.to_be_bytes()) {
-            tracing::warn!(error = %e, "cannot record the durable revision; a restart replays more changes");
+    }
+
+    /// Bookkeeping after a commit's writers have their answers: records the
+    /// durable revision for the next open's repair, and compacts.
+    pub(super) fn after_commit(&self) {
+        let durable = self.durable();
+        if durable > 0 {
+            if let Err(e) = self.meta.insert(DURABLE_THROUGH, &durable.to_be_bytes()) {
+                tracing::warn!(error = %e, "cannot record the durable revision; a restart replays more changes");
+            }
         }
         if let Err(e) = self.compact() {
             tracing::warn!(error = %e, "change log compaction failed; it is retried after the next commit");
@@ -219,11 +261,19 @@ impl ChangeLog {
             let Some((key, _)) = self.changes.first()? else {
                 break;
             };
+            // Only what watchers already had: a change not yet published
+            // must still be there for the watchers it is about to reach.
+            if be_u64(&key).unwrap_or(u64::MAX) > self.published.load(Ordering::SeqCst) {
+                break;
+            }
             // Recorded before the removal, so a crash between the two never
             // leaves a gap that looks retained.
-            self.meta.insert(COMPACTED_THROUGH, &*key)?;
-            self.compacted_through
-                .fetch_max(be_u64(&key).unwrap_or(0), Ordering::SeqCst);
+            let through = self
+                .compacted_through
+                .fetch_max(be_u64(&key).unwrap_or(0), Ordering::SeqCst)
+                .max(be_u64(&key).unwrap_or(0));
+            self.meta
+                .insert(COMPACTED_THROUGH, &through.to_be_bytes())?;
             if self.changes.remove(&key)?.is_some() {
                 self.retained.fetch_sub(1, Ordering::SeqCst);
             }
@@ -323,8 +373,15 @@ impl ChangeLog {
         self.check_retained(from)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let log = Arc::clone(self);
+        let mut closed = self.closed.subscribe();
         tokio::spawn(async move {
-            if let Err(e) = log.feed(from, &filter, &tx).await {
+            let result = tokio::select! {
+                result = Arc::clone(&log).feed(from, &filter, &tx) => result,
+                _ = closed.wait_for(|closed| *closed) => Err(Error::Reopening),
+            };
+            // Let go of the database before telling the client.
+            drop(log);
+            if let Err(e) = result {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -350,6 +407,7 @@ impl ChangeLog {
     /// their streams end with [`Error::Reopening`], and clients resume on
     /// the reopened store.
     pub(super) fn close(&self) {
+        self.closed.send_replace(true);
         self.subscribers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -394,8 +452,19 @@ impl ChangeLog {
             // Live.
             loop {
                 tokio::select! {
+                    // A lag first: changes after a dropped one must not be
+                    // taken before the dropped one is read back from disk.
+                    biased;
+                    () = lag.notify.notified() => {
+                        if lag.lagged.swap(false, Ordering::SeqCst) {
+                            break; // changes were dropped: read them from disk
+                        }
+                    }
                     received = live.recv() => match received {
                         Some(change) => {
+                            if lag.lagged.swap(false, Ordering::SeqCst) {
+                                break; // dropped before this one: disk first
+                            }
                             if change.settings.revision < next {
                                 continue;
                             }
@@ -406,11 +475,6 @@ impl ChangeLog {
                         }
                         None => return Err(Error::Reopening),
                     },
-                    () = lag.notify.notified() => {
-                        if lag.lagged.swap(false, Ordering::SeqCst) {
-                            break; // changes were dropped: read them from disk
-                        }
-                    }
                     _ = progress.tick() => {
                         // Everything before `next` has been sent. With
                         // nothing queued, so has everything published: read
@@ -428,6 +492,16 @@ impl ChangeLog {
                 }
             }
         }
+    }
+}
+
+impl super::commit::CommitHooks for ChangeLog {
+    fn durable(&self, revision: u64) {
+        self.publish(revision);
+    }
+
+    fn committed(&self) {
+        self.after_commit();
     }
 }
 

@@ -295,15 +295,17 @@ impl Inner {
             options,
             Arc::clone(syncs),
         ));
-        // Everything on disk now is durable: a revision above every record's.
-        let durable = db.generate_id()? + 1;
-        let log = Arc::new(ChangeLog::open(&db, durable, options.history_revisions)?);
+        let log = Arc::new(ChangeLog::open(&db, options.history_revisions)?);
         log.repair(|resource| &trees[resource as usize])?;
-        let publisher = Arc::clone(&log);
-        let commit = GroupCommit::start(
-            Arc::clone(&syncer),
-            Arc::new(move |revision| publisher.publish(revision)),
-        );
+        // What sled read back may be only in the page cache (after a
+        // SIGKILL between a flush and its fdatasync): sync it (and the
+        // repair) before calling any of it durable.
+        syncer
+            .sync()
+            .map_err(|e| open_err(std::io::Error::other(e.to_string())))?;
+        // Everything on disk is now durable: a revision above every record's.
+        log.opened(db.generate_id()? + 1)?;
+        let commit = GroupCommit::start(Arc::clone(&syncer), Arc::clone(&log) as _);
         Ok(Inner {
             db,
             trees,
@@ -314,6 +316,36 @@ impl Inner {
             log,
             scans: AtomicUsize::new(0),
         })
+    }
+
+    /// `settings` once durable: a write whose commit is still running is
+    /// not shown until it is (a watcher would not see it before either). If
+    /// its commit failed, the newest durable state from the log instead:
+    /// faults stop writes, not reads.
+    async fn durable_state(
+        &self,
+        resource: Resource,
+        settings: Settings,
+    ) -> Result<Settings, Error> {
+        if settings.revision <= self.log.durable() {
+            return Ok(settings);
+        }
+        match self.wait_durable(settings.revision).await {
+            Ok(()) => Ok(settings),
+            Err(failed) => {
+                let durable = self.log.durable();
+                let before =
+                    self.log
+                        .history(resource, &settings.account_sid, Some(durable + 1), 1)?;
+                match before.into_iter().next() {
+                    Some(state) => Ok(state),
+                    None if self.log.is_complete() => {
+                        Ok(Settings::default_for(settings.account_sid))
+                    }
+                    None => Err(failed),
+                }
+            }
+        }
     }
 
     fn tree(&self, resource: Resource) -> &sled::Tree {
@@ -335,9 +367,9 @@ impl Inner {
                 let syncer = Arc::clone(&self.syncer);
                 let log = Arc::clone(&self.log);
                 blocking(move || {
-                    syncer.sync_alone().map_err(Error::WritesStopped)?;
-                    log.publish(revision);
-                    Ok(())
+                    syncer
+                        .sync_alone(revision, &*log)
+                        .map_err(Error::WritesStopped)
                 })
                 .await
             }
@@ -392,11 +424,19 @@ impl Inner {
         let record = encode(&next);
         let (key, change) = ChangeLog::entry(resource, &next, &record);
         self.log.changes().insert(key, change)?;
-        self.tree(resource).insert(account.as_str(), record)?;
+        // Queued before the record is visible, so a reader that sees the
+        // record and waits for its commit finds its change published.
         self.log.written(Change {
             resource,
             settings: next.clone(),
         });
+        if let Err(e) = self.tree(resource).insert(account.as_str(), record) {
+            // The change is in the log without its record: stop writes
+            // (the reopen replays it) rather than let them go on past it.
+            return Err(Error::WritesStopped(self.syncer.poison_with(&format!(
+                "a record write failed after its change was logged: {e}"
+            ))));
+        }
         // In per-write mode the writer syncs for itself; waking the committer
         // too would run a second sync beside it and skew the comparison.
         if self.sync_mode == SyncMode::Group {
@@ -459,12 +499,7 @@ impl Store for SledStore {
     async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error> {
         let inner = self.current()?;
         let settings = inner.get(resource, account)?;
-        // A write whose commit is still running is not shown until it is
-        // durable (a watcher would not see it before either).
-        if settings.revision > inner.log.durable() {
-            inner.wait_durable(settings.revision).await?;
-        }
-        Ok(settings)
+        inner.durable_state(resource, settings).await
     }
 
     async fn set(
@@ -632,11 +667,15 @@ impl Scanner {
     /// that a crash could undo (it waits for the commit in flight). Runs on
     /// the scan's blocking thread, inside the runtime that spawned it.
     fn durable(&self, record: StoredSettings) -> Result<StoredSettings, Error> {
-        let revision = record.settings.revision;
-        if revision > self.inner.log.durable() {
-            tokio::runtime::Handle::current().block_on(self.inner.wait_durable(revision))?;
+        if record.settings.revision <= self.inner.log.durable() {
+            return Ok(record);
         }
-        Ok(record)
+        let settings = tokio::runtime::Handle::current()
+            .block_on(self.inner.durable_state(record.resource, record.settings))?;
+        Ok(StoredSettings {
+            resource: record.resource,
+            settings,
+        })
     }
 }
 

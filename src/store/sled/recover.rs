@@ -111,26 +111,30 @@ pub(super) const RELEASE_PATIENCE: Duration = Duration::from_secs(1);
 pub(super) fn release(mut inner: Arc<Inner>) -> Result<(), Arc<Inner>> {
     let started = std::time::Instant::now();
     loop {
-        match Arc::try_unwrap(inner) {
-            Ok(inner) => {
-                // sled's log flushes and fsyncs on drop, and unwraps the
-                // result: a disk that still fails must not take the
-                // recovery thread down with it.
-                let dropped =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(inner)));
-                if dropped.is_err() {
-                    tracing::warn!(
-                        "closing the failed database panicked inside sled; reopening anyway"
-                    );
+        // Watches hold the change log (and through it the database) until
+        // they notice it closed, which they do at once.
+        if Arc::strong_count(&inner.log) == 1 {
+            match Arc::try_unwrap(inner) {
+                Ok(inner) => {
+                    // sled's log flushes and fsyncs on drop, and unwraps the
+                    // result: a disk that still fails must not take the
+                    // recovery thread down with it.
+                    let dropped =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(inner)));
+                    if dropped.is_err() {
+                        tracing::warn!(
+                            "closing the failed database panicked inside sled; reopening anyway"
+                        );
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                Err(still_shared) => inner = still_shared,
             }
-            Err(still_shared) if started.elapsed() < RELEASE_PATIENCE => {
-                inner = still_shared;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(still_shared) => return Err(still_shared),
         }
+        if started.elapsed() >= RELEASE_PATIENCE {
+            return Err(inner);
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
