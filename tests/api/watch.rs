@@ -559,3 +559,98 @@ async fn a_watcher_that_reads_nothing_costs_no_memory_and_later_gets_every_chang
     );
     assert!(revisions.windows(2).all(|p| p[0] < p[1]), "in order");
 }
+
+/// A store written before the change log existed: its old writes are not
+/// in the log, so a watch from before the upgrade is out of range (not a
+/// silently empty stream), and one from the oldest revision it names works.
+#[tokio::test]
+async fn a_store_from_before_the_change_log_says_its_older_revisions_are_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_on(dir.path()).await;
+    let old = app.set(set_request(ACCOUNT, "before the upgrade")).await;
+    app.stop().await.unwrap();
+    {
+        // What an older settingsd left: records, no log.
+        let db = sled::open(dir.path()).unwrap();
+        db.drop_tree("changes").unwrap();
+        db.drop_tree("meta").unwrap();
+        db.flush().unwrap();
+    }
+    wait_until_released(dir.path());
+
+    let app = spawn_app_on(dir.path()).await;
+    let status = app
+        .try_watch(settingsd::pb::WatchRecordingSettingsRequest {
+            account_sid: ACCOUNT.into(),
+            start_revision: old.revision,
+        })
+        .await
+        .err()
+        .expect("out of range");
+    let oldest: u64 = status.get_details_error_info().unwrap().metadata["oldest_revision"]
+        .parse()
+        .unwrap();
+    let mut watch = app.watch(ACCOUNT, oldest).await;
+    let new = app.set(set_request(ACCOUNT, "after the upgrade")).await;
+
+    assert_eq!(status.code(), Code::OutOfRange);
+    assert!(oldest > old.revision);
+    assert_eq!(app.get(ACCOUNT).await, new);
+    assert_eq!(next_settings(&mut watch).await, new);
+}
+
+/// A watch of every account from 0 while writers run: the snapshot holds
+/// only states up to its progress revision, and everything after comes in
+/// revision order, so a client can resume from the last revision it saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_every_account_under_writes_is_followed_by_changes_in_order() {
+    let app = spawn_app().await;
+    for i in 0..20 {
+        app.set(set_request(&format!("AC{i:032x}"), "initial"))
+            .await;
+    }
+    let settings = app.settings.clone();
+    let writer = tokio::spawn(async move {
+        let mut last = 0;
+        for round in 0..10 {
+            for i in 0..20 {
+                let request = tonic::Request::new(SetSettingsMessage::from(set_request(
+                    &format!("AC{i:032x}"),
+                    &format!("round {round}"),
+                )));
+                last = settings
+                    .set(Resource::Recording, request)
+                    .await
+                    .unwrap()
+                    .revision;
+            }
+        }
+        last
+    });
+
+    let mut stream = app.watch("-", 0).await;
+    let mut snapshot = Vec::new();
+    let progress = loop {
+        let message = next_change(&mut stream).await;
+        match message.settings {
+            Some(state) => snapshot.push(state),
+            None => break message.revision,
+        }
+    };
+    let last = writer.await.unwrap();
+    let mut after = Vec::new();
+    while after.last() != Some(&last) {
+        after.push(next_settings(&mut stream).await.revision);
+    }
+
+    assert_eq!(snapshot.len(), 20, "every stored account once");
+    assert!(
+        snapshot.iter().all(|s| s.revision <= progress),
+        "the snapshot is the state as of its progress revision"
+    );
+    assert!(after.first().is_some_and(|r| *r > progress));
+    assert!(
+        after.windows(2).all(|p| p[0] < p[1]),
+        "changes in order after it"
+    );
+}
