@@ -128,15 +128,25 @@ impl SettingsApi {
                     }
                     Scope::All => {
                         // The state as of `durable`: a record written since
-                        // comes as a change on the stream from `durable + 1`,
-                        // in revision order, so the snapshot leaves it out
-                        // (sending it here would put it before older changes
-                        // of other accounts).
+                        // is sent as it was then (from the history), and its
+                        // newer state comes as a change on the stream from
+                        // `durable + 1`, in revision order. (Sending the
+                        // newer state here would put it before older changes
+                        // of other accounts.) An account created since has no
+                        // state then: it comes on the stream only.
                         let mut scan = self.store.scan(&[resource]);
                         while let Some(record) = scan.next().await {
-                            let state = record?.settings;
+                            let mut state = record?.settings;
                             if state.revision > durable {
-                                continue;
+                                let account = state.account_sid.clone();
+                                let then = self
+                                    .store
+                                    .history(resource, &account, Some(durable + 1), 1)
+                                    .await?;
+                                match then.into_iter().next() {
+                                    Some(then) => state = then,
+                                    None => continue,
+                                }
                             }
                             if send(change(state)).await.is_err() {
                                 return Ok(Err(Gone));
