@@ -34,6 +34,7 @@ pub mod contract;
 pub mod domain;
 pub mod error;
 mod grpc;
+pub mod metrics;
 pub mod resource;
 pub mod server;
 pub mod store;

@@ -163,6 +163,10 @@ pub struct BenchArgs {
     /// of them, and the server's peak RSS. Needs no --target.
     #[arg(long)]
     pub preload: Option<usize>,
+    /// Start the bench's own servers with --admin-addr off, so they record
+    /// no metrics (to measure what metrics cost).
+    #[arg(long)]
+    pub no_metrics: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -323,7 +327,7 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
             } else {
                 &[]
             };
-            let mut serve = vec!["serve"];
+            let mut serve = vec!["serve", "--admin-addr", admin_addr(args)];
             serve.extend_from_slice(extra);
             let server = ChildServer::start(&serve, Some(dir)).await?;
             let targets = (server.grpc.clone(), server.http.clone());
@@ -753,7 +757,8 @@ async fn run_preload(args: &BenchArgs, n: usize) -> anyhow::Result<PreloadResult
 
     // Restart: the time from spawning the server to its first answer.
     let opened = Instant::now();
-    let server = ChildServer::start(&["serve"], Some(dir)).await?;
+    let server =
+        ChildServer::start(&["serve", "--admin-addr", admin_addr(args)], Some(dir)).await?;
     let channels = connect_channels(&server.grpc, args.connections).await?;
     RecordingSettingsServiceClient::new(channels[0].clone())
         .get_recording_settings(GetRecordingSettingsRequest {
@@ -825,6 +830,16 @@ fn disk_usage(dir: &Path) -> std::io::Result<u64> {
         };
     }
     Ok(total)
+}
+
+/// The --admin-addr the bench's own servers get: a free port (metrics on,
+/// as deployed), or off with --no-metrics.
+fn admin_addr(args: &BenchArgs) -> &'static str {
+    if args.no_metrics {
+        "off"
+    } else {
+        "127.0.0.1:0"
+    }
 }
 
 /// A ready line as the bench reads it.
@@ -902,6 +917,7 @@ pub async fn serve_noop(grpc_addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let ready = Ready {
         grpc: Some(addr),
         http: None,
+        admin: None,
     };
     {
         use std::io::Write;

@@ -24,6 +24,7 @@ use crate::{
         GetSettingsMessage, ListRevisionsMessage, RollbackMessage, SetSettingsMessage,
         SettingsClient, SettingsMessage, WatchSettingsMessage,
     },
+    metrics::Metrics,
     resource::Resource,
     server::{self, Limits, Listeners, PublicUrl, Ready, ServerConfig},
     store::{
@@ -104,6 +105,15 @@ pub struct ServeArgs {
     /// SID with any password, on loopback only.
     #[arg(long, env = "SETTINGSD_ACCOUNTS")]
     pub accounts: Option<PathBuf>,
+    /// Address for the admin listener: Prometheus /metrics and the
+    /// /healthz and /readyz probes, plain HTTP. "off" disables it (and
+    /// metrics with it).
+    #[arg(long, env = "SETTINGSD_ADMIN_ADDR", default_value = "127.0.0.1:9090", value_parser = AdminAddr::parse)]
+    pub admin_addr: AdminAddr,
+    /// Serve /metrics without operator credentials even with --accounts
+    /// (for a scraper on a trusted network).
+    #[arg(long, env = "SETTINGSD_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// Run open (no --accounts) even on a non-loopback address.
     #[arg(long, env = "SETTINGSD_ALLOW_OPEN")]
     pub allow_open: bool,
@@ -195,6 +205,22 @@ pub struct ClientArgs {
     /// composition (Composition Settings).
     #[arg(long, default_value = "recording", value_parser = parse_resource)]
     pub resource: Resource,
+}
+
+/// `--admin-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAddr(pub Option<SocketAddr>);
+
+impl AdminAddr {
+    fn parse(value: &str) -> Result<AdminAddr, String> {
+        if value.eq_ignore_ascii_case("off") {
+            return Ok(AdminAddr(None));
+        }
+        value
+            .parse()
+            .map(|addr| AdminAddr(Some(addr)))
+            .map_err(|e| format!("expected HOST:PORT or off: {e}"))
+    }
 }
 
 fn parse_resource(value: &str) -> Result<Resource, String> {
@@ -505,7 +531,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => Authenticator::Open,
     };
     // Check before binding, so a refused configuration never listens at all.
-    server::check_exposure(&auth, args.allow_open, &[args.grpc_addr, args.http_addr])?;
+    let mut addrs = vec![args.grpc_addr, args.http_addr];
+    addrs.extend(args.admin_addr.0);
+    server::check_exposure(&auth, args.allow_open, &addrs)?;
+    let admin = match args.admin_addr.0 {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --admin-addr {addr}"))?,
+        ),
+        None => None,
+    };
     let grpc = TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on --grpc-addr {}", args.grpc_addr))?;
@@ -531,12 +567,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_in_flight: args.max_in_flight.get(),
             ..Limits::default()
         },
+        metrics: admin.as_ref().map(|_| Metrics::new()),
+        metrics_public: args.metrics_public,
     };
     let (ready, announced) = tokio::sync::oneshot::channel();
     tokio::spawn(print_ready_line(announced));
     let listeners = Listeners {
         grpc,
         http,
+        admin,
         ready: Some(ready),
     };
     server::run(config, listeners, shutdown).await

@@ -25,6 +25,11 @@ impl InFlight {
         Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
+    /// Requests in flight now.
+    pub fn current(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
+
     pub fn max(&self) -> usize {
         self.max
     }

@@ -30,6 +30,7 @@ use crate::{
     },
     domain::{AccountSid, Field, SettingsPatch, ValidationError, Violation},
     error::{Error, Unauthenticated},
+    metrics::Metrics,
     resource::Resource,
     store::SharedStore,
 };
@@ -72,6 +73,30 @@ impl Default for PublicUrl {
     }
 }
 
+/// A gRPC code as a metric label (`OK`, `INVALID_ARGUMENT`, ...).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// History pages: the default and the largest size.
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -95,6 +120,8 @@ pub struct SettingsApi {
     /// Each resource's `url`, indexed by `Resource as usize`: answers carry
     /// it on every call, so it is formatted once.
     urls: Arc<[Arc<str>]>,
+    /// Request counts and latencies; `None` with the admin listener off.
+    metrics: Option<Metrics>,
 }
 
 impl SettingsApi {
@@ -103,6 +130,7 @@ impl SettingsApi {
         auth: Authenticator,
         in_flight: InFlight,
         public_url: &PublicUrl,
+        metrics: Option<Metrics>,
     ) -> Self {
         let urls = Resource::ALL
             .iter()
@@ -113,6 +141,14 @@ impl SettingsApi {
             auth,
             in_flight,
             urls,
+            metrics,
+        }
+    }
+
+    /// Counts a finished request (see [`crate::metrics`]).
+    pub(crate) fn observe(&self, method: &str, code: tonic::Code, took: std::time::Duration) {
+        if let Some(metrics) = &self.metrics {
+            metrics.request("grpc", method, code_name(code), took);
         }
     }
 
@@ -248,8 +284,13 @@ impl SettingsApi {
 
     /// Claims an in-flight slot for one request, held until it is dropped.
     fn start(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
-        self.in_flight.try_start().ok_or(Error::Overloaded {
-            max: self.in_flight.max(),
+        self.in_flight.try_start().ok_or_else(|| {
+            if let Some(metrics) = &self.metrics {
+                metrics.shed();
+            }
+            Error::Overloaded {
+                max: self.in_flight.max(),
+            }
         })
     }
 

@@ -43,9 +43,12 @@ macro_rules! settings_service {
                 &self,
                 request: Request<pb::$get>,
             ) -> Result<Response<pb::$settings>, Status> {
-                let (metadata, _, message) = request.into_parts();
-                let answer = self.0.get($resource, &metadata, message.into()).await?;
-                Ok(Response::new(answer.into()))
+                observed(&self.0, stringify!($get_rpc), async {
+                    let (metadata, _, message) = request.into_parts();
+                    let answer = self.0.get($resource, &metadata, message.into()).await?;
+                    Ok(Response::new(answer.into()))
+                })
+                .await
             }
 
             #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
@@ -53,9 +56,12 @@ macro_rules! settings_service {
                 &self,
                 request: Request<pb::$set>,
             ) -> Result<Response<pb::$settings>, Status> {
-                let (metadata, _, message) = request.into_parts();
-                let answer = self.0.set($resource, &metadata, message.into()).await?;
-                Ok(Response::new(answer.into()))
+                observed(&self.0, stringify!($set_rpc), async {
+                    let (metadata, _, message) = request.into_parts();
+                    let answer = self.0.set($resource, &metadata, message.into()).await?;
+                    Ok(Response::new(answer.into()))
+                })
+                .await
             }
 
             #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
@@ -63,9 +69,12 @@ macro_rules! settings_service {
                 &self,
                 request: Request<pb::$watch>,
             ) -> Result<Response<Self::$stream>, Status> {
-                let (metadata, _, message) = request.into_parts();
-                let messages = self.0.watch($resource, &metadata, message.into()).await?;
-                Ok(Response::new(watch_stream(messages)))
+                observed(&self.0, stringify!($watch_rpc), async {
+                    let (metadata, _, message) = request.into_parts();
+                    let messages = self.0.watch($resource, &metadata, message.into()).await?;
+                    Ok(Response::new(watch_stream(messages)))
+                })
+                .await
             }
 
             #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
@@ -73,9 +82,12 @@ macro_rules! settings_service {
                 &self,
                 request: Request<pb::$list>,
             ) -> Result<Response<pb::$page>, Status> {
-                let (metadata, _, message) = request.into_parts();
-                let page = self.0.list_revisions($resource, &metadata, message.into()).await?;
-                Ok(Response::new(page.into()))
+                observed(&self.0, stringify!($list_rpc), async {
+                    let (metadata, _, message) = request.into_parts();
+                    let page = self.0.list_revisions($resource, &metadata, message.into()).await?;
+                    Ok(Response::new(page.into()))
+                })
+                .await
             }
 
             #[tracing::instrument(level = "debug", skip_all, fields(resource = %$resource, account))]
@@ -83,12 +95,31 @@ macro_rules! settings_service {
                 &self,
                 request: Request<pb::$rollback>,
             ) -> Result<Response<pb::$settings>, Status> {
-                let (metadata, _, message) = request.into_parts();
-                let answer = self.0.rollback($resource, &metadata, message.into()).await?;
-                Ok(Response::new(answer.into()))
+                observed(&self.0, stringify!($rollback_rpc), async {
+                    let (metadata, _, message) = request.into_parts();
+                    let answer = self.0.rollback($resource, &metadata, message.into()).await?;
+                    Ok(Response::new(answer.into()))
+                })
+                .await
             }
         }
     };
+}
+
+/// Runs a handler and counts it: its method, its status code, its time (for
+/// a watch, the time to start the stream).
+async fn observed<T>(
+    api: &SettingsApi,
+    method: &str,
+    handler: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let started = std::time::Instant::now();
+    let result = handler.await;
+    let code = result
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    api.observe(method, code, started.elapsed());
+    result
 }
 
 /// A watch as a resource's service streams it.

@@ -78,7 +78,9 @@ impl SettingsApi {
         };
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let api = self.clone();
+        let watching = self.metrics.as_ref().map(crate::metrics::Metrics::watcher);
         tokio::spawn(async move {
+            let _watching = watching;
             match api.follow(resource, &scope, filter, resumed, &tx).await {
                 Ok(Ok(())) | Ok(Err(Gone)) => {}
                 Err(e) => {
@@ -99,8 +101,13 @@ impl SettingsApi {
         tx: &mpsc::Sender<Result<SettingsChangeMessage, Error>>,
     ) -> Result<Result<(), Gone>, Error> {
         let url = self.url(resource);
+        let metrics = self.metrics.as_ref();
         let send = |message: SettingsChangeMessage| async move {
-            tx.send(Ok(message)).await.map_err(|_| Gone)
+            tx.send(Ok(message)).await.map_err(|_| Gone)?;
+            if let Some(metrics) = metrics {
+                metrics.watch_event();
+            }
+            Ok::<(), Gone>(())
         };
         let change = |settings: Settings| SettingsChangeMessage {
             revision: settings.revision,

@@ -81,6 +81,23 @@ pub struct LimitedStream {
     idle: IdleTimer,
     idle_expired: bool,
     _permit: OwnedSemaphorePermit,
+    _counted: Option<Counted>,
+}
+
+/// Counts a connection open in a gauge while it lives.
+struct Counted(prometheus::IntGauge);
+
+impl Counted {
+    fn new(gauge: prometheus::IntGauge) -> Counted {
+        gauge.inc();
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl LimitedStream {
@@ -114,6 +131,7 @@ pub fn limited_incoming(
     listener: TcpListener,
     max_connections: usize,
     idle_timeout: Duration,
+    open: Option<prometheus::IntGauge>,
 ) -> ReceiverStream<io::Result<LimitedStream>> {
     let (tx, rx) = mpsc::channel(1);
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -137,6 +155,7 @@ pub fn limited_incoming(
                         idle: IdleTimer::new(ConnectionActivity::new(), idle_timeout),
                         idle_expired: false,
                         _permit: permit,
+                        _counted: open.clone().map(Counted::new),
                     };
                     if tx.send(Ok(stream)).await.is_err() {
                         return;

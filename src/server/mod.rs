@@ -6,6 +6,7 @@
 //! `supervise` keeps health true to whether writes work, `local` is the
 //! bridge's in-process backend (the services, called directly).
 
+mod admin;
 mod idle;
 mod limits;
 mod local;
@@ -46,6 +47,7 @@ use crate::{
         SettingsClient,
     },
     grpc::{AdminGrpc, CompositionSettingsGrpc, InFlight, RecordingSettingsGrpc, SettingsApi},
+    metrics::Metrics,
     store::{
         sled::{SledStore, StoreOptions},
         SharedStore,
@@ -64,12 +66,20 @@ pub struct ServerConfig {
     /// Serve without an accounts file on a non-loopback address anyway.
     pub allow_open: bool,
     pub limits: Limits,
+    /// Metrics, served on the admin listener; `None` records nothing (the
+    /// admin listener is off).
+    pub metrics: Option<Metrics>,
+    /// `/metrics` needs no operator credentials even with `--accounts`.
+    pub metrics_public: bool,
 }
 
 /// The bound sockets `run` serves on.
 pub struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
+    /// The admin listener (metrics and probes), if on. Served only with
+    /// [`ServerConfig::metrics`].
+    pub admin: Option<TcpListener>,
     /// Told the bound addresses once both listeners accept (after the store
     /// has opened): `serve` prints them as its ready line.
     pub ready: Option<oneshot::Sender<Ready>>,
@@ -84,6 +94,8 @@ pub struct Ready {
     pub grpc: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<SocketAddr>,
 }
 
 impl Ready {
@@ -133,14 +145,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let grpc_addr = listeners.grpc.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
-    check_exposure(&config.auth, config.allow_open, &[grpc_addr, http_addr])?;
+    let mut addrs = vec![grpc_addr, http_addr];
+    if let Some(admin) = &listeners.admin {
+        addrs.push(admin.local_addr()?);
+    }
+    check_exposure(&config.auth, config.allow_open, &addrs)?;
     if config.auth.is_open() {
         tracing::warn!(
             "running open (no --accounts): any account SID is accepted with any password; \
              use this only as a local emulator"
         );
     }
-    let store_options = config.store.clone();
+    let mut store_options = config.store.clone();
+    if let Some(metrics) = &config.metrics {
+        store_options.observer = Some(Arc::new(metrics.clone()));
+    }
     let store = tokio::task::spawn_blocking(move || SledStore::open(&store_options)).await??;
     run_on(Arc::new(store), config, listeners, shutdown).await
 }
@@ -157,13 +176,15 @@ pub async fn run_on(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let in_flight = InFlight::new(config.limits.max_in_flight);
     let api = SettingsApi::new(
         store.clone(),
         config.auth.clone(),
-        InFlight::new(config.limits.max_in_flight),
+        in_flight.clone(),
         &config.public_url,
+        config.metrics.clone(),
     );
-    let result = serve(api, &store, listeners, &config.limits, shutdown).await;
+    let result = serve(api, &store, listeners, &config, in_flight, shutdown).await;
     let closed = store.close().await;
     // The last handle may run a backend's own final flush when it drops:
     // drop it off the async workers.
@@ -178,9 +199,13 @@ async fn serve(
     api: SettingsApi,
     store: &SharedStore,
     listeners: Listeners,
-    limits: &Limits,
+    config: &ServerConfig,
+    in_flight: InFlight,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let limits = &config.limits;
+    let metrics = config.metrics.as_ref();
+    let gauge = |listener: &str| metrics.map(|m| m.connections(listener));
     let grpc_addr = listeners.grpc.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -203,6 +228,7 @@ async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_admin = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -238,26 +264,56 @@ async fn serve(
                 .max_decoding_message_size(limits.max_grpc_message_bytes),
         )
         .serve_with_incoming_shutdown(
-            limited_incoming(listeners.grpc, limits.max_connections, limits.idle_timeout),
+            limited_incoming(
+                listeners.grpc,
+                limits.max_connections,
+                limits.idle_timeout,
+                gauge("grpc"),
+            ),
             stopped(),
         );
     let http = serve_http(
         listeners.http,
         Arc::new(LocalBackend(api)),
         limits.clone(),
+        metrics.cloned(),
         stopped(),
     );
+    // The admin listener: only with metrics (it is off otherwise).
+    let admin_addr = match (&listeners.admin, metrics) {
+        (Some(admin), Some(_)) => Some(admin.local_addr()?),
+        _ => None,
+    };
+    let admin = async {
+        let (Some(listener), Some(metrics)) = (listeners.admin, metrics) else {
+            return Ok(());
+        };
+        let state = admin::AdminState {
+            metrics: metrics.clone(),
+            store: Arc::clone(store),
+            in_flight,
+            auth: config.auth.clone(),
+            metrics_public: config.metrics_public,
+            stopping: stop_rx_admin,
+        };
+        axum::serve(listener, admin::router(state))
+            .with_graceful_shutdown(stopped())
+            .await
+            .map_err(anyhow::Error::from)
+    };
 
-    tracing::info!(%grpc_addr, %http_addr, "serving gRPC and the HTTP bridge");
+    tracing::info!(%grpc_addr, %http_addr, admin_addr = ?admin_addr, "serving gRPC and the HTTP bridge");
     if let Some(ready) = listeners.ready {
         let _ = ready.send(Ready {
             grpc: Some(grpc_addr),
             http: Some(http_addr),
+            admin: admin_addr,
         });
     }
     let servers = async {
-        let (grpc, http) = tokio::join!(grpc, http);
+        let (grpc, http, admin) = tokio::join!(grpc, http, admin);
         grpc?;
+        admin?;
         http
     };
     tokio::pin!(servers);
@@ -305,9 +361,14 @@ async fn serve_http(
     listener: TcpListener,
     backend: Arc<dyn SettingsBackend>,
     limits: Limits,
+    metrics: Option<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes);
+    let mut router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes);
+    let open = metrics.as_ref().map(|m| m.connections("http"));
+    if let Some(metrics) = metrics {
+        router = router.layer(axum::middleware::from_fn_with_state(metrics, count_http));
+    }
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -324,7 +385,8 @@ async fn serve_http(
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
-    let mut incoming = limited_incoming(listener, limits.max_connections, limits.idle_timeout);
+    let mut incoming =
+        limited_incoming(listener, limits.max_connections, limits.idle_timeout, open);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -360,6 +422,31 @@ async fn serve_http(
     Ok(())
 }
 
+/// Counts a bridge request: its route (a resource's path, or `other`, so
+/// that unknown paths cannot grow the label set), method and status.
+async fn count_http(
+    axum::extract::State(metrics): axum::extract::State<Metrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let path = request.uri().path();
+    let route = crate::resource::Resource::ALL
+        .iter()
+        .map(|r| r.spec().rest_path)
+        .find(|p| *p == path)
+        .unwrap_or("other");
+    let method = format!("{} {route}", request.method());
+    let response = next.run(request).await;
+    metrics.request(
+        "http",
+        &method,
+        response.status().as_str(),
+        started.elapsed(),
+    );
+    response
+}
+
 /// Runs the HTTP bridge alone, in front of the settingsd gRPC server at
 /// `upstream` (for example `http://10.0.0.5:50051`). Credentials pass
 /// through; the upstream server decides.
@@ -384,9 +471,10 @@ pub async fn run_bridge(
         let _ = ready.send(Ready {
             grpc: None,
             http: Some(http_addr),
+            admin: None,
         });
     }
-    serve_http(http, backend, Limits::default(), async move {
+    serve_http(http, backend, Limits::default(), None, async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
     })

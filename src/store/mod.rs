@@ -122,6 +122,17 @@ impl WatchFilter {
 /// [`Store::watch`]).
 pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Error>> + Send>>;
 
+/// What a store reports as it works, for metrics; it knows nothing of how
+/// they are exported.
+pub trait StoreObserver: Send + Sync + std::fmt::Debug {
+    /// A commit made its writes durable, in `took`.
+    fn committed(&self, took: Duration);
+    /// A commit failed.
+    fn commit_failed(&self);
+    /// A commit published `writes` changes (its batch).
+    fn published(&self, writes: usize);
+}
+
 /// Whether the store takes writes now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreHealth {

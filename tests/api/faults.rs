@@ -69,7 +69,7 @@ async fn a_record_of_an_unknown_format_version_is_data_loss() {
 }
 
 /// Waits (bounded) until the server's overall health is `wanted`.
-async fn health_becomes(app: &TestApp, wanted: ServingStatus) {
+pub async fn health_becomes(app: &TestApp, wanted: ServingStatus) {
     let mut health = HealthClient::new(channel(app.grpc_addr).await);
     let mut statuses = health
         .watch(HealthCheckRequest {

@@ -123,6 +123,8 @@ pub type Client = RecordingSettingsServiceClient<Channel>;
 pub struct TestApp {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The admin listener: metrics and probes.
+    pub admin_addr: SocketAddr,
     /// A Recording Settings client.
     pub client: Client,
     /// A client of every resource's service.
@@ -197,9 +199,18 @@ pub async fn open_store(options: StoreOptions) -> SharedStore {
 async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> TestApp {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let grpc_addr = grpc.local_addr().unwrap();
     let http_addr = http.local_addr().unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let metrics = settingsd::metrics::Metrics::new();
+    let store = StoreOptions {
+        observer: Some(Arc::new(metrics.clone())),
+        ..store
+    };
     let config = ServerConfig {
+        metrics: Some(metrics),
+        metrics_public: false,
         store,
         public_url: PublicUrl::default(),
         auth,
@@ -212,6 +223,7 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
     let listeners = Listeners {
         grpc,
         http,
+        admin: Some(admin),
         ready: None,
     };
     let handle = tokio::spawn(server::run_on(opened, config, listeners, async {
@@ -221,6 +233,7 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
     TestApp {
         grpc_addr,
         http_addr,
+        admin_addr,
         client: RecordingSettingsServiceClient::new(grpc_channel.clone()),
         settings: SettingsClient::new(grpc_channel),
         resource: Resource::Recording,
@@ -418,11 +431,13 @@ pub struct BinaryServer {
 }
 
 /// `serve` with both listeners on free ports, so tests can run in parallel.
-pub const SERVE_ON_PORT_0: [&str; 5] = [
+pub const SERVE_ON_PORT_0: [&str; 7] = [
     "serve",
     "--grpc-addr",
     "127.0.0.1:0",
     "--http-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
     "127.0.0.1:0",
 ];
 
@@ -471,6 +486,11 @@ impl BinaryServer {
         assert!(ready.get("grpc").is_none(), "{ready}");
         server.http_addr = ready["http"].as_str().unwrap().parse().unwrap();
         server
+    }
+
+    /// Starts `cmd` (a `settingsd` command line) without waiting for it.
+    pub async fn spawn_command(cmd: Command) -> BinaryServer {
+        Self::spawn(cmd).await
     }
 
     async fn spawn(mut cmd: Command) -> BinaryServer {

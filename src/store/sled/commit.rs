@@ -207,6 +207,8 @@ pub(super) struct Syncer {
     per_write: Mutex<()>,
     /// Counts the fdatasyncs that succeeded.
     syncs: Arc<AtomicU64>,
+    /// Told about each commit, for metrics.
+    observer: Option<Arc<dyn crate::store::StoreObserver>>,
 }
 
 impl Syncer {
@@ -227,6 +229,7 @@ impl Syncer {
             poisoned: Mutex::new(None),
             per_write: Mutex::new(()),
             syncs,
+            observer: options.observer.clone(),
         }
     }
 
@@ -258,10 +261,11 @@ impl Syncer {
         if let Some(error) = self.poison() {
             return Err(error);
         }
+        let started = std::time::Instant::now();
         *self
             .running_since
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
+            .unwrap_or_else(PoisonError::into_inner) = Some(started);
         let result = self
             .db
             .flush()
@@ -282,6 +286,12 @@ impl Syncer {
             .running_since
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
+        if let Some(observer) = &self.observer {
+            match &result {
+                Ok(()) => observer.committed(started.elapsed()),
+                Err(_) => observer.commit_failed(),
+            }
+        }
         result.map_err(|e| {
             let mut poisoned = self.poisoned.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(poisoned.get_or_insert_with(|| {

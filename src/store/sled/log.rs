@@ -30,7 +30,7 @@ use crate::{
     domain::{AccountSid, Settings},
     error::Error,
     resource::Resource,
-    store::{Change, ChangeStream, WatchEvent, WatchFilter},
+    store::{Change, ChangeStream, StoreObserver, WatchEvent, WatchFilter},
 };
 
 /// The tree holding the log: big-endian revision -> resource byte, account
@@ -79,11 +79,17 @@ pub(super) struct ChangeLog {
     limit: u64,
     /// The `changes` tree was created by this open.
     fresh: bool,
+    /// Told each commit's batch size.
+    observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl ChangeLog {
     /// Opens the log in `db`; [`ChangeLog::opened`] completes it.
-    pub(super) fn open(db: &sled::Db, limit: u64) -> sled::Result<ChangeLog> {
+    pub(super) fn open(
+        db: &sled::Db,
+        limit: u64,
+        observer: Option<Arc<dyn StoreObserver>>,
+    ) -> sled::Result<ChangeLog> {
         let fresh = !db.tree_names().iter().any(|n| n == CHANGES_TREE.as_bytes());
         let changes = db.open_tree(CHANGES_TREE)?;
         let meta = db.open_tree(META_TREE)?;
@@ -103,6 +109,7 @@ impl ChangeLog {
             compacted_through: AtomicU64::new(compacted_through),
             limit: limit.max(1),
             fresh,
+            observer,
         })
     }
 
@@ -216,6 +223,9 @@ impl ChangeLog {
                 .count();
             pending.drain(..ready).collect()
         };
+        if let Some(observer) = &self.observer {
+            observer.published(batch.len());
+        }
         if !batch.is_empty() {
             let mut subscribers = self
                 .subscribers

@@ -57,7 +57,8 @@ use self::{
     recover::sync_dir,
 };
 use super::{
-    Change, ChangeStream, Replacement, Scan, Store, StoreHealth, StoredSettings, WatchFilter,
+    Change, ChangeStream, Replacement, Scan, Store, StoreHealth, StoreObserver, StoredSettings,
+    WatchFilter,
 };
 use crate::{
     domain::{AccountSid, Etag, Settings, SettingsPatch},
@@ -96,6 +97,8 @@ pub struct StoreOptions {
     /// How many changes the change log keeps for watches and history
     /// ([`StoreOptions::DEFAULT_HISTORY_REVISIONS`]).
     pub history_revisions: u64,
+    /// Told about commits, for metrics.
+    pub observer: Option<Arc<dyn StoreObserver>>,
 }
 
 /// How a Set's write reaches stable storage. Both modes flush sled and
@@ -132,6 +135,7 @@ impl StoreOptions {
             fail_commits: None,
             stall_commits: None,
             history_revisions: Self::DEFAULT_HISTORY_REVISIONS,
+            observer: None,
         }
     }
 }
@@ -295,7 +299,11 @@ impl Inner {
             options,
             Arc::clone(syncs),
         ));
-        let log = Arc::new(ChangeLog::open(&db, options.history_revisions)?);
+        let log = Arc::new(ChangeLog::open(
+            &db,
+            options.history_revisions,
+            options.observer.clone(),
+        )?);
         log.repair(|resource| &trees[resource as usize])?;
         // What sled read back may be only in the page cache (after a
         // SIGKILL between a flush and its fdatasync): sync it (and the
