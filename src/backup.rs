@@ -290,6 +290,42 @@ const IMPORT_BATCH: usize = 4096;
 /// written); or a storage failure while writing, after which the batches
 /// before it are imported and durable.
 pub async fn import(store: &dyn Store, input: impl BufRead) -> anyhow::Result<usize> {
+    let records = read_replacements(input)?;
+    write_in_batches(store, records).await
+}
+
+/// Loads a seed file (the export format) at a server's start: every line
+/// validated first, as [`import`] does (a bad line stops the start, naming
+/// it), then only the records that differ from what is stored are written,
+/// so starting again with the same seed changes nothing (no new revisions,
+/// no changes for watchers). Returns (written, already as seeded).
+///
+/// # Errors
+/// As [`import`].
+pub async fn seed(store: &dyn Store, input: impl BufRead) -> anyhow::Result<(usize, usize)> {
+    let records = read_replacements(input)?;
+    let total = records.len();
+    let mut changed = Vec::new();
+    for record in records {
+        let stored = store.get(record.resource, &record.account).await?;
+        let seeded = Settings::default_for(record.account.clone()).merged(record.patch.clone())?;
+        let same = stored.revision > 0
+            && Settings {
+                revision: stored.revision,
+                update_time: stored.update_time,
+                ..seeded
+            } == stored;
+        if !same {
+            changed.push(record);
+        }
+    }
+    let written = write_in_batches(store, changed).await?;
+    Ok((written, total - written))
+}
+
+/// Parses and validates every line (as a Set would, cross-field rules
+/// included) before anything is written.
+fn read_replacements(input: impl BufRead) -> anyhow::Result<Vec<Replacement>> {
     let mut records = Vec::new();
     for (index, line) in input.lines().enumerate() {
         let line_no = index + 1;
@@ -309,13 +345,18 @@ pub async fn import(store: &dyn Store, input: impl BufRead) -> anyhow::Result<us
             .with_context(|| format!("line {line_no}: invalid record"))?;
         records.push(replacement);
     }
-    let mut imported = 0;
+    Ok(records)
+}
+
+/// Writes replacements in durable batches; returns how many.
+async fn write_in_batches(store: &dyn Store, records: Vec<Replacement>) -> anyhow::Result<usize> {
+    let mut written = 0;
     let mut records = records.into_iter();
     loop {
         let batch: Vec<_> = records.by_ref().take(IMPORT_BATCH).collect();
         if batch.is_empty() {
-            return Ok(imported);
+            return Ok(written);
         }
-        imported += store.replace_many(batch).await?;
+        written += store.replace_many(batch).await?;
     }
 }

@@ -110,6 +110,12 @@ pub struct ServeArgs {
     /// metrics with it).
     #[arg(long, env = "SETTINGSD_ADMIN_ADDR", default_value = "127.0.0.1:9090", value_parser = AdminAddr::parse)]
     pub admin_addr: AdminAddr,
+    /// Load this file (JSON lines in the export format) at start: every line
+    /// is validated first (a bad one stops the start, naming its line), and
+    /// only records that differ from what is stored are written, so starting
+    /// again with the same file changes nothing. For test fixtures.
+    #[arg(long, env = "SETTINGSD_SEED")]
+    pub seed: Option<PathBuf>,
     /// Serve /metrics without operator credentials even with --accounts
     /// (for a scraper on a trusted network).
     #[arg(long, env = "SETTINGSD_METRICS_PUBLIC")]
@@ -569,6 +575,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         metrics: admin.as_ref().map(|_| Metrics::new()),
         metrics_public: args.metrics_public,
+        seed: args.seed,
     };
     let (ready, announced) = tokio::sync::oneshot::channel();
     tokio::spawn(print_ready_line(announced));

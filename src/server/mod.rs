@@ -14,6 +14,7 @@ mod supervise;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use anyhow::Context;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -50,7 +51,7 @@ use crate::{
     metrics::Metrics,
     store::{
         sled::{SledStore, StoreOptions},
-        SharedStore,
+        SharedStore, Store,
     },
 };
 
@@ -71,6 +72,9 @@ pub struct ServerConfig {
     pub metrics: Option<Metrics>,
     /// `/metrics` needs no operator credentials even with `--accounts`.
     pub metrics_public: bool,
+    /// A file in the export format loaded at start (see
+    /// [`crate::backup::seed`]).
+    pub seed: Option<std::path::PathBuf>,
 }
 
 /// The bound sockets `run` serves on.
@@ -161,6 +165,19 @@ pub async fn run(
         store_options.observer = Some(Arc::new(metrics.clone()));
     }
     let store = tokio::task::spawn_blocking(move || SledStore::open(&store_options)).await??;
+    if let Some(path) = &config.seed {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open --seed {}", path.display()))?;
+        let seeded = crate::backup::seed(&store, std::io::BufReader::new(file)).await;
+        let (written, unchanged) = match seeded {
+            Ok(counts) => counts,
+            Err(e) => {
+                let _ = store.close().await;
+                return Err(e.context(format!("invalid --seed {}", path.display())));
+            }
+        };
+        tracing::info!(seed = %path.display(), written, unchanged, "seeded");
+    }
     run_on(Arc::new(store), config, listeners, shutdown).await
 }
 

@@ -564,3 +564,80 @@ async fn a_bad_composition_record_fails_the_full_export_naming_it_but_not_the_re
         "other records still read"
     );
 }
+
+#[tokio::test]
+async fn serve_seed_loads_a_fixture_and_starting_again_with_it_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("fixture.jsonl");
+    std::fs::write(
+        &seed,
+        line(ACCOUNT, "friendly_name", "seeded".into())
+            + &line(OTHER_ACCOUNT, "resource", "composition_settings".into()),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let seed_arg = seed.to_str().unwrap();
+    let read = |server: &BinaryServer, resource: Resource, account: &str| {
+        let addr = server.grpc_addr;
+        let account = account.to_owned();
+        async move {
+            let client = SettingsClient::new(channel(addr).await);
+            let request = tonic::Request::new(GetSettingsMessage {
+                account_sid: account,
+            });
+            client.get(resource, request).await.unwrap()
+        }
+    };
+
+    let mut first = BinaryServer::start_with(&data, &["--seed", seed_arg]).await;
+    let seeded = read(&first, Resource::Recording, ACCOUNT).await;
+    let composition = read(&first, Resource::Composition, OTHER_ACCOUNT).await;
+    first.signal("TERM");
+    first.wait().await;
+    let mut again = BinaryServer::start_with(&data, &["--seed", seed_arg]).await;
+    let unchanged = read(&again, Resource::Recording, ACCOUNT).await;
+    again.signal("TERM");
+    again.wait().await;
+
+    assert_eq!(seeded.friendly_name.as_deref(), Some("seeded"));
+    assert_eq!(composition.friendly_name.as_deref(), Some("ok"));
+    assert_eq!(unchanged, seeded, "the same seed again writes nothing");
+}
+
+#[tokio::test]
+async fn a_bad_seed_line_stops_the_start_naming_it_and_seeds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("fixture.jsonl");
+    std::fs::write(
+        &seed,
+        line(ACCOUNT, "friendly_name", "fine".into())
+            + &line(OTHER_ACCOUNT, "aws_s3_url", "ftp://nope".into()),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+
+    let out = tokio::time::timeout(
+        GUARD,
+        binary()
+            .args(SERVE_ON_PORT_0)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--seed")
+            .arg(&seed)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("line 2") && stderr.contains("aws_s3_url"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no ready line: it never served");
+    wait_until_released(&data);
+    let app = spawn_app_on(&data).await;
+    assert_eq!(app.get(ACCOUNT).await.revision, 0, "line 1 was not seeded");
+}

@@ -211,6 +211,7 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
     let config = ServerConfig {
         metrics: Some(metrics),
         metrics_public: false,
+        seed: None,
         store,
         public_url: PublicUrl::default(),
         auth,
