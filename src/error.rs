@@ -93,6 +93,11 @@ pub enum Error {
     #[error("revision {requested} is compacted; the oldest a watch can start from is {oldest}")]
     Compacted { requested: u64, oldest: u64 },
 
+    /// An operator's fault rule made this request fail (see `InjectFault`);
+    /// `code` is the gRPC status code it asked for.
+    #[error("a fault injected by an operator (gRPC code {code})")]
+    Injected { code: i32 },
+
     /// A scan (an export) died part way: the records it yielded are
     /// incomplete.
     #[error("the scan failed part way: {0}")]

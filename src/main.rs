@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
         Command::Get(_)
         | Command::Set(_)
         | Command::Watch(_)
+        | Command::Admin(_)
         | Command::History(_)
         | Command::Rollback(_)
         | Command::Export(_)

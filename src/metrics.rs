@@ -42,6 +42,7 @@ struct Inner {
     writes_stopped: IntGauge,
     watchers: IntGauge,
     watch_events: IntCounter,
+    injected: IntCounterVec,
 }
 
 /// Request latencies: 100 µs to 10 s (the request timeout).
@@ -115,6 +116,17 @@ impl Metrics {
         registry
             .register(Box::new(connections.clone()))
             .expect("unique metric");
+        let injected = IntCounterVec::new(
+            Opts::new(
+                "settingsd_faults_injected_total",
+                "Requests failed on purpose by an operator's fault rule, by status code",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(injected.clone()))
+            .expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -160,6 +172,7 @@ impl Metrics {
                 "settingsd_watch_events_sent_total",
                 "Watch messages sent (changes and progress)",
             ),
+            injected,
             registry,
         }))
     }
@@ -198,6 +211,11 @@ impl Metrics {
     pub fn watcher(&self) -> WatcherGuard {
         self.0.watchers.inc();
         WatcherGuard(self.clone())
+    }
+
+    /// A request failed by a fault rule.
+    pub fn injected(&self, code: &str) {
+        self.0.injected.with_label_values(&[code]).inc();
     }
 
     pub fn watch_event(&self) {

@@ -67,6 +67,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Write a new revision of an account's resource equal to a past one.
     Rollback(RollbackArgs),
+    /// Emulator controls of a running server (operators, or anyone in open
+    /// mode): fault injection.
+    Admin(AdminArgs),
     /// Load-test a settingsd (its own, on temporary directories, unless
     /// --target is given) and report throughput and latency percentiles.
     Bench(bench::BenchArgs),
@@ -240,6 +243,52 @@ pub struct GetArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Address of the settingsd gRPC API: HOST:PORT or http://HOST:PORT.
+    #[arg(long, env = "SETTINGSD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+    /// With a server that has --accounts: an operator's NAME:SECRET.
+    #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
+    pub credentials: Option<BasicCredentials>,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make matching Gets and Sets fail (or wait) on purpose, to test a
+    /// client's retry paths; prints the rule.
+    InjectFault {
+        /// recording or composition; both if omitted.
+        #[arg(long, value_parser = parse_resource)]
+        resource: Option<Resource>,
+        /// get or set; both if omitted.
+        #[arg(long, default_value = "")]
+        method: String,
+        /// Only this account's requests (AC + 32 hex digits).
+        #[arg(long, default_value = "")]
+        account: String,
+        /// The next COUNT matching requests.
+        #[arg(long, default_value_t = 0)]
+        count: u32,
+        /// This fraction (0 to 1) of matching requests.
+        #[arg(long, default_value_t = 0.0)]
+        fraction: f64,
+        /// The gRPC status code to fail with (14 = UNAVAILABLE, which the
+        /// Twilio bridge answers 503); 0 to only delay.
+        #[arg(long, default_value_t = 14)]
+        code: i32,
+        /// Milliseconds to wait before answering.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u32,
+    },
+    /// Print the fault rules in force, one JSON line each.
+    ListFaults,
+    /// Remove every fault rule.
+    ClearFaults,
+}
+
+#[derive(Debug, Args)]
 pub struct WatchArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -387,6 +436,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Watch(args) => watch(args).await,
+        Command::Admin(args) => admin(args).await,
         Command::History(args) => {
             let client = SettingsClient::new(connect(&args.client.grpc_addr).await?);
             let request = args.client.request(ListRevisionsMessage {
@@ -449,6 +499,67 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(settings)
         }
     }
+}
+
+/// Runs an emulator control against a running server.
+async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let mut client = AdminServiceClient::new(connect(&args.grpc_addr).await?);
+    let credentials = args.credentials.as_ref();
+    let show = |f: &crate::pb::Fault| {
+        serde_json::json!({
+            "id": f.id, "resource": f.resource, "method": f.method, "account_sid": f.account_sid,
+            "remaining": f.remaining, "fraction": f.fraction, "grpc_code": f.grpc_code,
+            "delay_ms": f.delay_ms, "applied": f.applied,
+        })
+    };
+    match args.command {
+        AdminCommand::InjectFault {
+            resource,
+            method,
+            account,
+            count,
+            fraction,
+            code,
+            delay_ms,
+        } => {
+            let request = crate::pb::InjectFaultRequest {
+                resource: resource.map_or(String::new(), |r| r.name().to_owned()),
+                method,
+                account_sid: account,
+                count,
+                fraction,
+                grpc_code: code,
+                delay_ms,
+            };
+            let fault = client
+                .inject_fault(BasicCredentials::request(credentials, request))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{}", show(&fault));
+        }
+        AdminCommand::ListFaults => {
+            let request = BasicCredentials::request(credentials, crate::pb::ListFaultsRequest {});
+            let faults = client
+                .list_faults(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for fault in &faults.faults {
+                println!("{}", show(fault));
+            }
+        }
+        AdminCommand::ClearFaults => {
+            let request = BasicCredentials::request(credentials, crate::pb::ClearFaultsRequest {});
+            let cleared = client
+                .clear_faults(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{}", serde_json::json!({ "cleared": cleared.cleared }));
+        }
+    }
+    Ok(())
 }
 
 /// Prints a watch's messages as JSON lines until the stream ends or fails.

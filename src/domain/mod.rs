@@ -34,11 +34,18 @@ pub enum Field {
     PageSize,
     /// A history listing's page token.
     PageToken,
+    /// A fault rule's resource, method, count, fraction, code and delay.
+    Resource,
+    Method,
+    Count,
+    Fraction,
+    GrpcCode,
+    DelayMs,
 }
 
 impl Field {
     /// Every field, in the order the proto declares them.
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 17] = [
         Field::AccountSid,
         Field::FriendlyName,
         Field::AwsCredentialsSid,
@@ -50,6 +57,12 @@ impl Field {
         Field::Revision,
         Field::PageSize,
         Field::PageToken,
+        Field::Resource,
+        Field::Method,
+        Field::Count,
+        Field::Fraction,
+        Field::GrpcCode,
+        Field::DelayMs,
     ];
 
     /// The snake_case name used by the proto contract and the REST JSON body.
@@ -66,6 +79,12 @@ impl Field {
             Field::Revision => "revision",
             Field::PageSize => "page_size",
             Field::PageToken => "page_token",
+            Field::Resource => "resource",
+            Field::Method => "method",
+            Field::Count => "count",
+            Field::Fraction => "fraction",
+            Field::GrpcCode => "grpc_code",
+            Field::DelayMs => "delay_ms",
         }
     }
 

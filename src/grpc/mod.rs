@@ -8,6 +8,7 @@
 //! validation into a patch, the store call, and the answer's `url`.
 
 mod convert;
+mod faults;
 mod in_flight;
 mod services;
 mod status;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use tonic::metadata::MetadataMap;
 
+use self::faults::{Faults, Method};
 pub use self::{
     convert::{parse_etag, parse_patch, to_message},
     in_flight::InFlight,
@@ -122,6 +124,8 @@ pub struct SettingsApi {
     urls: Arc<[Arc<str>]>,
     /// Request counts and latencies; `None` with the admin listener off.
     metrics: Option<Metrics>,
+    /// Operators' fault rules (`InjectFault`), applied to Gets and Sets.
+    faults: Arc<Faults>,
 }
 
 impl SettingsApi {
@@ -142,6 +146,33 @@ impl SettingsApi {
             in_flight,
             urls,
             metrics,
+            faults: Arc::default(),
+        }
+    }
+
+    /// Applies the fault rule this request matches, if one fires: waits its
+    /// delay, then fails with its code (before the store is touched, so a
+    /// failed Set stores nothing).
+    async fn inject(
+        &self,
+        resource: Resource,
+        method: Method,
+        account: &AccountSid,
+    ) -> Result<(), Error> {
+        let Some(action) = self.faults.check(resource, method, account) else {
+            return Ok(());
+        };
+        if !action.delay.is_zero() {
+            tokio::time::sleep(action.delay).await;
+        }
+        match action.code {
+            None => Ok(()),
+            Some(code) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.injected(code_name(tonic::Code::from_i32(code)));
+                }
+                Err(Error::Injected { code })
+            }
         }
     }
 
@@ -166,6 +197,7 @@ impl SettingsApi {
         let _slot = self.start()?;
         let account = self.authorize(metadata, &request.account_sid)?;
         tracing::Span::current().record("account", account.as_str());
+        self.inject(resource, Method::Get, &account).await?;
         let settings = self.store.get(resource, &account).await?;
         Ok(to_message(settings, self.url(resource)))
     }
@@ -187,6 +219,7 @@ impl SettingsApi {
         let patch = parse_patch(&request)?;
         let expected = parse_etag(&request.etag)?;
         tracing::Span::current().record("account", account.as_str());
+        self.inject(resource, Method::Set, &account).await?;
         let stored = self.store.set(resource, &account, patch, expected).await?;
         tracing::debug!(revision = stored.revision, "settings stored");
         Ok(to_message(stored, self.url(resource)))

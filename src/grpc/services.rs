@@ -171,6 +171,14 @@ pub struct AdminGrpc(pub SettingsApi);
 const EXPORT_BUFFER: usize = 64;
 
 impl AdminGrpc {
+    /// Refuses tenants: admin RPCs are for operators (or anyone in open mode).
+    fn operator(&self, request: &Request<impl Sized>) -> Result<(), Status> {
+        match self.0.caller(request.metadata())? {
+            Caller::Account(caller) => Err(Error::OperatorOnly { caller }.into()),
+            Caller::Anonymous | Caller::Operator(_) => Ok(()),
+        }
+    }
+
     /// Streams the store's scan of `resources` to an operator, as `message`
     /// renders each record. The stream ends at the first record that does
     /// not decode, with its error: a backup must not skip a record silently.
@@ -213,6 +221,40 @@ impl AdminGrpc {
 #[tonic::async_trait]
 impl AdminService for AdminGrpc {
     type ExportSettingsStream = ReceiverStream<Result<pb::ExportedSettings, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn inject_fault(
+        &self,
+        request: Request<pb::InjectFaultRequest>,
+    ) -> Result<Response<pb::Fault>, Status> {
+        self.operator(&request)?;
+        let fault = self.0.faults.add(request.get_ref()).map_err(Error::from)?;
+        tracing::info!(?fault, "fault rule added");
+        Ok(Response::new(fault))
+    }
+
+    async fn list_faults(
+        &self,
+        request: Request<pb::ListFaultsRequest>,
+    ) -> Result<Response<pb::ListFaultsResponse>, Status> {
+        self.operator(&request)?;
+        Ok(Response::new(pb::ListFaultsResponse {
+            faults: self.0.faults.list(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn clear_faults(
+        &self,
+        request: Request<pb::ClearFaultsRequest>,
+    ) -> Result<Response<pb::ClearFaultsResponse>, Status> {
+        self.operator(&request)?;
+        let cleared = self.0.faults.clear();
+        tracing::info!(cleared, "fault rules cleared");
+        Ok(Response::new(pb::ClearFaultsResponse {
+            cleared: u32::try_from(cleared).unwrap_or(u32::MAX),
+        }))
+    }
     type ExportRecordingSettingsStream = ReceiverStream<Result<pb::RecordingSettings, Status>>;
 
     #[tracing::instrument(skip_all)]

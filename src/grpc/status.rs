@@ -66,6 +66,10 @@ impl From<Error> for Status {
                 resource.spec().title
             )),
             Error::Compacted { requested, oldest } => compacted(requested, oldest),
+            Error::Injected { code } => Status::new(
+                Code::from_i32(code),
+                "a fault injected by an operator (InjectFault); ClearFaults removes it",
+            ),
             Error::ScanFailed(detail) => {
                 tracing::error!(%detail, "scan failed part way");
                 Status::internal("the export failed part way; the records sent are incomplete")

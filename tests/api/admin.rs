@@ -220,3 +220,262 @@ async fn the_binary_reports_its_admin_address_in_the_ready_line_and_admin_off_di
     assert_eq!(healthz.status(), 200);
     assert!(ready_off.get("admin").is_none(), "{ready_off}");
 }
+
+async fn admin_client(app: &TestApp) -> AdminClient {
+    AdminClient::new(channel(app.grpc_addr).await)
+}
+
+type AdminClient =
+    settingsd::pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>;
+
+fn rule(method: &str, count: u32, grpc_code: i32) -> settingsd::pb::InjectFaultRequest {
+    settingsd::pb::InjectFaultRequest {
+        resource: "recording_settings".into(),
+        method: method.into(),
+        count,
+        grpc_code,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_injected_fault_fails_the_next_matching_requests_and_a_failed_set_stores_nothing() {
+    let app = spawn_app().await;
+    let mut admin = admin_client(&app).await;
+    let added = admin
+        .inject_fault(rule("set", 2, tonic::Code::Unavailable as i32))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let first = app.try_set(set_request(ACCOUNT, "one")).await.unwrap_err();
+    let second = app.try_set(set_request(ACCOUNT, "two")).await.unwrap_err();
+    let after_failures = app.get(ACCOUNT).await;
+    let composition = app.for_resource(Resource::Composition);
+    composition
+        .set(set_request(ACCOUNT, "other resource"))
+        .await;
+    let app = composition.for_resource(Resource::Recording);
+    let third = app.set(set_request(ACCOUNT, "three")).await;
+    let left = admin
+        .list_faults(settingsd::pb::ListFaultsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let metrics = scrape(&app).await;
+
+    assert!(!added.id.is_empty() && added.remaining == 2, "{added:?}");
+    assert_eq!(first.code(), tonic::Code::Unavailable);
+    assert_eq!(second.code(), tonic::Code::Unavailable);
+    assert_eq!(after_failures.revision, 0, "a failed Set stores nothing");
+    assert_eq!(third.friendly_name.as_deref(), Some("three"));
+    assert!(left.faults.is_empty(), "a rule whose count ran out is gone");
+    assert_eq!(
+        sample(
+            &metrics,
+            "settingsd_faults_injected_total{code=\"UNAVAILABLE\"}"
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn delay_and_fraction_rules_apply_until_cleared() {
+    let app = spawn_app().await;
+    let mut admin = admin_client(&app).await;
+    admin
+        .inject_fault(settingsd::pb::InjectFaultRequest {
+            delay_ms: 300,
+            ..rule("get", 1, 0)
+        })
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let delayed = app.get(ACCOUNT).await;
+    let waited = started.elapsed();
+    admin
+        .inject_fault(settingsd::pb::InjectFaultRequest {
+            fraction: 1.0,
+            ..rule("", 0, tonic::Code::Internal as i32)
+        })
+        .await
+        .unwrap();
+    let failed = app.try_get(get_request(ACCOUNT)).await.unwrap_err();
+    let still = app.try_get(get_request(ACCOUNT)).await.unwrap_err();
+    let cleared = admin
+        .clear_faults(settingsd::pb::ClearFaultsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let fine = app.get(ACCOUNT).await;
+
+    assert_eq!(delayed.revision, 0);
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "{waited:?}"
+    );
+    assert_eq!(failed.code(), tonic::Code::Internal);
+    assert_eq!(
+        still.code(),
+        tonic::Code::Internal,
+        "a fraction of 1 has no count"
+    );
+    assert_eq!(cleared.cleared, 1);
+    assert_eq!(fine.account_sid, ACCOUNT);
+}
+
+#[tokio::test]
+async fn a_malformed_fault_rule_is_invalid_argument_naming_the_field_and_tenants_may_not_add_one() {
+    let app = spawn_authenticated_app().await;
+    let mut admin = admin_client(&app).await;
+    let as_operator =
+        |r: settingsd::pb::InjectFaultRequest| with_auth(r, OPERATOR, OPERATOR_SECRET);
+
+    for (bad, field) in [
+        (
+            settingsd::pb::InjectFaultRequest {
+                resource: "rooms".into(),
+                ..rule("set", 1, 14)
+            },
+            "resource",
+        ),
+        (rule("put", 1, 14), "method"),
+        (
+            settingsd::pb::InjectFaultRequest {
+                account_sid: "AC1".into(),
+                ..rule("set", 1, 14)
+            },
+            "account_sid",
+        ),
+        (rule("set", 0, 14), "count"),
+        (
+            settingsd::pb::InjectFaultRequest {
+                fraction: 1.5,
+                ..rule("set", 1, 14)
+            },
+            "fraction",
+        ),
+        (rule("set", 1, 17), "grpc_code"),
+        (rule("set", 1, 0), "grpc_code"),
+        (
+            settingsd::pb::InjectFaultRequest {
+                delay_ms: 60_001,
+                ..rule("set", 1, 14)
+            },
+            "delay_ms",
+        ),
+    ] {
+        let status = admin
+            .inject_fault(as_operator(bad.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        let details = tonic_types::StatusExt::get_details_bad_request(&status).unwrap();
+        assert_eq!(details.field_violations[0].field, field, "{bad:?}");
+    }
+    let tenant = admin
+        .inject_fault(with_auth(rule("set", 1, 14), ACCOUNT, TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(tenant.code(), tonic::Code::PermissionDenied);
+    let listed = admin
+        .list_faults(as_operator_list())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.faults.is_empty(), "nothing was added");
+}
+
+fn as_operator_list() -> tonic::Request<settingsd::pb::ListFaultsRequest> {
+    with_auth(
+        settingsd::pb::ListFaultsRequest {},
+        OPERATOR,
+        OPERATOR_SECRET,
+    )
+}
+
+/// The way a user's test suite would use it: inject a 503 with the CLI,
+/// see twilio-python raise its usual exception, clear, succeed.
+#[tokio::test]
+async fn twilio_python_sees_an_injected_503_and_succeeds_after_clear_faults() {
+    let app = spawn_app().await;
+    let addr = app.grpc_addr.to_string();
+    let cli = |args: &[&str]| {
+        let mut command = binary();
+        command.args(["admin", "--grpc-addr", &addr]).args(args);
+        async move {
+            let out = tokio::time::timeout(GUARD, command.output())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let python = std::env::var_os("SETTINGSD_PYTHON").unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(".venv/bin/python")
+            .into()
+    });
+    let script = r#"
+import json, sys
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+client = Client(sys.argv[2], "any")
+client.video.base_url = sys.argv[1]
+try:
+    client.video.v1.recording_settings().create(friendly_name=sys.argv[3])
+    print(json.dumps({"ok": True}))
+except TwilioRestException as e:
+    print(json.dumps({"status": e.status, "code": e.code}))
+"#;
+    let create = |name: &'static str| {
+        let mut command = tokio::process::Command::new(&python);
+        command
+            .args(["-c", script])
+            .arg(format!("http://{}", app.http_addr))
+            .args([ACCOUNT, name]);
+        async move {
+            let out = tokio::time::timeout(GUARD, command.output())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        }
+    };
+
+    let injected = cli(&[
+        "inject-fault",
+        "--resource",
+        "recording",
+        "--method",
+        "set",
+        "--count",
+        "5",
+    ])
+    .await;
+    let failing = create("while failing").await;
+    let listed = cli(&["list-faults"]).await;
+    let cleared = cli(&["clear-faults"]).await;
+    let working = create("after clearing").await;
+
+    let rule: serde_json::Value = serde_json::from_str(&injected).unwrap();
+    assert_eq!(rule["grpc_code"], 14);
+    assert_eq!(failing, serde_json::json!({"status": 503, "code": 20503}));
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert_eq!(cleared.trim(), r#"{"cleared":1}"#);
+    assert_eq!(working, serde_json::json!({"ok": true}));
+    assert_eq!(
+        app.get(ACCOUNT).await.friendly_name.as_deref(),
+        Some("after clearing")
+    );
+}

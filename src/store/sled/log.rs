@@ -247,16 +247,13 @@ impl ChangeLog {
     }
 
     /// Bookkeeping after a commit's writers have their answers: records the
-    /// durable revision for the next open's repair, and compacts.
+    /// durable revision for the next open's repair.
     pub(super) fn after_commit(&self) {
         let durable = self.durable();
         if durable > 0 {
             if let Err(e) = self.meta.insert(DURABLE_THROUGH, &durable.to_be_bytes()) {
                 tracing::warn!(error = %e, "cannot record the durable revision; a restart replays more changes");
             }
-        }
-        if let Err(e) = self.compact() {
-            tracing::warn!(error = %e, "change log compaction failed; it is retried after the next commit");
         }
     }
 
@@ -508,6 +505,11 @@ impl ChangeLog {
 impl super::commit::CommitHooks for ChangeLog {
     fn durable(&self, revision: u64) {
         self.publish(revision);
+        // Before the writers are told, so that what a client learns after
+        // its write (the oldest revision a watch can start from) holds.
+        if let Err(e) = self.compact() {
+            tracing::warn!(error = %e, "change log compaction failed; it is retried after the next commit");
+        }
     }
 
     fn committed(&self) {
