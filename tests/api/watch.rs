@@ -412,7 +412,24 @@ async fn watchers_resume_exactly_across_sigkill_restarts() {
     }
     let server = BinaryServer::start(dir.path()).await;
     let acked = acked.lock().unwrap().clone();
-    target.store(*acked.keys().last().unwrap(), Ordering::SeqCst);
+    // Watchers finish once they reach the newest stored state: writes in
+    // flight at a kill may have survived unacknowledged, past the last
+    // acknowledged one.
+    let client = SettingsClient::new(channel(server.grpc_addr).await);
+    let mut newest = *acked.keys().last().unwrap();
+    for account in ACCOUNTS {
+        let request = tonic::Request::new(GetSettingsMessage {
+            account_sid: account.to_string(),
+        });
+        newest = newest.max(
+            client
+                .get(Resource::Recording, request)
+                .await
+                .unwrap()
+                .revision,
+        );
+    }
+    target.store(newest, Ordering::SeqCst);
     addr_tx.send_replace(Some(server.grpc_addr));
 
     for (scope, watcher) in scopes.iter().zip(watchers) {
