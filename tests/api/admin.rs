@@ -1,15 +1,10 @@
 //! The admin listener: Prometheus metrics (checked with the real promtool),
-//! the /healthz and /readyz probes, operator-only metrics with --accounts.
+//! the /healthz and /readyz probes, operator-only metrics with --accounts;
+//! and fault injection, over gRPC, the CLI and twilio-python.
 
-use std::{
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+use std::{path::PathBuf, sync::atomic::Ordering};
 
-use settingsd::{pb::SetRecordingSettingsRequest, store::sled::StoreOptions};
+use settingsd::pb::SetRecordingSettingsRequest;
 use tokio::io::AsyncWriteExt;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -118,12 +113,7 @@ async fn metrics_after_mixed_traffic_pass_promtool_and_count_exactly_the_request
 #[tokio::test]
 async fn a_failed_commit_moves_the_failure_counter_and_readyz_is_503_until_recovery() {
     let dir = tempfile::tempdir().unwrap();
-    let disk_full = Arc::new(AtomicBool::new(false));
-    let app = spawn_app_with_store(StoreOptions {
-        fail_commits: Some(Arc::clone(&disk_full)),
-        ..StoreOptions::new(dir.path())
-    })
-    .await;
+    let (app, disk_full) = spawn_app_with_failing_disk(dir.path()).await;
     let ready_before = admin_get(&app, "/readyz").await.status();
 
     disk_full.store(true, Ordering::SeqCst);

@@ -93,12 +93,7 @@ pub async fn health_becomes(app: &TestApp, wanted: ServingStatus) {
 #[tokio::test]
 async fn a_failed_commit_stops_writes_until_the_disk_recovers_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let disk_full = Arc::new(AtomicBool::new(false));
-    let app = spawn_app_with_store(StoreOptions {
-        fail_commits: Some(Arc::clone(&disk_full)),
-        ..StoreOptions::new(dir.path())
-    })
-    .await;
+    let (app, disk_full) = spawn_app_with_failing_disk(dir.path()).await;
     let acknowledged = app.set(set_request(ACCOUNT, "before the fault")).await;
 
     disk_full.store(true, Ordering::SeqCst);
@@ -214,12 +209,7 @@ async fn an_unusable_data_directory_is_a_clear_error_naming_it() {
 async fn while_writes_are_stopped_reads_show_the_last_durable_state_and_watches_resume_after_the_reopen(
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let disk_full = Arc::new(AtomicBool::new(false));
-    let app = spawn_app_with_store(StoreOptions {
-        fail_commits: Some(Arc::clone(&disk_full)),
-        ..StoreOptions::new(dir.path())
-    })
-    .await;
+    let (app, disk_full) = spawn_app_with_failing_disk(dir.path()).await;
     let acknowledged = app.set(set_request(ACCOUNT, "before the fault")).await;
     let mut watcher = app.watch(ACCOUNT, acknowledged.revision + 1).await;
 

@@ -172,6 +172,20 @@ pub async fn spawn_app_with_store(store: StoreOptions) -> TestApp {
     start(store, Authenticator::Open, Limits::default()).await
 }
 
+/// An open-mode server on `dir` whose every commit fails, as on a full
+/// disk, while the returned flag is set.
+pub async fn spawn_app_with_failing_disk(
+    dir: &Path,
+) -> (TestApp, Arc<std::sync::atomic::AtomicBool>) {
+    let disk_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = spawn_app_with_store(StoreOptions {
+        fail_commits: Some(Arc::clone(&disk_full)),
+        ..StoreOptions::new(dir)
+    })
+    .await;
+    (app, disk_full)
+}
+
 /// An open-mode server with these store options and limits (the caller owns
 /// the directory).
 pub async fn spawn_app_with_store_and_limits(store: StoreOptions, limits: Limits) -> TestApp {
