@@ -24,9 +24,7 @@ use tokio_stream::StreamExt;
 
 use crate::{
     contract::SettingsMessage,
-    domain::{
-        AccountSid, CredentialSid, Field, FriendlyName, S3Url, Settings, SettingsPatch, Update,
-    },
+    domain::{AccountSid, Settings, SettingsPatch, SettingsText},
     error::Error,
     grpc::to_message,
     resource::Resource,
@@ -101,33 +99,21 @@ impl ExportedRecord {
     /// every field given, so whatever was stored is replaced.
     ///
     /// # Errors
-    /// An unknown resource, or the first invalid field, named.
+    /// An unknown resource, or the first invalid field (or broken
+    /// cross-field rule), named.
     pub fn into_replacement(self) -> anyhow::Result<Replacement> {
         let resource = self.resource()?;
         let account = AccountSid::parse(&self.account_sid)?;
-        let name = self
-            .friendly_name
-            .as_deref()
-            .with_context(|| format!("{account}: friendly_name is missing"))?;
-        let exact = |v: Option<String>, parse: &dyn Fn(&str) -> Result<_, _>| match v {
-            None => Ok(Update::Clear),
-            Some(v) => parse(&v).map(Update::Set),
+        let text = SettingsText {
+            friendly_name: self.friendly_name.as_deref(),
+            aws_credentials_sid: self.aws_credentials_sid.as_deref(),
+            aws_s3_url: self.aws_s3_url.as_deref(),
+            aws_storage_enabled: self.aws_storage_enabled,
+            encryption_key_sid: self.encryption_key_sid.as_deref(),
+            encryption_enabled: self.encryption_enabled,
         };
-        let patch = SettingsPatch {
-            friendly_name: FriendlyName::parse(name)?,
-            aws_credentials_sid: exact(self.aws_credentials_sid, &|v| {
-                CredentialSid::parse(Field::AwsCredentialsSid, v)
-            })?,
-            aws_s3_url: match self.aws_s3_url {
-                None => Update::Clear,
-                Some(v) => Update::Set(S3Url::parse(&v)?),
-            },
-            aws_storage_enabled: Some(self.aws_storage_enabled),
-            encryption_key_sid: exact(self.encryption_key_sid, &|v| {
-                CredentialSid::parse(Field::EncryptionKeySid, v)
-            })?,
-            encryption_enabled: Some(self.encryption_enabled),
-        };
+        let state = Settings::parse(account.clone(), text)?;
+        let patch = SettingsPatch::replacing(&state)?;
         Ok(Replacement {
             resource,
             account,
@@ -335,13 +321,9 @@ fn read_replacements(input: impl BufRead) -> anyhow::Result<Vec<Replacement>> {
         }
         let record: ExportedRecord = serde_json::from_str(&line)
             .with_context(|| format!("line {line_no}: not an exported record"))?;
+        // Validated as a record, cross-field rules included.
         let replacement = record
             .into_replacement()
-            .with_context(|| format!("line {line_no}: invalid record"))?;
-        // The patch sets every field, so merging it into the default resource
-        // checks exactly what merging it into the stored one will.
-        Settings::default_for(replacement.account.clone())
-            .merged(replacement.patch.clone())
             .with_context(|| format!("line {line_no}: invalid record"))?;
         records.push(replacement);
     }

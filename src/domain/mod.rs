@@ -10,7 +10,7 @@ mod values;
 
 use std::fmt;
 
-pub use settings::{Settings, SettingsPatch, Update};
+pub use settings::{Settings, SettingsPatch, SettingsText, Update};
 pub use values::{AccountSid, CredentialSid, Etag, FriendlyName, S3Url};
 
 /// A field of a settings resource, named for error reporting.
@@ -44,27 +44,6 @@ pub enum Field {
 }
 
 impl Field {
-    /// Every field, in the order the proto declares them.
-    pub const ALL: [Field; 17] = [
-        Field::AccountSid,
-        Field::FriendlyName,
-        Field::AwsCredentialsSid,
-        Field::AwsS3Url,
-        Field::AwsStorageEnabled,
-        Field::EncryptionKeySid,
-        Field::EncryptionEnabled,
-        Field::Etag,
-        Field::Revision,
-        Field::PageSize,
-        Field::PageToken,
-        Field::Resource,
-        Field::Method,
-        Field::Count,
-        Field::Fraction,
-        Field::GrpcCode,
-        Field::DelayMs,
-    ];
-
     /// The snake_case name used by the proto contract and the REST JSON body.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -86,11 +65,6 @@ impl Field {
             Field::GrpcCode => "grpc_code",
             Field::DelayMs => "delay_ms",
         }
-    }
-
-    /// The inverse of [`Field::as_str`].
-    pub fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|f| f.as_str() == name)
     }
 }
 

@@ -91,6 +91,18 @@ impl SettingsPatch {
     }
 }
 
+/// A resource's fields as text, as a stored record or an export line holds
+/// them: what [`Settings::parse`] validates into a record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SettingsText<'a> {
+    pub friendly_name: Option<&'a str>,
+    pub aws_credentials_sid: Option<&'a str>,
+    pub aws_s3_url: Option<&'a str>,
+    pub aws_storage_enabled: bool,
+    pub encryption_key_sid: Option<&'a str>,
+    pub encryption_enabled: bool,
+}
+
 /// One account's settings resource as stored (Recording and Composition
 /// Settings share this shape; the store keys it by resource and account).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +136,28 @@ impl Settings {
             revision: 0,
             update_time: None,
         }
+    }
+
+    /// Validates `text` into the record of `account` (revision 0, no update
+    /// time: the caller knows those), every field and the cross-field rules,
+    /// so a record the API could never have written is refused.
+    ///
+    /// # Errors
+    /// The first invalid field.
+    pub fn parse(account: AccountSid, text: SettingsText<'_>) -> Result<Self, ValidationError> {
+        let credential =
+            |field, v: Option<&str>| v.map(|v| CredentialSid::parse(field, v)).transpose();
+        let settings = Settings {
+            friendly_name: text.friendly_name.map(FriendlyName::parse).transpose()?,
+            aws_credentials_sid: credential(Field::AwsCredentialsSid, text.aws_credentials_sid)?,
+            aws_s3_url: text.aws_s3_url.map(S3Url::parse).transpose()?,
+            aws_storage_enabled: text.aws_storage_enabled,
+            encryption_key_sid: credential(Field::EncryptionKeySid, text.encryption_key_sid)?,
+            encryption_enabled: text.encryption_enabled,
+            ..Settings::default_for(account)
+        };
+        settings.check_dependencies()?;
+        Ok(settings)
     }
 
     /// Merges `patch` into these settings and checks the rules that span

@@ -15,7 +15,7 @@ use super::{convert::to_message, SettingsApi};
 use crate::{
     auth::Caller,
     contract::{SettingsChangeMessage, WatchSettingsMessage},
-    domain::{AccountSid, Settings},
+    domain::Settings,
     error::Error,
     resource::Resource,
     store::{ChangeStream, WatchEvent, WatchFilter},
@@ -30,12 +30,6 @@ const WATCH_BUFFER: usize = 64;
 
 /// A watch stream's messages, as the services send them.
 pub type WatchMessages = mpsc::Receiver<Result<SettingsChangeMessage, Error>>;
-
-/// Whose changes a watch follows.
-enum Scope {
-    Account(AccountSid),
-    All,
-}
 
 /// The client went away: stop quietly.
 struct Gone;
@@ -55,22 +49,20 @@ impl SettingsApi {
         // A slot while the watch starts, not for its life: a watch is a
         // subscription, not a request in progress.
         let _slot = self.start()?;
-        let scope = match request.account_sid.as_str() {
+        // One account, or every account (`-`).
+        let account = match request.account_sid.as_str() {
             ALL_ACCOUNTS => match self.caller(metadata)? {
                 Caller::Account(caller) => return Err(Error::OperatorOnly { caller }),
-                Caller::Anonymous | Caller::Operator(_) => Scope::All,
+                Caller::Anonymous | Caller::Operator(_) => None,
             },
-            named => Scope::Account(self.authorize(metadata, named)?),
+            named => Some(self.authorize(metadata, named)?),
         };
-        if let Scope::Account(account) = &scope {
+        if let Some(account) = &account {
             tracing::Span::current().record("account", account.as_str());
         }
         let filter = WatchFilter {
             resource: Some(resource),
-            account: match &scope {
-                Scope::Account(account) => Some(account.clone()),
-                Scope::All => None,
-            },
+            account,
         };
         let resumed = match request.start_revision {
             0 => None,
@@ -81,7 +73,7 @@ impl SettingsApi {
         let watching = self.metrics.as_ref().map(crate::metrics::Metrics::watcher);
         tokio::spawn(async move {
             let _watching = watching;
-            match api.follow(resource, &scope, filter, resumed, &tx).await {
+            match api.follow(resource, filter, resumed, &tx).await {
                 Ok(Ok(())) | Ok(Err(Gone)) => {}
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -91,11 +83,11 @@ impl SettingsApi {
         Ok(rx)
     }
 
-    /// Sends the snapshot (if not resuming), then every change in scope.
+    /// Sends the snapshot (if not resuming), then the store's stream, which
+    /// yields only what `filter` matches.
     async fn follow(
         &self,
         resource: Resource,
-        scope: &Scope,
         filter: WatchFilter,
         resumed: Option<ChangeStream>,
         tx: &mpsc::Sender<Result<SettingsChangeMessage, Error>>,
@@ -123,8 +115,8 @@ impl SettingsApi {
             Some(changes) => changes,
             None => {
                 let durable = self.store.durable_revision();
-                let upto = match scope {
-                    Scope::Account(account) => {
+                let upto = match &filter.account {
+                    Some(account) => {
                         let state = self.store.get(resource, account).await?;
                         // Every change of this account up to here is in it.
                         let upto = durable.max(state.revision);
@@ -133,7 +125,7 @@ impl SettingsApi {
                         }
                         upto
                     }
-                    Scope::All => {
+                    None => {
                         // The state as of `durable`: a record written since
                         // is sent as it was then (from the history), and its
                         // newer state comes as a change on the stream from
@@ -168,28 +160,10 @@ impl SettingsApi {
                 self.store.watch(upto + 1, filter)?
             }
         };
-        let mut promised = 0;
         while let Some(event) = changes.next().await {
             let message = match event? {
-                WatchEvent::Progress(revision) => {
-                    if revision < promised {
-                        continue; // never promise less than before
-                    }
-                    promised = revision;
-                    progress(revision)
-                }
-                WatchEvent::Change(c) => {
-                    let state = &c.settings;
-                    let in_scope = c.resource == resource
-                        && match scope {
-                            Scope::Account(account) => state.account_sid == *account,
-                            Scope::All => true,
-                        };
-                    if !in_scope {
-                        continue;
-                    }
-                    change(state.clone())
-                }
+                WatchEvent::Progress(revision) => progress(revision),
+                WatchEvent::Change(c) => change(c.settings.clone()),
             };
             if send(message).await.is_err() {
                 return Ok(Err(Gone));

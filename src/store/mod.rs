@@ -202,9 +202,10 @@ pub trait Store: Send + Sync + 'static {
     /// The highest revision that is durable (and so visible to reads).
     fn durable_revision(&self) -> u64;
 
-    /// Every change with a revision of at least `from` (> 0), in order, then
-    /// live changes as they become durable, with a [`WatchEvent::Progress`]
-    /// every few seconds. A consumer that falls behind is caught up from the
+    /// Every change that `filter` matches with a revision of at least `from`
+    /// (> 0), in order, then live ones as they become durable, with a
+    /// [`WatchEvent::Progress`] (never lower than the one before) every few
+    /// seconds. A consumer that falls behind is caught up from the
     /// stored log, so a slow watcher costs no memory.
     ///
     /// # Errors

@@ -390,27 +390,12 @@ fn as_operator_list() -> tonic::Request<settingsd::pb::ListFaultsRequest> {
 async fn twilio_python_sees_an_injected_503_and_succeeds_after_clear_faults() {
     let app = spawn_app().await;
     let addr = app.grpc_addr.to_string();
-    let cli = |args: &[&str]| {
+    let admin = |args: &[&str]| {
         let mut command = binary();
         command.args(["admin", "--grpc-addr", &addr]).args(args);
-        async move {
-            let out = tokio::time::timeout(GUARD, command.output())
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        }
+        async move { finish_ok(&mut command).await }
     };
-    let python = std::env::var_os("SETTINGSD_PYTHON").unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join(".venv/bin/python")
-            .into()
-    });
+    let python = crate::twilio_libraries::python();
     let script = r#"
 import json, sys
 from twilio.base.exceptions import TwilioRestException
@@ -429,21 +414,10 @@ except TwilioRestException as e:
             .args(["-c", script])
             .arg(format!("http://{}", app.http_addr))
             .args([ACCOUNT, name]);
-        async move {
-            let out = tokio::time::timeout(GUARD, command.output())
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-        }
+        async move { serde_json::from_str::<serde_json::Value>(&finish_ok(&mut command).await).unwrap() }
     };
 
-    let injected = cli(&[
+    let injected = admin(&[
         "inject-fault",
         "--resource",
         "recording",
@@ -454,8 +428,8 @@ except TwilioRestException as e:
     ])
     .await;
     let failing = create("while failing").await;
-    let listed = cli(&["list-faults"]).await;
-    let cleared = cli(&["clear-faults"]).await;
+    let listed = admin(&["list-faults"]).await;
+    let cleared = admin(&["clear-faults"]).await;
     let working = create("after clearing").await;
 
     let rule: serde_json::Value = serde_json::from_str(&injected).unwrap();

@@ -616,19 +616,15 @@ async fn a_bad_seed_line_stops_the_start_naming_it_and_seeds_nothing() {
     .unwrap();
     let data = dir.path().join("data");
 
-    let out = tokio::time::timeout(
-        GUARD,
+    let out = finish(
         binary()
             .args(SERVE_ON_PORT_0)
             .arg("--data-dir")
             .arg(&data)
             .arg("--seed")
-            .arg(&seed)
-            .output(),
+            .arg(&seed),
     )
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -456,6 +456,30 @@ pub const SERVE_ON_PORT_0: [&str; 7] = [
     "127.0.0.1:0",
 ];
 
+/// Runs `command` to its end (within [`GUARD`]) and returns its output.
+pub async fn finish(command: &mut Command) -> std::process::Output {
+    tokio::time::timeout(GUARD, command.output())
+        .await
+        .expect("the command finishes")
+        .expect("the command starts")
+}
+
+/// [`finish`], asserting that it succeeded; returns its stdout.
+pub async fn finish_ok(command: &mut Command) -> String {
+    let out = finish(command).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// `settingsd ARGS` to its end.
+pub async fn cli(args: &[&str]) -> std::process::Output {
+    finish(binary().args(args)).await
+}
+
 pub fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_settingsd"));
     cmd.env("RUST_LOG", "info").kill_on_drop(true);

@@ -124,13 +124,6 @@ async fn sigterm_lets_an_in_flight_set_finish_and_exits_zero() {
     );
 }
 
-async fn cli(args: &[&str]) -> std::process::Output {
-    tokio::time::timeout(GUARD, binary().args(args).output())
-        .await
-        .expect("the CLI finishes")
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_cli_sets_and_gets_settings_as_rest_json() {
     let app = spawn_app().await;

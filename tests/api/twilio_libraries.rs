@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 /// The Python with twilio installed: `SETTINGSD_PYTHON`, else the project's
 /// `.venv` (which `scripts/test` makes).
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     if let Some(path) = std::env::var_os("SETTINGSD_PYTHON") {
         return path.into();
     }

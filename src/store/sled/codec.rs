@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prost::Message;
 
 use crate::{
-    domain::{AccountSid, CredentialSid, Field, FriendlyName, S3Url, Settings, ValidationError},
+    domain::{AccountSid, Settings, SettingsText, ValidationError},
     error::Error,
     resource::Resource,
 };
@@ -98,42 +98,31 @@ pub fn decode(resource: Resource, account: &AccountSid, bytes: &[u8]) -> Result<
         return Err(corrupt(format!("unknown format version {version}")));
     }
     let stored = StoredSettingsV1::decode(body).map_err(|e| corrupt(e.to_string()))?;
-    let credential = |field, v: Option<String>| {
-        v.map(|s| CredentialSid::parse(field, &s))
-            .transpose()
-            .map_err(invalid)
-    };
     let micros = u64::try_from(stored.update_time_unix_micros)
         .map_err(|_| corrupt("negative update time".into()))?;
-    let settings = Settings {
-        account_sid: account.clone(),
-        friendly_name: stored
-            .friendly_name
-            .map(|s| FriendlyName::parse(&s))
-            .transpose()
-            .map_err(invalid)?,
-        aws_credentials_sid: credential(Field::AwsCredentialsSid, stored.aws_credentials_sid)?,
-        aws_s3_url: stored
-            .aws_s3_url
-            .map(|s| S3Url::parse(&s))
-            .transpose()
-            .map_err(invalid)?,
+    // Every field re-validated, cross-field rules included: a record the
+    // API could never have written (say, storage enabled with no URL) would
+    // make every later Set fail over a field its caller never sent.
+    let text = SettingsText {
+        friendly_name: stored.friendly_name.as_deref(),
+        aws_credentials_sid: stored.aws_credentials_sid.as_deref(),
+        aws_s3_url: stored.aws_s3_url.as_deref(),
         aws_storage_enabled: stored.aws_storage_enabled,
-        encryption_key_sid: credential(Field::EncryptionKeySid, stored.encryption_key_sid)?,
+        encryption_key_sid: stored.encryption_key_sid.as_deref(),
         encryption_enabled: stored.encryption_enabled,
+    };
+    let settings = Settings::parse(account.clone(), text).map_err(invalid)?;
+    Ok(Settings {
         revision: stored.revision,
         update_time: (stored.revision > 0).then(|| UNIX_EPOCH + Duration::from_micros(micros)),
-    };
-    // A record the API could never have written (say, storage enabled with
-    // no URL) would make every later Set fail over a field its caller never
-    // sent: call it what it is.
-    settings.check_dependencies().map_err(invalid)?;
-    Ok(settings)
+        ..settings
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::FriendlyName;
 
     #[test]
     fn a_record_breaking_a_cross_field_rule_is_corrupt_naming_the_account() {

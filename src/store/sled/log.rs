@@ -73,6 +73,10 @@ pub(super) struct ChangeLog {
     published: AtomicU64,
     /// Changes in the tree (kept in step by appends and compaction).
     retained: AtomicU64,
+    /// Whether `retained` includes the changes from before this open yet:
+    /// they are counted on a thread of their own, off the start-up path
+    /// (sled counts by scanning), and compaction waits for it.
+    counted: std::sync::atomic::AtomicBool,
     /// The highest revision compaction removed; 0 if none.
     compacted_through: AtomicU64,
     /// How many changes to keep.
@@ -96,7 +100,6 @@ impl ChangeLog {
         let compacted_through = meta
             .get(COMPACTED_THROUGH)?
             .map_or(0, |v| be_u64(&v).unwrap_or(0));
-        let retained = changes.len() as u64;
         Ok(ChangeLog {
             changes,
             meta,
@@ -105,7 +108,8 @@ impl ChangeLog {
             closed: tokio::sync::watch::Sender::new(false),
             durable: AtomicU64::new(0),
             published: AtomicU64::new(0),
-            retained: AtomicU64::new(retained),
+            retained: AtomicU64::new(0),
+            counted: std::sync::atomic::AtomicBool::new(false),
             compacted_through: AtomicU64::new(compacted_through),
             limit: limit.max(1),
             fresh,
@@ -127,6 +131,27 @@ impl ChangeLog {
             self.compacted_through.fetch_max(through, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// Counts the changes from before this open (every one up to
+    /// `durable`; later ones count themselves as they are published) on a
+    /// thread of its own, then lets compaction run.
+    pub(super) fn count_retained(self: &Arc<Self>, durable: u64) {
+        if self.changes.is_empty() {
+            self.counted.store(true, Ordering::SeqCst);
+            return;
+        }
+        let log = Arc::clone(self);
+        let counted = std::thread::Builder::new()
+            .name("settingsd-count".into())
+            .spawn(move || {
+                let before = log.changes.range(..=durable.to_be_bytes()).count() as u64;
+                log.retained.fetch_add(before, Ordering::SeqCst);
+                log.counted.store(true, Ordering::SeqCst);
+            });
+        if let Err(e) = counted {
+            tracing::warn!(error = %e, "cannot count the change log; it is not compacted until a restart");
+        }
     }
 
     /// Whether the log holds every change ever made (nothing compacted, no
@@ -262,7 +287,9 @@ impl ChangeLog {
     /// is simply redone.
     fn compact(&self) -> sled::Result<()> {
         for _ in 0..COMPACT_PER_COMMIT {
-            if self.retained.load(Ordering::SeqCst) <= self.limit {
+            if !self.counted.load(Ordering::SeqCst)
+                || self.retained.load(Ordering::SeqCst) <= self.limit
+            {
                 break;
             }
             let Some((key, _)) = self.changes.first()? else {
@@ -431,6 +458,8 @@ impl ChangeLog {
         tx: &mpsc::Sender<Result<WatchEvent, Error>>,
     ) -> Result<(), Error> {
         let (mut live, lag) = self.subscribe(filter);
+        // Progress never promises less than it already did.
+        let mut promised = next.saturating_sub(1);
         let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         progress.tick().await;
@@ -491,7 +520,8 @@ impl ChangeLog {
                         let sent = next.saturating_sub(1);
                         let caught_up = live.is_empty() && !lag.lagged.load(Ordering::SeqCst);
                         let upto = if caught_up { published.max(sent) } else { sent };
-                        if tx.send(Ok(WatchEvent::Progress(upto))).await.is_err() {
+                        promised = promised.max(upto);
+                        if tx.send(Ok(WatchEvent::Progress(promised))).await.is_err() {
                             return Ok(());
                         }
                     }

@@ -312,7 +312,9 @@ impl Inner {
             .sync()
             .map_err(|e| open_err(std::io::Error::other(e.to_string())))?;
         // Everything on disk is now durable: a revision above every record's.
-        log.opened(db.generate_id()? + 1)?;
+        let durable = db.generate_id()? + 1;
+        log.opened(durable)?;
+        log.count_retained(durable);
         let commit = GroupCommit::start(Arc::clone(&syncer), Arc::clone(&log) as _);
         Ok(Inner {
             db,
