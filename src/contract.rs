@@ -85,6 +85,8 @@ pub struct SettingsChangeMessage {
     pub revision: u64,
     pub settings: Option<SettingsMessage>,
     pub progress: bool,
+    /// The change was a reset: the resource was deleted.
+    pub reset: bool,
 }
 
 /// A history listing request of any resource.
@@ -154,6 +156,7 @@ macro_rules! resource_messages {
                     revision: m.revision,
                     settings: m.settings.map(Into::into),
                     progress: m.progress,
+                    reset: m.reset,
                 }
             }
         }
@@ -164,6 +167,7 @@ macro_rules! resource_messages {
                     revision: m.revision,
                     settings: m.settings.map(Into::into),
                     progress: m.progress,
+                    reset: m.reset,
                 }
             }
         }

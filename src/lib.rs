@@ -19,6 +19,8 @@
 //!   contract <-> domain, `Error` -> `Status`), a thin binding per resource.
 //! - [`store`]: the [`store::Store`] trait and its contract; [`store::sled`]
 //!   is the embedded implementation (codec, group commit, recovery).
+//! - [`metrics`], [`request_log`]: what the transports report of each
+//!   request, for operators (Prometheus) and test suites (recent requests).
 //! - [`auth`]: credentials (accounts file or open mode) and who a caller is.
 //! - [`contract`]: the code generated from `proto/` ([`pb`]) and one shape
 //!   for every resource's messages.
@@ -35,6 +37,7 @@ pub mod domain;
 pub mod error;
 mod grpc;
 pub mod metrics;
+pub mod request_log;
 pub mod resource;
 pub mod server;
 pub mod store;

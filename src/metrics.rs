@@ -16,7 +16,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::store::StoreObserver;
+use crate::{resource::Resource, store::StoreObserver};
 
 /// Every metric settingsd exports. Cheap to clone.
 #[derive(Clone)]
@@ -35,6 +35,7 @@ struct Inner {
     in_flight: IntGauge,
     shed: IntCounter,
     connections: IntGaugeVec,
+    stored: IntGaugeVec,
     commits: IntCounter,
     commit_failures: IntCounter,
     commit_seconds: Histogram,
@@ -116,6 +117,17 @@ impl Metrics {
         registry
             .register(Box::new(connections.clone()))
             .expect("unique metric");
+        let stored = IntGaugeVec::new(
+            Opts::new(
+                "settingsd_stored_resources",
+                "Settings resources stored, by resource (accounts that never set one are not counted)",
+            ),
+            &["resource"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(stored.clone()))
+            .expect("unique metric");
         let injected = IntCounterVec::new(
             Opts::new(
                 "settingsd_faults_injected_total",
@@ -145,6 +157,7 @@ impl Metrics {
                 "Requests refused at once because the in-flight limit was reached",
             ),
             connections,
+            stored,
             commits: counter(
                 "settingsd_commits_total",
                 "Commits (sled flush + fdatasync) that succeeded",
@@ -200,6 +213,14 @@ impl Metrics {
 
     pub fn set_in_flight(&self, n: usize) {
         self.0.in_flight.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the stored-resources gauge of `resource`.
+    pub fn set_stored(&self, resource: Resource, count: u64) {
+        self.0
+            .stored
+            .with_label_values(&[resource.name()])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn set_writes_stopped(&self, stopped: bool) {

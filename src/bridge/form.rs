@@ -50,6 +50,55 @@ pub fn parse_form(body: &[u8]) -> Result<SetSettingsMessage, ApiError> {
     Ok(request)
 }
 
+/// A form body's parameters as the request log keeps them, in order: the
+/// name (decoded lossily), and the value only for the parameters the bridge
+/// knows, and even then without a URL's user information. Anything else
+/// could be a secret a client sent by mistake.
+pub fn recorded_parameters(body: &[u8]) -> Vec<(String, String)> {
+    const NOT_KEPT: &str = "(not recorded)";
+    let lossy = |raw: &[u8]| {
+        let plus_as_space: Vec<u8> = raw
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        percent_encoding::percent_decode(&plus_as_space)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (raw_key, raw_value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            let name = lossy(raw_key);
+            let value = match Param::from_str(&name) {
+                Ok(Param::AwsS3Url) => without_user_info(&lossy(raw_value)),
+                Ok(_) => lossy(raw_value),
+                Err(()) => NOT_KEPT.to_owned(),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// `value` with any `user:password@` of a URL in it blanked out.
+fn without_user_info(value: &str) -> String {
+    match url::Url::parse(value) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            format!("{url} (user information removed)")
+        }
+        Ok(_) => value.to_owned(),
+        // Not a URL the parser accepts: it could still hold user
+        // information, so keep it only if it has no '@' at all.
+        Err(_) if value.contains('@') => "(not recorded: malformed URL)".to_owned(),
+        Err(_) => value.to_owned(),
+    }
+}
+
 /// `+` to space, then percent-decoding, then strict UTF-8.
 fn form_decode(raw: &[u8]) -> Result<String, ()> {
     let plus_as_space: Vec<u8> = raw

@@ -37,7 +37,7 @@ use tonic::{metadata::MetadataValue, Code, Request, Status};
 pub use self::{
     backend::SettingsBackend,
     error::{ApiError, TwilioError},
-    form::parse_form,
+    form::{parse_form, recorded_parameters},
     json::SettingsJson,
 };
 use crate::{

@@ -119,6 +119,11 @@ pub struct ServeArgs {
     /// again with the same file changes nothing. For test fixtures.
     #[arg(long, env = "SETTINGSD_SEED")]
     pub seed: Option<PathBuf>,
+    /// How many of the latest settings requests to keep in memory for
+    /// `settingsd admin requests` (AdminService/ListRecentRequests); 0
+    /// keeps none.
+    #[arg(long, env = "SETTINGSD_REQUEST_LOG", default_value_t = crate::request_log::DEFAULT_CAPACITY)]
+    pub request_log: usize,
     /// Serve /metrics without operator credentials even with --accounts
     /// (for a scraper on a trusted network).
     #[arg(long, env = "SETTINGSD_METRICS_PUBLIC")]
@@ -286,6 +291,32 @@ pub enum AdminCommand {
     ListFaults,
     /// Remove every fault rule.
     ClearFaults,
+    /// Delete stored settings, so that reads answer the defaults again: one
+    /// account's (--account), one resource's (--resource), one resource of
+    /// one account (both), or everything (--all). Prints how many stored
+    /// resources were deleted.
+    Reset {
+        /// Only this account's settings (AC + 32 hex digits).
+        #[arg(long, required_unless_present_any = ["resource", "all"])]
+        account: Option<String>,
+        /// recording or composition: only this resource.
+        #[arg(long, value_parser = parse_resource)]
+        resource: Option<Resource>,
+        /// Every resource of every account.
+        #[arg(long, conflicts_with_all = ["account", "resource"])]
+        all: bool,
+    },
+    /// Print the latest settings requests the server answered, newest
+    /// first, one JSON line each: time, transport, method or route,
+    /// account, status, latency and (HTTP) form parameters.
+    Requests {
+        /// Only this account's requests (AC + 32 hex digits).
+        #[arg(long, default_value = "")]
+        account: String,
+        /// At most this many (0: every one kept).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -558,6 +589,54 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 .into_inner();
             println!("{}", serde_json::json!({ "cleared": cleared.cleared }));
         }
+        AdminCommand::Reset {
+            account,
+            resource,
+            all: _,
+        } => {
+            let request = crate::pb::ResetSettingsRequest {
+                account_sid: account.unwrap_or_default(),
+                resource: resource.map_or(String::new(), |r| r.name().to_owned()),
+            };
+            let reset = client
+                .reset_settings(BasicCredentials::request(credentials, request))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{}", serde_json::json!({ "reset_count": reset.reset_count }));
+        }
+        AdminCommand::Requests { account, limit } => {
+            let request = crate::pb::ListRecentRequestsRequest {
+                account_sid: account,
+                limit,
+            };
+            let recent = client
+                .list_recent_requests(BasicCredentials::request(credentials, request))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for r in recent.requests {
+                let time = r
+                    .time
+                    .and_then(|t| std::time::SystemTime::try_from(t).ok())
+                    .map(|t| humantime::format_rfc3339_micros(t).to_string());
+                let latency_ms = r
+                    .latency
+                    .and_then(|d| std::time::Duration::try_from(d).ok())
+                    .map(|d| d.as_secs_f64() * 1000.0);
+                let parameters: serde_json::Map<String, serde_json::Value> = r
+                    .parameters
+                    .into_iter()
+                    .map(|p| (p.name, p.value.into()))
+                    .collect();
+                let line = serde_json::json!({
+                    "time": time, "transport": r.transport, "method": r.method,
+                    "account_sid": r.account_sid, "status": r.status,
+                    "latency_ms": latency_ms, "parameters": parameters,
+                });
+                println!("{line}");
+            }
+        }
     }
     Ok(())
 }
@@ -582,6 +661,11 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     while let Some(message) = tokio_stream::StreamExt::next(&mut stream).await {
         let message = message.map_err(status_error)?;
         let line = match message.settings {
+            Some(settings) if message.reset => {
+                let mut line = serde_json::to_value(CliOutput::from(settings))?;
+                line["reset"] = true.into();
+                line.to_string()
+            }
             Some(settings) => serde_json::to_string(&CliOutput::from(settings))?,
             None => serde_json::json!({"progress": true, "revision": message.revision}).to_string(),
         };
@@ -687,6 +771,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: admin.as_ref().map(|_| Metrics::new()),
         metrics_public: args.metrics_public,
         seed: args.seed,
+        request_log: args.request_log,
     };
     let (ready, announced) = tokio::sync::oneshot::channel();
     tokio::spawn(print_ready_line(announced));

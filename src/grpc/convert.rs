@@ -4,12 +4,60 @@
 use std::time::SystemTime;
 
 use crate::{
-    contract::{SetSettingsMessage, SettingsMessage},
+    contract::{pb, SetSettingsMessage, SettingsMessage},
     domain::{
-        CredentialSid, Etag, Field, FriendlyName, S3Url, Settings, SettingsPatch, Update,
-        ValidationError,
+        AccountSid, CredentialSid, Etag, Field, FriendlyName, S3Url, Settings, SettingsPatch,
+        Update, ValidationError, Violation,
     },
+    request_log::RecordedRequest,
+    resource::Resource,
 };
+
+/// An operator request's `resource`: a resource's name, or "" for every
+/// resource (`None`).
+///
+/// # Errors
+/// A [`Field::Resource`] error for any other value.
+pub fn optional_resource(name: &str) -> Result<Option<Resource>, ValidationError> {
+    match name {
+        "" => Ok(None),
+        name => Resource::from_name(name).map(Some).ok_or(ValidationError {
+            field: Field::Resource,
+            violation: Violation::Malformed(
+                "must be recording_settings, composition_settings or empty".to_owned(),
+            ),
+        }),
+    }
+}
+
+/// An operator request's `account_sid`: an account, or "" for every
+/// account (`None`).
+///
+/// # Errors
+/// A [`Field::AccountSid`] error for a malformed SID.
+pub fn optional_account(sid: &str) -> Result<Option<AccountSid>, ValidationError> {
+    match sid {
+        "" => Ok(None),
+        sid => AccountSid::parse(sid).map(Some),
+    }
+}
+
+/// A request-log entry as `ListRecentRequests` answers it.
+pub fn recorded_request(r: RecordedRequest) -> pb::RecordedRequest {
+    pb::RecordedRequest {
+        time: Some(timestamp(r.time)),
+        transport: r.transport.to_owned(),
+        method: r.method,
+        account_sid: r.account.map(|a| a.as_str().to_owned()).unwrap_or_default(),
+        status: r.status,
+        latency: prost_types::Duration::try_from(r.latency).ok(),
+        parameters: r
+            .parameters
+            .into_iter()
+            .map(|(name, value)| pb::FormParameter { name, value })
+            .collect(),
+    }
+}
 
 /// A record as the contract answers it, with `url` as its resource's address.
 pub fn to_message(s: Settings, url: String) -> SettingsMessage {

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use super::convert::{optional_account, optional_resource};
 use crate::{
     contract::pb,
     domain::{AccountSid, Field, ValidationError, Violation},
@@ -77,25 +78,14 @@ impl Faults {
     /// # Errors
     /// The first malformed field.
     pub fn add(&self, request: &pb::InjectFaultRequest) -> Result<pb::Fault, ValidationError> {
-        let resource = match request.resource.as_str() {
-            "" => None,
-            name => Some(Resource::from_name(name).ok_or_else(|| {
-                invalid(
-                    Field::Resource,
-                    "must be recording_settings, composition_settings or empty",
-                )
-            })?),
-        };
+        let resource = optional_resource(&request.resource)?;
         let method = match request.method.as_str() {
             "" => None,
             "get" => Some(Method::Get),
             "set" => Some(Method::Set),
             _ => return Err(invalid(Field::Method, "must be get, set or empty")),
         };
-        let account = match request.account_sid.as_str() {
-            "" => None,
-            sid => Some(AccountSid::parse(sid)?),
-        };
+        let account = optional_account(&request.account_sid)?;
         if !(0.0..=1.0).contains(&request.fraction) || request.fraction.is_nan() {
             return Err(invalid(Field::Fraction, "must be between 0 and 1"));
         }

@@ -33,6 +33,7 @@ use crate::{
     domain::{AccountSid, Field, SettingsPatch, ValidationError, Violation},
     error::{Error, Unauthenticated},
     metrics::Metrics,
+    request_log::{self, RecordedRequest, RequestLog},
     resource::Resource,
     store::SharedStore,
 };
@@ -126,6 +127,9 @@ pub struct SettingsApi {
     metrics: Option<Metrics>,
     /// Operators' fault rules (`InjectFault`), applied to Gets and Sets.
     faults: Arc<Faults>,
+    /// The last requests answered (`ListRecentRequests`), shared with the
+    /// HTTP bridge's listener.
+    requests: Arc<RequestLog>,
 }
 
 impl SettingsApi {
@@ -135,6 +139,7 @@ impl SettingsApi {
         in_flight: InFlight,
         public_url: &PublicUrl,
         metrics: Option<Metrics>,
+        requests: Arc<RequestLog>,
     ) -> Self {
         let urls = Resource::ALL
             .iter()
@@ -147,6 +152,7 @@ impl SettingsApi {
             urls,
             metrics,
             faults: Arc::default(),
+            requests,
         }
     }
 
@@ -176,11 +182,28 @@ impl SettingsApi {
         }
     }
 
-    /// Counts a finished request (see [`crate::metrics`]).
-    pub(crate) fn observe(&self, method: &str, code: tonic::Code, took: std::time::Duration) {
+    /// Counts a finished request (see [`crate::metrics`]) and keeps it in
+    /// the request log.
+    pub(crate) fn observe(
+        &self,
+        method: &str,
+        code: tonic::Code,
+        arrived: std::time::SystemTime,
+        took: std::time::Duration,
+        account: Option<AccountSid>,
+    ) {
         if let Some(metrics) = &self.metrics {
             metrics.request("grpc", method, code_name(code), took);
         }
+        self.requests.record(RecordedRequest {
+            time: arrived,
+            transport: "grpc",
+            method: method.to_owned(),
+            account,
+            status: code_name(code).to_owned(),
+            latency: took,
+            parameters: Vec::new(),
+        });
     }
 
     /// Reads the resource of the account a call may act for.
@@ -311,6 +334,11 @@ impl SettingsApi {
         Ok(to_message(stored, self.url(resource)))
     }
 
+    /// The in-flight limit the services share.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+
     fn url(&self, resource: Resource) -> String {
         self.urls[resource as usize].to_string()
     }
@@ -335,6 +363,12 @@ impl SettingsApi {
     /// [`Error::Unauthenticated`], [`Error::Invalid`] for a malformed
     /// `account_sid`, [`Error::PermissionDenied`] for another account.
     fn authorize(&self, metadata: &MetadataMap, account_sid: &str) -> Result<AccountSid, Error> {
+        let account = self.authorized(metadata, account_sid)?;
+        request_log::note_account(&account);
+        Ok(account)
+    }
+
+    fn authorized(&self, metadata: &MetadataMap, account_sid: &str) -> Result<AccountSid, Error> {
         match (self.caller(metadata)?, account_sid) {
             (Caller::Account(own), "") => Ok(own),
             (Caller::Anonymous, "") => Err(Error::Unauthenticated(Unauthenticated::Missing)),

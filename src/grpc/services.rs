@@ -6,7 +6,11 @@ use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{convert::to_message, watch::WatchMessages, SettingsApi};
+use super::{
+    convert::{optional_account, optional_resource, recorded_request, to_message},
+    watch::WatchMessages,
+    SettingsApi,
+};
 use crate::{
     auth::Caller,
     contract::{
@@ -14,8 +18,9 @@ use crate::{
         SettingsChangeMessage,
     },
     error::Error,
+    request_log::RequestLog,
     resource::Resource,
-    store::StoredSettings,
+    store::{Selector, StoredSettings},
 };
 
 /// Binds one resource's generated service trait to [`SettingsApi`]: the
@@ -113,12 +118,13 @@ async fn observed<T>(
     method: &str,
     handler: impl std::future::Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
+    let arrived = std::time::SystemTime::now();
     let started = std::time::Instant::now();
-    let result = handler.await;
+    let (result, account) = RequestLog::track(handler).await;
     let code = result
         .as_ref()
         .map_or_else(Status::code, |_| tonic::Code::Ok);
-    api.observe(method, code, started.elapsed());
+    api.observe(method, code, arrived, started.elapsed(), account);
     result
 }
 
@@ -255,6 +261,34 @@ impl AdminService for AdminGrpc {
             cleared: u32::try_from(cleared).unwrap_or(u32::MAX),
         }))
     }
+    #[tracing::instrument(skip_all, fields(account = %request.get_ref().account_sid, resource = %request.get_ref().resource))]
+    async fn reset_settings(
+        &self,
+        request: Request<pb::ResetSettingsRequest>,
+    ) -> Result<Response<pb::ResetSettingsResponse>, Status> {
+        self.operator(&request)?;
+        let _slot = self.0.start()?;
+        let selector = Selector {
+            resource: optional_resource(&request.get_ref().resource).map_err(Error::from)?,
+            account: optional_account(&request.get_ref().account_sid).map_err(Error::from)?,
+        };
+        let reset_count = self.0.store.reset(selector).await?;
+        Ok(Response::new(pb::ResetSettingsResponse { reset_count }))
+    }
+
+    async fn list_recent_requests(
+        &self,
+        request: Request<pb::ListRecentRequestsRequest>,
+    ) -> Result<Response<pb::ListRecentRequestsResponse>, Status> {
+        self.operator(&request)?;
+        let account = optional_account(&request.get_ref().account_sid).map_err(Error::from)?;
+        let limit = usize::try_from(request.get_ref().limit).unwrap_or(usize::MAX);
+        let requests = self.0.requests.recent(account.as_ref(), limit);
+        Ok(Response::new(pb::ListRecentRequestsResponse {
+            requests: requests.into_iter().map(recorded_request).collect(),
+        }))
+    }
+
     type ExportRecordingSettingsStream = ReceiverStream<Result<pb::RecordingSettings, Status>>;
 
     #[tracing::instrument(skip_all)]

@@ -18,7 +18,7 @@ use crate::{
     domain::Settings,
     error::Error,
     resource::Resource,
-    store::{ChangeStream, WatchEvent, WatchFilter},
+    store::{ChangeStream, WatchEvent, Selector},
 };
 
 /// `account_sid` that watches every account (AIP-159's wildcard).
@@ -60,7 +60,7 @@ impl SettingsApi {
         if let Some(account) = &account {
             tracing::Span::current().record("account", account.as_str());
         }
-        let filter = WatchFilter {
+        let filter = Selector {
             resource: Some(resource),
             account,
         };
@@ -88,7 +88,7 @@ impl SettingsApi {
     async fn follow(
         &self,
         resource: Resource,
-        filter: WatchFilter,
+        filter: Selector,
         resumed: Option<ChangeStream>,
         tx: &mpsc::Sender<Result<SettingsChangeMessage, Error>>,
     ) -> Result<Result<(), Gone>, Error> {
@@ -101,15 +101,16 @@ impl SettingsApi {
             }
             Ok::<(), Gone>(())
         };
-        let change = |settings: Settings| SettingsChangeMessage {
+        let change = |settings: Settings, reset: bool| SettingsChangeMessage {
             revision: settings.revision,
             settings: Some(to_message(settings, url.clone())),
             progress: false,
+            reset,
         };
         let progress = |revision| SettingsChangeMessage {
             revision,
-            settings: None,
             progress: true,
+            ..SettingsChangeMessage::default()
         };
         let mut changes = match resumed {
             Some(changes) => changes,
@@ -120,7 +121,7 @@ impl SettingsApi {
                         let state = self.store.get(resource, account).await?;
                         // Every change of this account up to here is in it.
                         let upto = durable.max(state.revision);
-                        if send(change(state)).await.is_err() {
+                        if send(change(state, false)).await.is_err() {
                             return Ok(Err(Gone));
                         }
                         upto
@@ -147,7 +148,7 @@ impl SettingsApi {
                                     None => continue,
                                 }
                             }
-                            if send(change(state)).await.is_err() {
+                            if send(change(state, false)).await.is_err() {
                                 return Ok(Err(Gone));
                             }
                         }
@@ -163,7 +164,7 @@ impl SettingsApi {
         while let Some(event) = changes.next().await {
             let message = match event? {
                 WatchEvent::Progress(revision) => progress(revision),
-                WatchEvent::Change(c) => change(c.settings.clone()),
+                WatchEvent::Change(c) => change(c.settings.clone(), c.reset),
             };
             if send(message).await.is_err() {
                 return Ok(Err(Gone));

@@ -99,6 +99,11 @@ async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Re
     state
         .metrics
         .set_writes_stopped(state.store.health().write_failure.is_some());
+    for resource in crate::resource::Resource::ALL {
+        if let Some(count) = state.store.stored_count(resource) {
+            state.metrics.set_stored(resource, count);
+        }
+    }
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         state.metrics.render(),

@@ -10,6 +10,7 @@ mod admin;
 mod idle;
 mod limits;
 mod local;
+mod observe;
 mod supervise;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -33,6 +34,7 @@ use self::{
     idle::{TrackActivity, TrackActivityLayer},
     limits::limited_incoming,
     local::LocalBackend,
+    observe::{observe_http, HttpObservers},
     supervise::{not_serving, serving, supervise_store},
 };
 pub use crate::grpc::PublicUrl;
@@ -49,6 +51,7 @@ use crate::{
     },
     grpc::{AdminGrpc, CompositionSettingsGrpc, InFlight, RecordingSettingsGrpc, SettingsApi},
     metrics::Metrics,
+    request_log::RequestLog,
     store::{
         sled::{SledStore, StoreOptions},
         SharedStore, Store,
@@ -75,6 +78,8 @@ pub struct ServerConfig {
     /// A file in the export format loaded at start (see
     /// [`crate::backup::seed`]).
     pub seed: Option<std::path::PathBuf>,
+    /// How many requests the request log keeps (0: none).
+    pub request_log: usize,
 }
 
 /// The bound sockets `run` serves on.
@@ -194,14 +199,20 @@ pub async fn run_on(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let in_flight = InFlight::new(config.limits.max_in_flight);
+    let requests = Arc::new(RequestLog::new(config.request_log));
     let api = SettingsApi::new(
         store.clone(),
         config.auth.clone(),
         in_flight.clone(),
         &config.public_url,
         config.metrics.clone(),
+        Arc::clone(&requests),
     );
-    let result = serve(api, &store, listeners, &config, in_flight, shutdown).await;
+    let observers = HttpObservers {
+        metrics: config.metrics.clone(),
+        requests,
+    };
+    let result = serve(api, &store, listeners, &config, observers, shutdown).await;
     let closed = store.close().await;
     // The last handle may run a backend's own final flush when it drops:
     // drop it off the async workers.
@@ -217,9 +228,10 @@ async fn serve(
     store: &SharedStore,
     listeners: Listeners,
     config: &ServerConfig,
-    in_flight: InFlight,
+    observers: HttpObservers,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let in_flight = api.in_flight().clone();
     let limits = &config.limits;
     let metrics = config.metrics.as_ref();
     let gauge = |listener: &str| metrics.map(|m| m.connections(listener));
@@ -293,7 +305,7 @@ async fn serve(
         listeners.http,
         Arc::new(LocalBackend(api)),
         limits.clone(),
-        metrics.cloned(),
+        observers,
         stopped(),
     );
     // The admin listener: only with metrics (it is off otherwise).
@@ -378,14 +390,12 @@ async fn serve_http(
     listener: TcpListener,
     backend: Arc<dyn SettingsBackend>,
     limits: Limits,
-    metrics: Option<Metrics>,
+    observers: HttpObservers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes);
-    let open = metrics.as_ref().map(|m| m.connections("http"));
-    if let Some(metrics) = metrics {
-        router = router.layer(axum::middleware::from_fn_with_state(metrics, count_http));
-    }
+    let open = observers.metrics.as_ref().map(|m| m.connections("http"));
+    let router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes)
+        .layer(axum::middleware::from_fn_with_state(observers, observe_http));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -439,31 +449,6 @@ async fn serve_http(
     Ok(())
 }
 
-/// Counts a bridge request: its route (a resource's path, or `other`, so
-/// that unknown paths cannot grow the label set), method and status.
-async fn count_http(
-    axum::extract::State(metrics): axum::extract::State<Metrics>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let started = std::time::Instant::now();
-    let path = request.uri().path();
-    let route = crate::resource::Resource::ALL
-        .iter()
-        .map(|r| r.spec().rest_path)
-        .find(|p| *p == path)
-        .unwrap_or("other");
-    let method = format!("{} {route}", request.method());
-    let response = next.run(request).await;
-    metrics.request(
-        "http",
-        &method,
-        response.status().as_str(),
-        started.elapsed(),
-    );
-    response
-}
-
 /// Runs the HTTP bridge alone, in front of the settingsd gRPC server at
 /// `upstream` (for example `http://10.0.0.5:50051`). Credentials pass
 /// through; the upstream server decides.
@@ -491,7 +476,13 @@ pub async fn run_bridge(
             admin: None,
         });
     }
-    serve_http(http, backend, Limits::default(), None, async move {
+    // A standalone bridge keeps no metrics or request log: the server
+    // behind it does.
+    let observers = HttpObservers {
+        metrics: None,
+        requests: Arc::new(RequestLog::new(0)),
+    };
+    serve_http(http, backend, Limits::default(), observers, async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
     })

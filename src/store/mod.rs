@@ -29,6 +29,9 @@
 //!   [`Store::replace_many`] returns `Ok`, the write survives a crash of the
 //!   process or machine. An `Err` leaves it unknown whether the write took
 //!   effect; nothing acknowledged is ever lost.
+//! - **A reset is a write.** [`Store::reset`] deletes records with the same
+//!   atomicity, ordering and durability as a Set, and logs each deletion as
+//!   a change.
 //! - **Resources are independent.** Writing one resource of an account never
 //!   changes another resource or another account.
 //! - **A bad record is contained.** A stored record that does not decode
@@ -87,6 +90,9 @@ pub struct Change {
     pub resource: Resource,
     /// The state written; its `revision` is the change's.
     pub settings: Settings,
+    /// The write was a [`Store::reset`]: the record was deleted, and
+    /// `settings` is the default resource (with the reset's revision).
+    pub reset: bool,
 }
 
 /// What a [`Store::watch`] stream yields.
@@ -98,17 +104,26 @@ pub enum WatchEvent {
     Progress(u64),
 }
 
-/// Which changes a [`Store::watch`] yields: a backend filters as early as it
-/// can, so that a watcher wakes only for what it watches.
+/// Which resources of which accounts: the changes a [`Store::watch`] yields
+/// (a backend filters as early as it can, so that a watcher wakes only for
+/// what it watches), or what a [`Store::reset`] deletes. Unset parts match
+/// everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WatchFilter {
-    /// Only this resource's changes, if set.
+pub struct Selector {
+    /// Only this resource, if set.
     pub resource: Option<Resource>,
-    /// Only this account's changes, if set.
+    /// Only this account, if set.
     pub account: Option<AccountSid>,
 }
 
-impl WatchFilter {
+impl Selector {
+    /// The resources it selects, in [`Resource::ALL`] order.
+    pub fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
+        Resource::ALL
+            .into_iter()
+            .filter(|r| self.resource.is_none_or(|s| s == *r))
+    }
+
     pub fn matches(&self, change: &Change) -> bool {
         self.resource.is_none_or(|r| r == change.resource)
             && self
@@ -211,7 +226,7 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`Error::Compacted`] (at once, or on the stream if the consumer fell
     /// so far behind that its position was compacted meanwhile).
-    fn watch(&self, from: u64, filter: WatchFilter) -> Result<ChangeStream, Error>;
+    fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error>;
 
     /// Applies every replacement in order and returns, once all of them are
     /// durable, how many were applied: the bulk path of imports and of the
@@ -222,6 +237,22 @@ pub trait Store: Send + Sync + 'static {
     /// As [`Store::set`], for the first replacement that fails; the ones
     /// before it are still made durable.
     async fn replace_many(&self, replacements: Vec<Replacement>) -> Result<usize, Error>;
+
+    /// Deletes every stored resource that `selector` selects, so that reads
+    /// answer the default resource (revision 0) again, and returns how many
+    /// it deleted once that is durable. Each deletion is a change (with
+    /// [`Change::reset`] set, and a new revision) that watchers and the
+    /// history see; a resource that is not stored has nothing to delete.
+    ///
+    /// # Errors
+    /// As [`Store::set`]; deletions made before a failure are still made
+    /// durable.
+    async fn reset(&self, selector: Selector) -> Result<u64, Error>;
+
+    /// How many resources of `resource` are stored, for metrics; cheap.
+    /// `None` until the backend has counted them (a backend may count in
+    /// the background after it opens).
+    fn stored_count(&self, resource: Resource) -> Option<u64>;
 
     /// Every stored record of `resources` (see [`Scan`]). Not a
     /// point-in-time snapshot: each record is as it was when read. The scan

@@ -226,6 +226,7 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
         metrics: Some(metrics),
         metrics_public: false,
         seed: None,
+        request_log: settingsd::request_log::DEFAULT_CAPACITY,
         store,
         public_url: PublicUrl::default(),
         auth,

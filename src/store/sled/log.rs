@@ -30,12 +30,15 @@ use crate::{
     domain::{AccountSid, Settings},
     error::Error,
     resource::Resource,
-    store::{Change, ChangeStream, StoreObserver, WatchEvent, WatchFilter},
+    store::{Change, ChangeStream, StoreObserver, WatchEvent, Selector},
 };
 
-/// The tree holding the log: big-endian revision -> resource byte, account
-/// SID, encoded record.
+/// The tree holding the log: big-endian revision -> resource byte (with
+/// [`RESET_FLAG`] for a reset), account SID length and SID, encoded record.
 pub(super) const CHANGES_TREE: &str = "changes";
+/// Set in a change's resource byte when the change is a reset (the record
+/// was deleted).
+const RESET_FLAG: u8 = 0x80;
 /// Bookkeeping that must survive restarts.
 const META_TREE: &str = "meta";
 /// In `meta`: the highest revision compaction has removed (big-endian).
@@ -165,15 +168,16 @@ impl ChangeLog {
     }
 
     /// The key and value of `settings`' change, whose encoded record is
-    /// `record`.
+    /// `record` (for a reset, the default record it leaves).
     pub(super) fn entry(
         resource: Resource,
         settings: &Settings,
         record: &[u8],
+        reset: bool,
     ) -> ([u8; 8], Vec<u8>) {
         let account = settings.account_sid.as_str().as_bytes();
         let mut value = Vec::with_capacity(2 + account.len() + record.len());
-        value.push(resource as u8);
+        value.push(resource as u8 | if reset { RESET_FLAG } else { 0 });
         value.push(u8::try_from(account.len()).unwrap_or(u8::MAX));
         value.extend_from_slice(account);
         value.extend_from_slice(record);
@@ -182,8 +186,9 @@ impl ChangeLog {
 
     /// Makes every record at least as new as its latest change: a crash
     /// between a write's change and its record (written in that order)
-    /// leaves the change alone, and this writes its record. Only changes
-    /// after the last commit recorded as durable can be in that state.
+    /// leaves the change alone, and this writes its record (or, for a
+    /// reset, deletes it). Only changes after the last commit recorded as
+    /// durable can be in that state.
     pub(super) fn repair<'t>(
         &self,
         tree: impl Fn(Resource) -> &'t sled::Tree,
@@ -205,8 +210,12 @@ impl ChangeLog {
                 None => 0,
             };
             if stored < revision {
-                tree.insert(account, &value[2 + account.len()..])?;
-                repaired += 1;
+                if !change.reset {
+                    tree.insert(account, &value[2 + account.len()..])?;
+                    repaired += 1;
+                } else if tree.remove(account)?.is_some() {
+                    repaired += 1;
+                }
             }
         }
         if repaired > 0 {
@@ -402,7 +411,7 @@ impl ChangeLog {
     pub(super) fn watch(
         self: &Arc<Self>,
         from: u64,
-        filter: WatchFilter,
+        filter: Selector,
     ) -> Result<ChangeStream, Error> {
         self.check_retained(from)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
@@ -423,7 +432,7 @@ impl ChangeLog {
     }
 
     /// Registers a live watcher for the changes `filter` matches.
-    fn subscribe(&self, filter: &WatchFilter) -> (mpsc::Receiver<Arc<Change>>, Arc<Lag>) {
+    fn subscribe(&self, filter: &Selector) -> (mpsc::Receiver<Arc<Change>>, Arc<Lag>) {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
         let lag = Arc::new(Lag::default());
         self.subscribers
@@ -454,7 +463,7 @@ impl ChangeLog {
     async fn feed(
         self: Arc<Self>,
         mut next: u64,
-        filter: &WatchFilter,
+        filter: &Selector,
         tx: &mpsc::Sender<Result<WatchEvent, Error>>,
     ) -> Result<(), Error> {
         let (mut live, lag) = self.subscribe(filter);
@@ -549,7 +558,7 @@ impl super::commit::CommitHooks for ChangeLog {
 
 /// A live watcher, as the publisher sees it.
 struct Subscriber {
-    filter: WatchFilter,
+    filter: Selector,
     tx: mpsc::Sender<Arc<Change>>,
     lag: Arc<Lag>,
 }
@@ -572,7 +581,7 @@ impl Lag {
 /// Whether a change entry is for this resource of this account.
 fn is_for(value: &[u8], resource: Resource, account: &AccountSid) -> bool {
     let account = account.as_str().as_bytes();
-    value.first() == Some(&(resource as u8))
+    value.first().map(|kind| kind & !RESET_FLAG) == Some(resource as u8)
         && value.get(1).map(|n| usize::from(*n)) == Some(account.len())
         && value.get(2..2 + account.len()) == Some(account)
 }
@@ -581,8 +590,9 @@ fn is_for(value: &[u8], resource: Resource, account: &AccountSid) -> bool {
 fn decode_change(revision: u64, value: &[u8]) -> Result<Change, Error> {
     let bad = |what: &str| Error::Storage(format!("change {revision} is malformed: {what}"));
     let (&kind, rest) = value.split_first().ok_or_else(|| bad("empty"))?;
+    let reset = kind & RESET_FLAG != 0;
     let resource = Resource::ALL
-        .get(usize::from(kind))
+        .get(usize::from(kind & !RESET_FLAG))
         .copied()
         .ok_or_else(|| bad("unknown resource"))?;
     let (&len, rest) = rest.split_first().ok_or_else(|| bad("no account"))?;
@@ -592,7 +602,11 @@ fn decode_change(revision: u64, value: &[u8]) -> Result<Change, Error> {
     let account = AccountSid::parse(&String::from_utf8_lossy(account))
         .map_err(|_| bad("not an account SID"))?;
     let settings = decode(resource, &account, record)?;
-    Ok(Change { resource, settings })
+    Ok(Change {
+        resource,
+        settings,
+        reset,
+    })
 }
 
 fn be_u64(bytes: &[u8]) -> Option<u64> {

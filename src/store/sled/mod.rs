@@ -34,6 +34,7 @@
 
 pub mod codec;
 mod commit;
+mod count;
 mod log;
 mod recover;
 
@@ -53,12 +54,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use self::{
     codec::{decode, encode, now_micros},
     commit::{GroupCommit, Syncer},
+    count::StoredCounts,
     log::ChangeLog,
     recover::sync_dir,
 };
 use super::{
-    Change, ChangeStream, Replacement, Scan, Store, StoreHealth, StoreObserver, StoredSettings,
-    WatchFilter,
+    Change, ChangeStream, Replacement, Scan, Selector, Store, StoreHealth, StoreObserver,
+    StoredSettings,
 };
 use crate::{
     domain::{AccountSid, Etag, Settings, SettingsPatch},
@@ -167,7 +169,13 @@ struct Inner {
     /// never lose an update, and so revisions are assigned in the order
     /// writes reach sled (a later Watch API streams changes in that order).
     /// Held only for in-memory sled operations, never across the fsync.
-    write_lock: Mutex<()>,
+    /// (Shared with the thread that counts the stored records.)
+    write_lock: Arc<Mutex<()>>,
+    /// Stored records per resource, for metrics.
+    stored: Arc<StoredCounts>,
+    /// The revision of the latest reset's last deletion: a read that finds
+    /// no record must wait for it to be durable before it may say so.
+    last_reset: AtomicU64,
     sync_mode: SyncMode,
     syncer: Arc<Syncer>,
     commit: GroupCommit,
@@ -316,10 +324,15 @@ impl Inner {
         log.opened(durable)?;
         log.count_retained(durable);
         let commit = GroupCommit::start(Arc::clone(&syncer), Arc::clone(&log) as _);
+        let write_lock = Arc::new(Mutex::new(()));
+        let stored = Arc::new(StoredCounts::default());
+        stored.count_in_background(trees.clone(), Arc::clone(&write_lock));
         Ok(Inner {
             db,
             trees,
-            write_lock: Mutex::new(()),
+            write_lock,
+            stored,
+            last_reset: AtomicU64::new(0),
             sync_mode: options.sync_mode,
             syncer,
             commit,
@@ -328,19 +341,26 @@ impl Inner {
         })
     }
 
-    /// `settings` once durable: a write whose commit is still running is
-    /// not shown until it is (a watcher would not see it before either). If
-    /// its commit failed, the newest durable state from the log instead:
-    /// faults stop writes, not reads.
+    /// `settings`, as read from the tree, once durable: a write whose
+    /// commit is still running is not shown until it is (a watcher would
+    /// not see it before either); nor is a default resource (no record)
+    /// while a reset that may have deleted the record commits. If that
+    /// commit failed, the newest durable state from the log instead: faults
+    /// stop writes, not reads.
     async fn durable_state(
         &self,
         resource: Resource,
         settings: Settings,
     ) -> Result<Settings, Error> {
-        if settings.revision <= self.log.durable() {
+        let written = if settings.revision == 0 {
+            self.last_reset.load(Ordering::SeqCst)
+        } else {
+            settings.revision
+        };
+        if written <= self.log.durable() {
             return Ok(settings);
         }
-        match self.wait_durable(settings.revision).await {
+        match self.wait_durable(written).await {
             Ok(()) => Ok(settings),
             Err(failed) => {
                 let durable = self.log.durable();
@@ -432,20 +452,19 @@ impl Inner {
         // (see `ChangeLog::repair`), so the two are one atomic write. (A
         // sled transaction over both trees cost 3x in Set throughput.)
         let record = encode(&next);
-        let (key, change) = ChangeLog::entry(resource, &next, &record);
+        let (key, change) = ChangeLog::entry(resource, &next, &record, false);
         self.log.changes().insert(key, change)?;
         // Queued before the record is visible, so a reader that sees the
         // record and waits for its commit finds its change published.
         self.log.written(Change {
             resource,
             settings: next.clone(),
+            reset: false,
         });
-        if let Err(e) = self.tree(resource).insert(account.as_str(), record) {
-            // The change is in the log without its record: stop writes
-            // (the reopen replays it) rather than let them go on past it.
-            return Err(Error::WritesStopped(self.syncer.poison_with(&format!(
-                "a record write failed after its change was logged: {e}"
-            ))));
+        match self.tree(resource).insert(account.as_str(), record) {
+            Ok(None) => self.stored.changed(resource, account.as_str().as_bytes(), true),
+            Ok(Some(_)) => {}
+            Err(e) => return Err(self.cut_off(&e)),
         }
         // In per-write mode the writer syncs for itself; waking the committer
         // too would run a second sync beside it and skew the comparison.
@@ -454,6 +473,80 @@ impl Inner {
         }
         Ok(next)
     }
+}
+
+impl Inner {
+    /// The record write after a logged change failed: stops writes (the
+    /// reopen replays the change) rather than let them go on past it.
+    fn cut_off(&self, e: &sled::Error) -> Error {
+        Error::WritesStopped(
+            self.syncer
+                .poison_with(&format!("a record write failed after its change was logged: {e}")),
+        )
+    }
+
+    /// The deletions of a reset, under the write lock: each selected
+    /// record, in key order, becomes a reset change (written first, as in
+    /// [`Inner::apply`]) and is then removed. Returns how many, and the
+    /// last one's revision (0 if none).
+    fn reset(&self, selector: &Selector) -> Result<(u64, u64), Error> {
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.syncer.check_healthy()?;
+        if self.commit.is_stopping() {
+            return Err(Error::ShuttingDown);
+        }
+        let mut deleted = 0;
+        let mut last = 0;
+        for resource in selector.resources() {
+            let tree = self.tree(resource);
+            let keys: Vec<sled::IVec> = match &selector.account {
+                Some(account) => match tree.contains_key(account.as_str())? {
+                    true => vec![account.as_str().as_bytes().into()],
+                    false => vec![],
+                },
+                None => tree.iter().keys().collect::<sled::Result<_>>()?,
+            };
+            for key in keys {
+                let account = key_account(resource, &key)?;
+                let mut default = Settings::default_for(account);
+                default.revision = self.db.generate_id()? + 1;
+                default.update_time = Some(now_micros());
+                let record = encode(&default);
+                let (change_key, change) = ChangeLog::entry(resource, &default, &record, true);
+                self.log.changes().insert(change_key, change)?;
+                last = default.revision;
+                self.last_reset.store(last, Ordering::SeqCst);
+                self.log.written(Change {
+                    resource,
+                    settings: default,
+                    reset: true,
+                });
+                match tree.remove(&key) {
+                    Ok(Some(_)) => self.stored.changed(resource, &key, false),
+                    Ok(None) => {}
+                    Err(e) => return Err(self.cut_off(&e)),
+                }
+                deleted += 1;
+            }
+        }
+        if last > 0 && self.sync_mode == SyncMode::Group {
+            self.commit.written(last);
+        }
+        Ok((deleted, last))
+    }
+}
+
+/// The account a stored key names.
+fn key_account(resource: Resource, key: &[u8]) -> Result<AccountSid, Error> {
+    let key = String::from_utf8_lossy(key);
+    AccountSid::parse(&key).map_err(|_| {
+        Error::Storage(format!(
+            "a stored {resource} key is not an account SID: {key:?}"
+        ))
+    })
 }
 
 /// What a write's patch is merged into.
@@ -552,6 +645,21 @@ impl Store for SledStore {
         }
     }
 
+    async fn reset(&self, selector: Selector) -> Result<u64, Error> {
+        let inner = self.current()?;
+        let writer = Arc::clone(&inner);
+        let (deleted, last) = blocking(move || writer.reset(&selector)).await?;
+        if last > 0 {
+            inner.wait_durable(last).await?;
+        }
+        tracing::info!(deleted, revision = last, "settings reset");
+        Ok(deleted)
+    }
+
+    fn stored_count(&self, resource: Resource) -> Option<u64> {
+        self.open_db()?.stored.get(resource)
+    }
+
     fn scan(&self, resources: &[Resource]) -> Scan {
         let (tx, rx) = mpsc::channel(SCAN_BUFFER);
         match self.current() {
@@ -608,7 +716,7 @@ impl Store for SledStore {
         self.open_db().map_or(0, |inner| inner.log.durable())
     }
 
-    fn watch(&self, from: u64, filter: WatchFilter) -> Result<ChangeStream, Error> {
+    fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error> {
         self.current()?.log.watch(from, filter)
     }
 
@@ -716,12 +824,7 @@ fn decode_entry(
     entry: sled::Result<(sled::IVec, sled::IVec)>,
 ) -> Result<StoredSettings, Error> {
     let (key, value) = entry?;
-    let key = String::from_utf8_lossy(&key).into_owned();
-    let account = AccountSid::parse(&key).map_err(|_| {
-        Error::Storage(format!(
-            "a stored {resource} key is not an account SID: {key:?}"
-        ))
-    })?;
+    let account = key_account(resource, &key)?;
     let settings = decode(resource, &account, &value)?;
     Ok(StoredSettings { resource, settings })
 }
