@@ -1,5 +1,6 @@
 //! Model-based test of the store: random sequences of Sets (valid, invalid,
-//! clearing), Gets and restarts over every resource of a few accounts,
+//! clearing), Gets, resets (of one or every account and resource) and
+//! restarts over every resource of a few accounts,
 //! applied both to the real sled store (on a temporary directory) and to a
 //! simple in-memory model of the documented semantics (in which every
 //! resource of every account is independent), must agree at every step.
@@ -14,7 +15,7 @@ use settingsd::{
     resource::Resource,
     store::{
         sled::{SledStore, StoreOptions},
-        Store,
+        Selector, Store,
     },
     Error,
 };
@@ -39,6 +40,8 @@ const INVALID_URLS: [&str; 3] = ["http://a.s3.amazonaws.com/", "https://a b/", "
 enum Op {
     Set(Key, SetSettingsMessage),
     Get(Key),
+    /// A reset of these accounts (index) and resources (`None`: all).
+    Reset(Option<usize>, Option<Resource>),
     Restart,
 }
 
@@ -101,7 +104,17 @@ fn op() -> impl Strategy<Value = Op> {
                 },
             )
         });
-    prop_oneof![6 => set, 3 => key().prop_map(Op::Get), 1 => Just(Op::Restart)]
+    let reset = (
+        proptest::option::of(0..ACCOUNTS.len()),
+        proptest::option::of(proptest::sample::select(&Resource::ALL[..])),
+    )
+        .prop_map(|(account, resource)| Op::Reset(account, resource));
+    prop_oneof![
+        6 => set,
+        3 => key().prop_map(Op::Get),
+        1 => reset,
+        1 => Just(Op::Restart),
+    ]
 }
 
 /// The documented semantics, written out plainly.
@@ -225,6 +238,18 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     observed(&runtime, &store, key),
                     model.get(&key).cloned().unwrap_or_default()
                 );
+            }
+            Op::Reset(account, resource) => {
+                let selector = Selector {
+                    resource,
+                    account: account.map(|a| AccountSid::parse(ACCOUNTS[a]).unwrap()),
+                };
+                let before = model.len();
+                model.retain(|(a, r), _| {
+                    !(account.is_none_or(|x| x == *a) && resource.is_none_or(|x| x == *r))
+                });
+                let deleted = runtime.block_on(store.reset(selector)).unwrap();
+                prop_assert_eq!(deleted, (before - model.len()) as u64);
             }
             Op::Restart => {
                 runtime.block_on(store.close()).unwrap();

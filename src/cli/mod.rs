@@ -295,9 +295,11 @@ pub enum AdminCommand {
     /// account's (--account), one resource's (--resource), one resource of
     /// one account (both), or everything (--all). Prints how many stored
     /// resources were deleted.
+    #[command(group(clap::ArgGroup::new("target").required(true).multiple(true)
+        .args(["account", "resource", "all"])))]
     Reset {
         /// Only this account's settings (AC + 32 hex digits).
-        #[arg(long, required_unless_present_any = ["resource", "all"])]
+        #[arg(long)]
         account: Option<String>,
         /// recording or composition: only this resource.
         #[arg(long, value_parser = parse_resource)]
@@ -603,7 +605,10 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            println!("{}", serde_json::json!({ "reset_count": reset.reset_count }));
+            println!(
+                "{}",
+                serde_json::json!({ "reset_count": reset.reset_count })
+            );
         }
         AdminCommand::Requests { account, limit } => {
             let request = crate::pb::ListRecentRequestsRequest {

@@ -100,6 +100,22 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// An RPC's name as the contract spells it (`GetRecordingSettings`), from
+/// the handler's (`get_recording_settings`, the metrics' label).
+fn rpc_name(handler: &str) -> String {
+    handler
+        .split('_')
+        .flat_map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase())
+                .into_iter()
+                .chain(chars)
+        })
+        .collect()
+}
+
 /// History pages: the default and the largest size.
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -198,7 +214,7 @@ impl SettingsApi {
         self.requests.record(RecordedRequest {
             time: arrived,
             transport: "grpc",
-            method: method.to_owned(),
+            method: rpc_name(method),
             account,
             status: code_name(code).to_owned(),
             latency: took,

@@ -18,7 +18,7 @@ use crate::{
     domain::Settings,
     error::Error,
     resource::Resource,
-    store::{ChangeStream, WatchEvent, Selector},
+    store::{ChangeStream, Selector, WatchEvent},
 };
 
 /// `account_sid` that watches every account (AIP-159's wildcard).

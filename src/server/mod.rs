@@ -394,8 +394,9 @@ async fn serve_http(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let open = observers.metrics.as_ref().map(|m| m.connections("http"));
-    let router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes)
-        .layer(axum::middleware::from_fn_with_state(observers, observe_http));
+    let router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes).layer(
+        axum::middleware::from_fn_with_state(observers, observe_http),
+    );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -442,6 +442,8 @@ pub struct BinaryServer {
     pub child: Child,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The admin listener's, if it has one.
+    pub admin_addr: Option<SocketAddr>,
     lines: mpsc::UnboundedReceiver<String>,
     stdout_lines: mpsc::UnboundedReceiver<String>,
 }
@@ -504,6 +506,7 @@ impl BinaryServer {
         let ready = server.wait_for_ready_line().await;
         server.grpc_addr = ready["grpc"].as_str().unwrap().parse().unwrap();
         server.http_addr = ready["http"].as_str().unwrap().parse().unwrap();
+        server.admin_addr = ready["admin"].as_str().map(|a| a.parse().unwrap());
         server
     }
 
@@ -564,6 +567,7 @@ impl BinaryServer {
             child,
             grpc_addr: unknown,
             http_addr: unknown,
+            admin_addr: None,
             lines,
             stdout_lines,
         }
@@ -600,6 +604,20 @@ impl BinaryServer {
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Every log line not yet read, once the process has exited (stderr
+    /// closed).
+    pub async fn remaining_logs(&mut self) -> Vec<String> {
+        tokio::time::timeout(GUARD, async {
+            let mut lines = Vec::new();
+            while let Some(line) = self.lines.recv().await {
+                lines.push(line);
+            }
+            lines
+        })
+        .await
+        .expect("settingsd's stderr closes once it exits")
     }
 
     pub async fn wait(&mut self) -> std::process::ExitStatus {

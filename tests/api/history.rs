@@ -155,3 +155,48 @@ async fn a_change_whose_record_a_crash_cut_off_is_replayed_when_the_store_opens(
     assert_eq!(got.revision, cut_off.revision);
     assert_eq!(history.revisions, vec![got, written]);
 }
+
+/// The same for a reset: its change (resource byte with 0x80 set) survived
+/// a crash but the record's removal did not; opening the store deletes the
+/// record, so reads answer the default as the history says.
+#[tokio::test]
+async fn a_reset_whose_record_removal_a_crash_cut_off_is_replayed_when_the_store_opens() {
+    use settingsd::{
+        domain::{AccountSid, Settings},
+        store::sled::codec::encode,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_on(dir.path()).await;
+    let written = app.set(set_request(ACCOUNT, "written")).await;
+    app.stop().await.unwrap();
+    let mut reset = Settings::default_for(AccountSid::parse(ACCOUNT).unwrap());
+    reset.revision = written.revision + 10;
+    reset.update_time = Some(std::time::SystemTime::now());
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let mut value = vec![Resource::Recording as u8 | 0x80, ACCOUNT.len() as u8];
+        value.extend_from_slice(ACCOUNT.as_bytes());
+        value.extend_from_slice(&encode(&reset));
+        db.open_tree("changes")
+            .unwrap()
+            .insert(reset.revision.to_be_bytes(), value)
+            .unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("durable_through", &written.revision.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    wait_until_released(dir.path());
+
+    let app = spawn_app_on(dir.path()).await;
+    let got = app.get(ACCOUNT).await;
+    let history = app.history(ACCOUNT, 10, "").await;
+
+    assert_eq!(got.revision, 0, "deleted: the default resource");
+    assert_eq!(got.friendly_name, None);
+    assert_eq!(history.revisions.len(), 2);
+    assert_eq!(history.revisions[0].revision, reset.revision);
+    assert_eq!(history.revisions[0].friendly_name, None);
+    assert_eq!(history.revisions[1], written);
+}

@@ -8,6 +8,7 @@ mod auth;
 mod backup;
 mod conditional;
 mod crash;
+mod emulator;
 mod faults;
 mod grpc_settings;
 mod history;

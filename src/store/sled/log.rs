@@ -30,7 +30,7 @@ use crate::{
     domain::{AccountSid, Settings},
     error::Error,
     resource::Resource,
-    store::{Change, ChangeStream, StoreObserver, WatchEvent, Selector},
+    store::{Change, ChangeStream, Selector, StoreObserver, WatchEvent},
 };
 
 /// The tree holding the log: big-endian revision -> resource byte (with

@@ -462,7 +462,9 @@ impl Inner {
             reset: false,
         });
         match self.tree(resource).insert(account.as_str(), record) {
-            Ok(None) => self.stored.changed(resource, account.as_str().as_bytes(), true),
+            Ok(None) => self
+                .stored
+                .changed(resource, account.as_str().as_bytes(), true),
             Ok(Some(_)) => {}
             Err(e) => return Err(self.cut_off(&e)),
         }
@@ -479,10 +481,9 @@ impl Inner {
     /// The record write after a logged change failed: stops writes (the
     /// reopen replays the change) rather than let them go on past it.
     fn cut_off(&self, e: &sled::Error) -> Error {
-        Error::WritesStopped(
-            self.syncer
-                .poison_with(&format!("a record write failed after its change was logged: {e}")),
-        )
+        Error::WritesStopped(self.syncer.poison_with(&format!(
+            "a record write failed after its change was logged: {e}"
+        )))
     }
 
     /// The deletions of a reset, under the write lock: each selected
