@@ -41,13 +41,14 @@ use crate::{
     auth::{basic_authorization, BasicCredentials},
     domain::{AccountSid, FriendlyName, SettingsPatch},
     pb::{
+        admin_service_client::AdminServiceClient,
         recording_settings_service_client::RecordingSettingsServiceClient,
         recording_settings_service_server::{
             RecordingSettingsService, RecordingSettingsServiceServer,
         },
         GetRecordingSettingsRequest, ListRecordingSettingsRevisionsRequest,
         ListRecordingSettingsRevisionsResponse, RecordingSettings, RecordingSettingsChange,
-        RollbackRecordingSettingsRequest, SetRecordingSettingsRequest,
+        ResetSettingsRequest, RollbackRecordingSettingsRequest, SetRecordingSettingsRequest,
         WatchRecordingSettingsRequest,
     },
     resource::Resource,
@@ -197,6 +198,9 @@ pub struct PreloadResult {
     pub disk_bytes_per_account: f64,
     pub grpc_get: ScenarioResult,
     pub server_peak_rss_mb: f64,
+    /// AdminService/ResetSettings of everything, all `accounts` stored:
+    /// the time to its (durable) answer.
+    pub full_reset_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -283,14 +287,16 @@ fn print_table(report: &Report) {
     if let Some(p) = &report.preload {
         println!(
             "preload {} accounts: {:.1}s to fill, open after restart {:.0} ms, {:.0} disk bytes/account, \
-             server peak RSS {:.1} MB, grpc_get over all: {:.0} req/s p99 {} us",
+             server peak RSS {:.1} MB, grpc_get over all: {:.0} req/s p99 {} us, \
+             full reset {:.0} ms",
             p.accounts,
             p.preload_seconds,
             p.open_after_restart_ms,
             p.disk_bytes_per_account,
             p.server_peak_rss_mb,
             p.grpc_get.throughput_rps,
-            p.grpc_get.p99_us
+            p.grpc_get.p99_us,
+            p.full_reset_ms
         );
     }
 }
@@ -767,6 +773,7 @@ async fn run_preload(args: &BenchArgs, n: usize) -> anyhow::Result<PreloadResult
         .await?;
     let open_after_restart_ms = opened.elapsed().as_secs_f64() * 1000.0;
     let disk_bytes = disk_usage(server.data_dir())?;
+    let channels_for_reset = channels[0].clone();
 
     let make_op: Box<dyn Fn(usize) -> Op> = Box::new(move |worker| {
         let client = RecordingSettingsServiceClient::new(channels[worker % channels.len()].clone());
@@ -783,6 +790,19 @@ async fn run_preload(args: &BenchArgs, n: usize) -> anyhow::Result<PreloadResult
     drive(&make_op, args.concurrency, args.warmup()).await;
     let outcome = drive(&make_op, args.concurrency, args.budget()).await;
     let server_peak_rss_mb = server.peak_rss_kb()? as f64 / 1024.0;
+
+    // What a test suite pays to reset between tests, at this size.
+    let reset_started = Instant::now();
+    let reset = AdminServiceClient::new(channels_for_reset)
+        .reset_settings(ResetSettingsRequest::default())
+        .await?
+        .into_inner();
+    let full_reset_ms = reset_started.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        reset.reset_count == n as u64,
+        "the full reset deleted {} of {n} accounts",
+        reset.reset_count
+    );
     Ok(PreloadResult {
         accounts: n,
         preload_seconds,
@@ -790,6 +810,7 @@ async fn run_preload(args: &BenchArgs, n: usize) -> anyhow::Result<PreloadResult
         disk_bytes_per_account: disk_bytes as f64 / n as f64,
         grpc_get: outcome.result("grpc_get", args.concurrency, args.connections),
         server_peak_rss_mb,
+        full_reset_ms,
     })
 }
 

@@ -17,11 +17,7 @@ use crate::contract::SetSettingsMessage;
 pub fn parse_form(body: &[u8]) -> Result<SetSettingsMessage, ApiError> {
     let mut request = SetSettingsMessage::default();
     let mut seen = Vec::new();
-    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
-        let (raw_key, raw_value) = match pair.iter().position(|b| *b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &b""[..]),
-        };
+    for (raw_key, raw_value) in pairs(body) {
         let key = form_decode(raw_key).map_err(|()| {
             ApiError::bad_request("Invalid parameter name: not valid UTF-8".to_owned())
         })?;
@@ -57,21 +53,12 @@ pub fn parse_form(body: &[u8]) -> Result<SetSettingsMessage, ApiError> {
 pub fn recorded_parameters(body: &[u8]) -> Vec<(String, String)> {
     const NOT_KEPT: &str = "(not recorded)";
     let lossy = |raw: &[u8]| {
-        let plus_as_space: Vec<u8> = raw
-            .iter()
-            .map(|b| if *b == b'+' { b' ' } else { *b })
-            .collect();
-        percent_encoding::percent_decode(&plus_as_space)
+        percent_encoding::percent_decode(&plus_as_space(raw))
             .decode_utf8_lossy()
             .into_owned()
     };
-    body.split(|b| *b == b'&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (raw_key, raw_value) = match pair.iter().position(|b| *b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &b""[..]),
-            };
+    pairs(body)
+        .map(|(raw_key, raw_value)| {
             let name = lossy(raw_key);
             let value = match Param::from_str(&name) {
                 Ok(Param::AwsS3Url) => without_user_info(&lossy(raw_value)),
@@ -99,13 +86,26 @@ fn without_user_info(value: &str) -> String {
     }
 }
 
+/// A form body's raw `name=value` pairs, in order (a pair without `=` has
+/// an empty value).
+fn pairs(body: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        })
+}
+
+fn plus_as_space(raw: &[u8]) -> Vec<u8> {
+    raw.iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect()
+}
+
 /// `+` to space, then percent-decoding, then strict UTF-8.
 fn form_decode(raw: &[u8]) -> Result<String, ()> {
-    let plus_as_space: Vec<u8> = raw
-        .iter()
-        .map(|b| if *b == b'+' { b' ' } else { *b })
-        .collect();
-    percent_encoding::percent_decode(&plus_as_space)
+    percent_encoding::percent_decode(&plus_as_space(raw))
         .decode_utf8()
         .map(std::borrow::Cow::into_owned)
         .map_err(|_| ())
@@ -185,5 +185,36 @@ impl FromStr for Param {
 impl fmt::Display for Param {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recorded_parameters;
+
+    #[test]
+    fn the_request_log_keeps_known_values_but_no_unknown_value_or_url_credentials() {
+        let body = b"FriendlyName=a+b%21&AwsS3Url=https%3A%2F%2Fkey%3Asecret%40bucket.s3.amazonaws.com%2Fx\
+&AuthToken=hunter2&Flag&AwsS3Url=not%20a%20url%40host";
+        let recorded = recorded_parameters(body);
+        let text = format!("{recorded:?}");
+
+        assert_eq!(recorded[0], ("FriendlyName".into(), "a b!".into()));
+        assert_eq!(
+            recorded[1],
+            (
+                "AwsS3Url".into(),
+                "https://bucket.s3.amazonaws.com/x (user information removed)".into()
+            )
+        );
+        assert_eq!(recorded[2], ("AuthToken".into(), "(not recorded)".into()));
+        assert_eq!(recorded[3], ("Flag".into(), "(not recorded)".into()));
+        assert_eq!(
+            recorded[4],
+            ("AwsS3Url".into(), "(not recorded: malformed URL)".into())
+        );
+        for secret in ["secret", "hunter2"] {
+            assert!(!text.contains(secret), "{secret} kept: {text}");
+        }
     }
 }

@@ -365,8 +365,8 @@ async fn the_request_log_keeps_both_transports_newest_first_with_accounts_and_fo
     assert_eq!(set.account_sid, ACCOUNT);
     assert!(set.parameters.is_empty());
     assert!(set.time.is_some() && set.latency.is_some());
-    assert_eq!(only_a, [set.clone()]);
-    assert_eq!(newest, [get.clone()]);
+    assert_eq!(only_a, std::slice::from_ref(set));
+    assert_eq!(newest, std::slice::from_ref(get));
 }
 
 /// The way a user's suite runs: pytest, with a fixture that resets the

@@ -406,6 +406,24 @@ impl Inner {
         }
     }
 
+    /// The write lock, if writes may go on.
+    ///
+    /// # Errors
+    /// A poisoned database refuses writes (whether or not a recovery has
+    /// already stopped its committer); after close, a write could reach
+    /// sled but never be acknowledged ([`Error::ShuttingDown`]).
+    fn lock_for_writes(&self) -> Result<std::sync::MutexGuard<'_, ()>, Error> {
+        let guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.syncer.check_healthy()?;
+        if self.commit.is_stopping() {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(guard)
+    }
+
     /// The read-merge-write half of a Set, under the write lock.
     fn apply(
         &self,
@@ -415,17 +433,7 @@ impl Inner {
         merge: Merge,
         expected: Option<Etag>,
     ) -> Result<Settings, Error> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // A poisoned database refuses writes (whether or not a recovery has
-        // already stopped its committer); after close, a write could reach
-        // sled but never be acknowledged.
-        self.syncer.check_healthy()?;
-        if self.commit.is_stopping() {
-            return Err(Error::ShuttingDown);
-        }
+        let _guard = self.lock_for_writes()?;
         let base = match merge {
             Merge::IntoStored => self.get(resource, account)?,
             Merge::IntoDefault => Settings::default_for(account.clone()),
@@ -486,59 +494,69 @@ impl Inner {
         )))
     }
 
-    /// The deletions of a reset, under the write lock: each selected
-    /// record, in key order, becomes a reset change (written first, as in
-    /// [`Inner::apply`]) and is then removed. Returns how many, and the
-    /// last one's revision (0 if none).
-    fn reset(&self, selector: &Selector) -> Result<(u64, u64), Error> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.syncer.check_healthy()?;
-        if self.commit.is_stopping() {
-            return Err(Error::ShuttingDown);
-        }
+    /// The deletions of a reset: each selected record, in key order,
+    /// becomes a reset change (written first, as in [`Inner::apply`]) and is
+    /// then removed, under the write lock, taken a chunk at a time so that a
+    /// large reset does not hold Sets (and the workers they run on) for its
+    /// whole length. Returns how many it deleted, the last one's revision
+    /// (0 if none), and the error that stopped it, if one did.
+    fn reset(&self, selector: &Selector) -> (u64, u64, Option<Error>) {
         let mut deleted = 0;
         let mut last = 0;
-        for resource in selector.resources() {
-            let tree = self.tree(resource);
-            let keys: Vec<sled::IVec> = match &selector.account {
-                Some(account) => match tree.contains_key(account.as_str())? {
-                    true => vec![account.as_str().as_bytes().into()],
-                    false => vec![],
-                },
-                None => tree.iter().keys().collect::<sled::Result<_>>()?,
-            };
-            for key in keys {
-                let account = key_account(resource, &key)?;
-                let mut default = Settings::default_for(account);
-                default.revision = self.db.generate_id()? + 1;
-                default.update_time = Some(now_micros());
-                let record = encode(&default);
-                let (change_key, change) = ChangeLog::entry(resource, &default, &record, true);
-                self.log.changes().insert(change_key, change)?;
-                last = default.revision;
-                self.last_reset.store(last, Ordering::SeqCst);
-                self.log.written(Change {
-                    resource,
-                    settings: default,
-                    reset: true,
-                });
-                match tree.remove(&key) {
-                    Ok(Some(_)) => self.stored.changed(resource, &key, false),
-                    Ok(None) => {}
-                    Err(e) => return Err(self.cut_off(&e)),
+        let mut run = || -> Result<(), Error> {
+            for resource in selector.resources() {
+                let tree = self.tree(resource);
+                let keys: Vec<sled::IVec> = match &selector.account {
+                    Some(account) => vec![account.as_str().as_bytes().into()],
+                    None => tree.iter().keys().collect::<sled::Result<_>>()?,
+                };
+                for chunk in keys.chunks(RESET_CHUNK) {
+                    let _guard = self.lock_for_writes()?;
+                    for key in chunk {
+                        // Deleted since the keys were listed: nothing to do.
+                        if !tree.contains_key(key)? {
+                            continue;
+                        }
+                        last = self.delete(resource, key)?;
+                        deleted += 1;
+                    }
+                    if last > 0 && self.sync_mode == SyncMode::Group {
+                        self.commit.written(last);
+                    }
                 }
-                deleted += 1;
             }
+            Ok(())
+        };
+        let failure = run().err();
+        (deleted, last, failure)
+    }
+
+    /// One deletion of a reset, under the write lock; returns its revision.
+    fn delete(&self, resource: Resource, key: &[u8]) -> Result<u64, Error> {
+        let mut default = Settings::default_for(key_account(resource, key)?);
+        default.revision = self.db.generate_id()? + 1;
+        default.update_time = Some(now_micros());
+        let revision = default.revision;
+        let record = encode(&default);
+        let (change_key, change) = ChangeLog::entry(resource, &default, &record, true);
+        self.log.changes().insert(change_key, change)?;
+        self.last_reset.store(revision, Ordering::SeqCst);
+        self.log.written(Change {
+            resource,
+            settings: default,
+            reset: true,
+        });
+        match self.tree(resource).remove(key) {
+            Ok(Some(_)) => self.stored.changed(resource, key, false),
+            Ok(None) => {}
+            Err(e) => return Err(self.cut_off(&e)),
         }
-        if last > 0 && self.sync_mode == SyncMode::Group {
-            self.commit.written(last);
-        }
-        Ok((deleted, last))
+        Ok(revision)
     }
 }
+
+/// Deletions a reset makes per hold of the write lock.
+const RESET_CHUNK: usize = 256;
 
 /// The account a stored key names.
 fn key_account(resource: Resource, key: &[u8]) -> Result<AccountSid, Error> {
@@ -649,12 +667,15 @@ impl Store for SledStore {
     async fn reset(&self, selector: Selector) -> Result<u64, Error> {
         let inner = self.current()?;
         let writer = Arc::clone(&inner);
-        let (deleted, last) = blocking(move || writer.reset(&selector)).await?;
+        let (deleted, last, failure) = blocking(move || Ok(writer.reset(&selector))).await?;
         if last > 0 {
             inner.wait_durable(last).await?;
         }
         tracing::info!(deleted, revision = last, "settings reset");
-        Ok(deleted)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
     }
 
     fn stored_count(&self, resource: Resource) -> Option<u64> {
