@@ -398,6 +398,33 @@ async fn a_pytest_suite_resets_between_tests_and_sees_injected_faults_through_tw
     assert!(report.contains("5 passed"), "{report}");
 }
 
+/// The same with Jest and twilio-node (`tests/clients/emulator.test.js`).
+#[tokio::test]
+async fn a_jest_suite_resets_between_tests_and_sees_injected_faults_through_twilio_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(dir.path()).await;
+    let modules = crate::twilio_libraries::node_path();
+    let clients = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
+
+    let mut jest = tokio::process::Command::new(modules.join(".bin/jest"));
+    let config = serde_json::json!({
+        "rootDir": clients,
+        "testEnvironment": "node",
+        "modulePaths": [modules],
+    });
+    jest.args(["--ci", "--config", &config.to_string(), "--runTestsByPath"])
+        .arg(format!("{clients}/emulator.test.js"))
+        .env("SETTINGSD", env!("CARGO_BIN_EXE_settingsd"))
+        .env("SETTINGSD_GRPC_ADDR", server.grpc_addr.to_string())
+        .env("SETTINGSD_HTTP_URL", format!("http://{}", server.http_addr));
+    let out = finish(&mut jest).await;
+
+    // Jest reports on stderr.
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("3 passed"), "{report}");
+}
+
 /// Credentials never reach the request log, the metrics or the logs, even
 /// at debug level, whichever way they were sent.
 #[tokio::test]

@@ -25,7 +25,7 @@ pub fn python() -> PathBuf {
 
 /// The node_modules with twilio: `SETTINGSD_NODE_PATH`, else the one
 /// `scripts/test` installs under `.venv/node`.
-fn node_path() -> PathBuf {
+pub fn node_path() -> PathBuf {
     if let Some(path) = std::env::var_os("SETTINGSD_NODE_PATH") {
         return path.into();
     }
