@@ -164,8 +164,9 @@ pub struct BenchArgs {
     /// of them, and the server's peak RSS. Needs no --target.
     #[arg(long)]
     pub preload: Option<usize>,
-    /// Start the bench's own servers with --admin-addr off, so they record
-    /// no metrics (to measure what metrics cost).
+    /// Start the bench's own servers with --admin-addr off and
+    /// --request-log 0, so they record nothing (to measure what metrics and
+    /// the request log cost).
     #[arg(long)]
     pub no_metrics: bool,
     /// Print one JSON object instead of a table.
@@ -333,7 +334,7 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
             } else {
                 &[]
             };
-            let mut serve = vec!["serve", "--admin-addr", admin_addr(args)];
+            let mut serve = serve_args(args);
             serve.extend_from_slice(extra);
             let server = ChildServer::start(&serve, Some(dir)).await?;
             let targets = (server.grpc.clone(), server.http.clone());
@@ -763,8 +764,7 @@ async fn run_preload(args: &BenchArgs, n: usize) -> anyhow::Result<PreloadResult
 
     // Restart: the time from spawning the server to its first answer.
     let opened = Instant::now();
-    let server =
-        ChildServer::start(&["serve", "--admin-addr", admin_addr(args)], Some(dir)).await?;
+    let server = ChildServer::start(&serve_args(args), Some(dir)).await?;
     let channels = connect_channels(&server.grpc, args.connections).await?;
     RecordingSettingsServiceClient::new(channels[0].clone())
         .get_recording_settings(GetRecordingSettingsRequest {
@@ -853,13 +853,13 @@ fn disk_usage(dir: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
-/// The --admin-addr the bench's own servers get: a free port (metrics on,
-/// as deployed), or off with --no-metrics.
-fn admin_addr(args: &BenchArgs) -> &'static str {
+/// The `serve` arguments of the bench's own servers: metrics and the
+/// request log on, as deployed, or off with --no-metrics.
+fn serve_args(args: &BenchArgs) -> Vec<&'static str> {
     if args.no_metrics {
-        "off"
+        vec!["serve", "--admin-addr", "off", "--request-log", "0"]
     } else {
-        "127.0.0.1:0"
+        vec!["serve", "--admin-addr", "127.0.0.1:0"]
     }
 }
 

@@ -303,9 +303,9 @@ async fn serve(
         );
     let http = serve_http(
         listeners.http,
-        Arc::new(LocalBackend(api)),
+        bridge_router(Arc::new(LocalBackend(api)), limits, observers),
         limits.clone(),
-        observers,
+        gauge("http"),
         stopped(),
     );
     // The admin listener: only with metrics (it is off otherwise).
@@ -325,10 +325,14 @@ async fn serve(
             metrics_public: config.metrics_public,
             stopping: stop_rx_admin,
         };
-        axum::serve(listener, admin::router(state))
-            .with_graceful_shutdown(stopped())
-            .await
-            .map_err(anyhow::Error::from)
+        serve_http(
+            listener,
+            admin::router(state),
+            limits.clone(),
+            gauge("admin"),
+            stopped(),
+        )
+        .await
     };
 
     tracing::info!(%grpc_addr, %http_addr, admin_addr = ?admin_addr, "serving gRPC and the HTTP bridge");
@@ -386,17 +390,14 @@ impl Drop for AbortOnDrop {
 /// slowloris clients, the header size caps, and the idle timeout (which also
 /// bounds the protocol sniffing before the first request, where no hyper
 /// timer runs).
+/// The admin listener is served the same way.
 async fn serve_http(
     listener: TcpListener,
-    backend: Arc<dyn SettingsBackend>,
+    router: axum::Router,
     limits: Limits,
-    observers: HttpObservers,
+    open: Option<prometheus::IntGauge>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let open = observers.metrics.as_ref().map(|m| m.connections("http"));
-    let router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes).layer(
-        axum::middleware::from_fn_with_state(observers, observe_http),
-    );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -450,6 +451,18 @@ async fn serve_http(
     Ok(())
 }
 
+/// The bridge's routes over `backend`, reporting each request to
+/// `observers`.
+fn bridge_router(
+    backend: Arc<dyn SettingsBackend>,
+    limits: &Limits,
+    observers: HttpObservers,
+) -> axum::Router {
+    bridge::router(backend, limits.request_timeout, limits.max_header_bytes).layer(
+        axum::middleware::from_fn_with_state(observers, observe_http),
+    )
+}
+
 /// Runs the HTTP bridge alone, in front of the settingsd gRPC server at
 /// `upstream` (for example `http://10.0.0.5:50051`). Credentials pass
 /// through; the upstream server decides.
@@ -479,11 +492,9 @@ pub async fn run_bridge(
     }
     // A standalone bridge keeps no metrics or request log: the server
     // behind it does.
-    let observers = HttpObservers {
-        metrics: None,
-        requests: Arc::new(RequestLog::new(0)),
-    };
-    serve_http(http, backend, Limits::default(), observers, async move {
+    let limits = Limits::default();
+    let router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes);
+    serve_http(http, router, limits, None, async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
     })

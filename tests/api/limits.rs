@@ -68,6 +68,29 @@ async fn an_http_client_trickling_its_headers_is_disconnected() {
     assert_eq!(fetch(&app.url(), ACCOUNT, "any").await.status(), 200);
 }
 
+/// The admin listener has the same limits as the bridge's.
+#[tokio::test]
+async fn a_client_trickling_its_headers_to_the_admin_listener_is_disconnected() {
+    let app = spawn_app_with_limits(Limits {
+        header_read_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    })
+    .await;
+    let mut slow = TcpStream::connect(app.admin_addr).await.unwrap();
+
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    read_until_closed(&mut slow).await;
+    let healthz = crate::http_bridge::http()
+        .get(format!("http://{}/healthz", app.admin_addr))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(healthz.status(), 200);
+}
+
 #[tokio::test]
 async fn an_http_client_trickling_its_body_gets_a_503_after_the_request_timeout() {
     let app = spawn_app_with_limits(Limits {
