@@ -51,19 +51,24 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     received
 }
 
-#[tokio::test]
-async fn an_http_client_trickling_its_headers_is_disconnected() {
+/// A server whose listeners wait 200 ms for a request's headers, and a
+/// client at `addr` that sends only part of them: the server must hang up.
+async fn headers_trickled_to(addr: impl Fn(&TestApp) -> SocketAddr, head: &[u8]) -> TestApp {
     let app = spawn_app_with_limits(Limits {
         header_read_timeout: Duration::from_millis(200),
         ..Limits::default()
     })
     .await;
-    let mut slow = TcpStream::connect(app.http_addr).await.unwrap();
-
-    slow.write_all(b"GET /v1/RecordingSettings/Default HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    let mut slow = TcpStream::connect(addr(&app)).await.unwrap();
+    slow.write_all(head).await.unwrap();
     read_until_closed(&mut slow).await;
+    app
+}
+
+#[tokio::test]
+async fn an_http_client_trickling_its_headers_is_disconnected() {
+    let head = b"GET /v1/RecordingSettings/Default HTTP/1.1\r\nHost: x\r\n";
+    let app = headers_trickled_to(|app| app.http_addr, head).await;
 
     assert_eq!(fetch(&app.url(), ACCOUNT, "any").await.status(), 200);
 }
@@ -71,17 +76,8 @@ async fn an_http_client_trickling_its_headers_is_disconnected() {
 /// The admin listener has the same limits as the bridge's.
 #[tokio::test]
 async fn a_client_trickling_its_headers_to_the_admin_listener_is_disconnected() {
-    let app = spawn_app_with_limits(Limits {
-        header_read_timeout: Duration::from_millis(200),
-        ..Limits::default()
-    })
-    .await;
-    let mut slow = TcpStream::connect(app.admin_addr).await.unwrap();
-
-    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    read_until_closed(&mut slow).await;
+    let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n";
+    let app = headers_trickled_to(|app| app.admin_addr, head).await;
     let healthz = crate::http_bridge::http()
         .get(format!("http://{}/healthz", app.admin_addr))
         .send()
