@@ -14,6 +14,7 @@
 //! [`crate::bridge::recorded_parameters`]).
 
 use std::{
+    borrow::Cow,
     collections::VecDeque,
     future::Future,
     sync::{Arc, Mutex, OnceLock, PoisonError},
@@ -32,12 +33,14 @@ pub struct RecordedRequest {
     pub time: SystemTime,
     /// `grpc` or `http`.
     pub transport: &'static str,
-    /// The gRPC method, or the HTTP method and route.
-    pub method: String,
+    /// The gRPC method as its handler is named (`get_recording_settings`,
+    /// as the metrics label it: the contract's spelling is made when the
+    /// log is read, off the request path), or the HTTP method and route.
+    pub method: Cow<'static, str>,
     /// The account it acted for, if it got that far.
     pub account: Option<AccountSid>,
     /// The gRPC code name, or the HTTP status code.
-    pub status: String,
+    pub status: Cow<'static, str>,
     pub latency: Duration,
     /// HTTP form parameters, in order (see the module docs).
     pub parameters: Vec<(String, String)>,
@@ -70,6 +73,12 @@ impl RequestLog {
         let slot = Arc::new(OnceLock::new());
         let output = ACTING_FOR.scope(Arc::clone(&slot), handler).await;
         (output, slot.get().cloned())
+    }
+
+    /// Whether it keeps anything (so that a caller can skip building an
+    /// entry).
+    pub fn is_on(&self) -> bool {
+        self.capacity > 0
     }
 
     /// Keeps `request`, dropping the oldest past the capacity.
@@ -113,9 +122,9 @@ mod tests {
         RecordedRequest {
             time: SystemTime::now(),
             transport: "grpc",
-            method: method.to_owned(),
+            method: Cow::Owned(method.to_owned()),
             account: account.cloned(),
-            status: "OK".to_owned(),
+            status: Cow::Borrowed("OK"),
             latency: Duration::from_millis(1),
             parameters: vec![],
         }

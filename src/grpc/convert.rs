@@ -42,14 +42,33 @@ pub fn optional_account(sid: &str) -> Result<Option<AccountSid>, ValidationError
     }
 }
 
+/// An RPC's name as the contract spells it (`GetRecordingSettings`), from
+/// the handler's (`get_recording_settings`, the metrics' label).
+fn rpc_name(handler: &str) -> String {
+    handler
+        .split('_')
+        .flat_map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase())
+                .into_iter()
+                .chain(chars)
+        })
+        .collect()
+}
+
 /// A request-log entry as `ListRecentRequests` answers it.
 pub fn recorded_request(r: RecordedRequest) -> pb::RecordedRequest {
     pb::RecordedRequest {
         time: Some(timestamp(r.time)),
         transport: r.transport.to_owned(),
-        method: r.method,
+        method: match r.transport {
+            "grpc" => rpc_name(&r.method),
+            _ => r.method.into_owned(),
+        },
         account_sid: r.account.map(|a| a.as_str().to_owned()).unwrap_or_default(),
-        status: r.status,
+        status: r.status.into_owned(),
         latency: prost_types::Duration::try_from(r.latency).ok(),
         parameters: r
             .parameters

@@ -100,22 +100,6 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// An RPC's name as the contract spells it (`GetRecordingSettings`), from
-/// the handler's (`get_recording_settings`, the metrics' label).
-fn rpc_name(handler: &str) -> String {
-    handler
-        .split('_')
-        .flat_map(|word| {
-            let mut chars = word.chars();
-            chars
-                .next()
-                .map(|first| first.to_ascii_uppercase())
-                .into_iter()
-                .chain(chars)
-        })
-        .collect()
-}
-
 /// History pages: the default and the largest size.
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -202,7 +186,7 @@ impl SettingsApi {
     /// the request log.
     pub(crate) fn observe(
         &self,
-        method: &str,
+        method: &'static str,
         code: tonic::Code,
         arrived: std::time::SystemTime,
         took: std::time::Duration,
@@ -211,12 +195,15 @@ impl SettingsApi {
         if let Some(metrics) = &self.metrics {
             metrics.request("grpc", method, code_name(code), took);
         }
+        if !self.requests.is_on() {
+            return;
+        }
         self.requests.record(RecordedRequest {
             time: arrived,
             transport: "grpc",
-            method: rpc_name(method),
+            method: std::borrow::Cow::Borrowed(method),
             account,
-            status: code_name(code).to_owned(),
+            status: std::borrow::Cow::Borrowed(code_name(code)),
             latency: took,
             parameters: Vec::new(),
         });

@@ -115,7 +115,7 @@ macro_rules! settings_service {
 /// a watch, the time to start the stream).
 async fn observed<T>(
     api: &SettingsApi,
-    method: &str,
+    method: &'static str,
     handler: impl std::future::Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
     let arrived = std::time::SystemTime::now();

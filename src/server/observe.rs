@@ -49,26 +49,36 @@ pub(super) async fn observe_http(
         .find(|p| *p == path)
         .unwrap_or("other");
     let method = format!("{} {route}", request.method());
-    let copied = Arc::new(Mutex::new(Vec::new()));
-    let request = request.map(|body| {
-        Body::new(TeeBody {
-            inner: body,
-            copy: Arc::clone(&copied),
-        })
-    });
+    // The body is copied only for a request log that keeps it.
+    let copied = observers
+        .requests
+        .is_on()
+        .then(|| Arc::new(Mutex::new(Vec::new())));
+    let request = match &copied {
+        Some(copy) => request.map(|body| {
+            Body::new(TeeBody {
+                inner: body,
+                copy: Arc::clone(copy),
+            })
+        }),
+        None => request,
+    };
     let (response, account) = RequestLog::track(next.run(request)).await;
     let took = started.elapsed();
     let status = response.status();
     if let Some(metrics) = &observers.metrics {
         metrics.request("http", &method, status.as_str(), took);
     }
+    let Some(copied) = copied else {
+        return response;
+    };
     let body = std::mem::take(&mut *copied.lock().unwrap_or_else(PoisonError::into_inner));
     observers.requests.record(RecordedRequest {
         time: arrived,
         transport: "http",
-        method,
+        method: method.into(),
         account,
-        status: status.as_str().to_owned(),
+        status: status.as_str().to_owned().into(),
         latency: took,
         parameters: bridge::recorded_parameters(&body),
     });
