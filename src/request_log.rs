@@ -86,11 +86,16 @@ impl RequestLog {
         if self.capacity == 0 {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= self.capacity {
-            entries.pop_front();
-        }
-        entries.push_back(request);
+        let evicted = {
+            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            let evicted = (entries.len() >= self.capacity)
+                .then(|| entries.pop_front())
+                .flatten();
+            entries.push_back(request);
+            evicted
+        };
+        // Freed after the lock is let go.
+        drop(evicted);
     }
 
     /// The kept requests that acted for `account` (all, if `None`), newest

@@ -47,11 +47,18 @@ pub fn parse_form(body: &[u8]) -> Result<SetSettingsMessage, ApiError> {
 }
 
 /// A form body's parameters as the request log keeps them, in order: the
-/// name (decoded lossily), and the value only for the parameters the bridge
-/// knows, and even then without a URL's user information. Anything else
-/// could be a secret a client sent by mistake.
+/// value only for the parameters the bridge knows, and even then without a
+/// URL's user information; the name of an unknown parameter only if it
+/// looks like one of Twilio's (PascalCase letters, as a misspelt parameter
+/// would). Anything else could be a secret a client sent by mistake (a raw
+/// token or a JSON body has no `=`, and would be all "name").
 pub fn recorded_parameters(body: &[u8]) -> Vec<(String, String)> {
     const NOT_KEPT: &str = "(not recorded)";
+    let plausible_name = |name: &str| {
+        (2..=40).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name.chars().all(|c| c.is_ascii_alphabetic())
+    };
     let lossy = |raw: &[u8]| {
         percent_encoding::percent_decode(&plus_as_space(raw))
             .decode_utf8_lossy()
@@ -60,12 +67,12 @@ pub fn recorded_parameters(body: &[u8]) -> Vec<(String, String)> {
     pairs(body)
         .map(|(raw_key, raw_value)| {
             let name = lossy(raw_key);
-            let value = match Param::from_str(&name) {
-                Ok(Param::AwsS3Url) => without_user_info(&lossy(raw_value)),
-                Ok(_) => lossy(raw_value),
-                Err(()) => NOT_KEPT.to_owned(),
-            };
-            (name, value)
+            match Param::from_str(&name) {
+                Ok(Param::AwsS3Url) => (name, without_user_info(&lossy(raw_value))),
+                Ok(_) => (name, lossy(raw_value)),
+                Err(()) if plausible_name(&name) => (name, NOT_KEPT.to_owned()),
+                Err(()) => (NOT_KEPT.to_owned(), NOT_KEPT.to_owned()),
+            }
         })
         .collect()
 }
@@ -195,7 +202,7 @@ mod tests {
     #[test]
     fn the_request_log_keeps_known_values_but_no_unknown_value_or_url_credentials() {
         let body = b"FriendlyName=a+b%21&AwsS3Url=https%3A%2F%2Fkey%3Asecret%40bucket.s3.amazonaws.com%2Fx\
-&AuthToken=hunter2&Flag&AwsS3Url=not%20a%20url%40host";
+&AuthToken=hunter2&Flag&AwsS3Url=not%20a%20url%40host&{\"token\":\"s3cret\"}&tok3nSecret";
         let recorded = recorded_parameters(body);
         let text = format!("{recorded:?}");
 
@@ -213,7 +220,15 @@ mod tests {
             recorded[4],
             ("AwsS3Url".into(), "(not recorded: malformed URL)".into())
         );
-        for secret in ["secret", "hunter2"] {
+        assert_eq!(
+            recorded[5],
+            ("(not recorded)".into(), "(not recorded)".into())
+        );
+        assert_eq!(
+            recorded[6],
+            ("(not recorded)".into(), "(not recorded)".into())
+        );
+        for secret in ["secret", "hunter2", "s3cret", "tok3n"] {
             assert!(!text.contains(secret), "{secret} kept: {text}");
         }
     }

@@ -629,10 +629,11 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                     .latency
                     .and_then(|d| std::time::Duration::try_from(d).ok())
                     .map(|d| d.as_secs_f64() * 1000.0);
-                let parameters: serde_json::Map<String, serde_json::Value> = r
+                // In order, repeats kept: [[name, value], ...].
+                let parameters: Vec<[String; 2]> = r
                     .parameters
                     .into_iter()
-                    .map(|p| (p.name, p.value.into()))
+                    .map(|p| [p.name, p.value])
                     .collect();
                 let line = serde_json::json!({
                     "time": time, "transport": r.transport, "method": r.method,

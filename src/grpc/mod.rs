@@ -288,15 +288,16 @@ impl SettingsApi {
             states.truncate(size);
             states
                 .last()
-                .map_or(String::new(), |s| s.revision.to_string())
+                .map_or(String::new(), |c| c.settings.revision.to_string())
         } else {
             String::new()
         };
         let url = self.url(resource);
         Ok(RevisionsPageMessage {
+            // A reset is listed as the default resource at its revision.
             revisions: states
                 .into_iter()
-                .map(|s| to_message(s, url.clone()))
+                .map(|c| to_message(c.settings, url.clone()))
                 .collect(),
             next_page_token,
         })

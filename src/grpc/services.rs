@@ -120,7 +120,11 @@ async fn observed<T>(
 ) -> Result<T, Status> {
     let arrived = std::time::SystemTime::now();
     let started = std::time::Instant::now();
-    let (result, account) = RequestLog::track(handler).await;
+    let (result, account) = if api.requests.is_on() {
+        RequestLog::track(handler).await
+    } else {
+        (handler.await, None)
+    };
     let code = result
         .as_ref()
         .map_or_else(Status::code, |_| tonic::Code::Ok);

@@ -101,11 +101,24 @@ impl SettingsApi {
             }
             Ok::<(), Gone>(())
         };
-        let change = |settings: Settings, reset: bool| SettingsChangeMessage {
+        let change = |settings: Settings| SettingsChangeMessage {
             revision: settings.revision,
             settings: Some(to_message(settings, url.clone())),
             progress: false,
-            reset,
+            reset: false,
+        };
+        // A reset's resource is what reads answer after it: the default,
+        // revision 0 (so its etag is the one a Get gives); the message's
+        // revision is the reset's.
+        let reset = |mut settings: Settings| {
+            let revision = settings.revision;
+            settings.revision = 0;
+            settings.update_time = None;
+            SettingsChangeMessage {
+                revision,
+                reset: true,
+                ..change(settings)
+            }
         };
         let progress = |revision| SettingsChangeMessage {
             revision,
@@ -121,7 +134,7 @@ impl SettingsApi {
                         let state = self.store.get(resource, account).await?;
                         // Every change of this account up to here is in it.
                         let upto = durable.max(state.revision);
-                        if send(change(state, false)).await.is_err() {
+                        if send(change(state)).await.is_err() {
                             return Ok(Err(Gone));
                         }
                         upto
@@ -143,12 +156,15 @@ impl SettingsApi {
                                     .store
                                     .history(resource, &account, Some(durable + 1), 1)
                                     .await?;
+                                // Not stored then (created since, or reset
+                                // before and set again since): it comes on
+                                // the stream only.
                                 match then.into_iter().next() {
-                                    Some(then) => state = then,
-                                    None => continue,
+                                    Some(then) if !then.reset => state = then.settings,
+                                    _ => continue,
                                 }
                             }
-                            if send(change(state, false)).await.is_err() {
+                            if send(change(state)).await.is_err() {
                                 return Ok(Err(Gone));
                             }
                         }
@@ -164,7 +180,8 @@ impl SettingsApi {
         while let Some(event) = changes.next().await {
             let message = match event? {
                 WatchEvent::Progress(revision) => progress(revision),
-                WatchEvent::Change(c) => change(c.settings.clone(), c.reset),
+                WatchEvent::Change(c) if c.reset => reset(c.settings.clone()),
+                WatchEvent::Change(c) => change(c.settings.clone()),
             };
             if send(message).await.is_err() {
                 return Ok(Err(Gone));

@@ -63,7 +63,11 @@ pub(super) async fn observe_http(
         }),
         None => request,
     };
-    let (response, account) = RequestLog::track(next.run(request)).await;
+    let (response, account) = if copied.is_some() {
+        RequestLog::track(next.run(request)).await
+    } else {
+        (next.run(request).await, None)
+    };
     let took = started.elapsed();
     let status = response.status();
     if let Some(metrics) = &observers.metrics {

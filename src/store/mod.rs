@@ -133,6 +133,10 @@ impl Selector {
     }
 }
 
+/// The name [`Selector`] had before resets used it too.
+#[deprecated(note = "renamed to Selector")]
+pub type WatchFilter = Selector;
+
 /// Every change from a starting revision, then live ones (see
 /// [`Store::watch`]).
 pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Error>> + Send>>;
@@ -188,9 +192,9 @@ pub trait Store: Send + Sync + 'static {
         expected: Option<Etag>,
     ) -> Result<Settings, Error>;
 
-    /// The account's past states of `resource`, newest first, from the
-    /// retained change log: at most `limit`, all with a revision below
-    /// `before` if given.
+    /// The account's past changes of `resource` (its states, and its
+    /// resets), newest first, from the retained change log: at most `limit`,
+    /// all with a revision below `before` if given.
     ///
     /// # Errors
     /// [`Error::Corrupt`], [`Error::Storage`], [`Error::Reopening`].
@@ -200,7 +204,7 @@ pub trait Store: Send + Sync + 'static {
         account: &AccountSid,
         before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<Settings>, Error>;
+    ) -> Result<Vec<Change>, Error>;
 
     /// The account's state of `resource` at `revision`, if that change is in
     /// the retained log.

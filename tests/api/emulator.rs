@@ -4,14 +4,20 @@
 //! reaches the request log, the metrics or the logs.
 
 use settingsd::{
-    contract::ListRevisionsMessage,
     pb::{
         admin_service_client::AdminServiceClient, ListRecentRequestsRequest, ResetSettingsRequest,
         SetRecordingSettingsRequest,
     },
     resource::Resource,
 };
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use settingsd::store::sled::StoreOptions;
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{helpers::*, http_bridge::*};
 
@@ -186,25 +192,17 @@ async fn watchers_see_a_reset_and_the_history_lists_it() {
             break message;
         }
     };
-    let history = app
-        .settings
-        .list_revisions(
-            Resource::Recording,
-            tonic::Request::new(ListRevisionsMessage {
-                account_sid: ACCOUNT.into(),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    let history = app.history(ACCOUNT, 0, "").await;
 
     assert!(change.reset, "{change:?}");
     assert!(change.revision > written.revision);
     let settings = change.settings.clone().unwrap();
-    assert_eq!(settings.revision, change.revision);
-    assert_eq!(settings.friendly_name, None);
+    assert_eq!(settings, app.get(ACCOUNT).await, "what a Get now answers");
+    assert_eq!(settings.revision, 0);
     assert_eq!(change_all, change);
-    assert_eq!(history.revisions[0], settings, "newest first: the reset");
+    let listed = &history.revisions[0];
+    assert_eq!(listed.revision, change.revision, "newest first: the reset");
+    assert_eq!(listed.friendly_name, None);
     assert_eq!(history.revisions[1], written);
 }
 
@@ -275,10 +273,128 @@ async fn a_reset_refused_while_writes_are_stopped_deletes_nothing() {
         .reset_settings(reset_request("", ""))
         .await
         .unwrap_err();
+    disk_full.store(false, std::sync::atomic::Ordering::SeqCst);
+    crate::faults::health_becomes(&app, ServingStatus::Serving).await;
     let kept = app.get(ACCOUNT).await;
+    let history = app.history(ACCOUNT, 10, "").await;
 
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
-    assert_eq!(kept.friendly_name.as_deref(), Some("kept"));
+    assert_eq!(
+        kept.friendly_name.as_deref(),
+        Some("kept"),
+        "after recovery too"
+    );
+    assert_eq!(history.revisions, [kept], "no reset was logged");
+}
+
+/// While a reset's commit hangs, a Get and a watch snapshot of every
+/// account wait for it (the record is already gone from memory, but its
+/// deletion may not survive a crash); once durable, they show the reset.
+/// (The snapshot then leaves the account out, and the stream carries the
+/// reset: the watcher ends at the right state, but never saw the record
+/// as it was before.)
+#[tokio::test]
+async fn reads_do_not_show_a_reset_until_it_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, stuck) = spawn_app_with_stalling_disk(dir.path()).await;
+    let kept = app.set(set_request(ACCOUNT, "before the reset")).await;
+    stuck.store(true, Ordering::SeqCst);
+    let mut reset_client = admin(&app).await;
+    let resetting =
+        tokio::spawn(async move { reset_client.reset_settings(reset_request("", "")).await });
+    // The reset has deleted the record (in memory) once the stored gauge says so.
+    stored_becomes(&app, (0, 0)).await;
+
+    let get = tokio::spawn({
+        let mut client = app.client.clone();
+        async move { client.get_recording_settings(get_request(ACCOUNT)).await }
+    });
+    let mut snapshot = app.watch("-", 0).await;
+    let first = tokio::spawn(async move {
+        let message = next_change(&mut snapshot).await;
+        (message, snapshot)
+    });
+    tokio::task::yield_now().await;
+    let waiting = !get.is_finished() && !first.is_finished() && !resetting.is_finished();
+    stuck.store(false, Ordering::SeqCst);
+    let got = get.await.unwrap().unwrap().into_inner();
+    let (first, mut snapshot) = first.await.unwrap();
+    let reset_event = loop {
+        let message = next_change(&mut snapshot).await;
+        if !message.progress {
+            break message;
+        }
+    };
+    let reset = resetting.await.unwrap().unwrap().into_inner();
+
+    assert!(waiting, "nothing answered while the reset's commit hung");
+    assert_eq!(got.friendly_name, None, "after the commit: the reset");
+    assert!(first.progress, "nothing stored: {first:?}");
+    assert!(first.revision >= kept.revision);
+    assert!(reset_event.reset, "{reset_event:?}");
+    assert!(reset_event.revision > first.revision);
+    assert_eq!(reset_event.settings.unwrap().account_sid, ACCOUNT);
+    assert_eq!(reset.reset_count, 1);
+}
+
+/// A server whose commits hang while the flag is set.
+async fn spawn_app_with_stalling_disk(dir: &std::path::Path) -> (TestApp, Arc<AtomicBool>) {
+    let stuck = Arc::new(AtomicBool::new(false));
+    let app = spawn_app_with_store(StoreOptions {
+        stall_commits: Some(Arc::clone(&stuck)),
+        ..StoreOptions::new(dir)
+    })
+    .await;
+    (app, stuck)
+}
+
+/// The stored-resources gauge, once it equals `wanted`.
+async fn stored_becomes(app: &TestApp, wanted: (u64, u64)) {
+    tokio::time::timeout(GUARD, async {
+        while stored(app).await != wanted {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the stored-resources gauge reaches the value");
+}
+
+/// A watch snapshot of every account, taken while a Set of an account
+/// reset earlier commits, leaves that account out (it was not stored as of
+/// the snapshot) and then streams the Set.
+#[tokio::test]
+async fn a_watch_snapshot_leaves_out_an_account_reset_before_it_and_set_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, stuck) = spawn_app_with_stalling_disk(dir.path()).await;
+    app.set(set_request(ACCOUNT, "first")).await;
+    let other = app.set(set_request(OTHER_ACCOUNT, "other")).await;
+    reset(&mut admin(&app).await, ACCOUNT, "").await;
+    stuck.store(true, Ordering::SeqCst);
+    let setting = tokio::spawn({
+        let mut client = app.client.clone();
+        async move {
+            client
+                .set_recording_settings(set_request(ACCOUNT, "again"))
+                .await
+        }
+    });
+    stored_becomes(&app, (2, 0)).await; // the Set is in the tree, not durable
+
+    let mut all = app.watch("-", 0).await;
+    stuck.store(false, Ordering::SeqCst);
+    let mut snapshot = Vec::new();
+    loop {
+        let message = next_change(&mut all).await;
+        if message.progress {
+            break;
+        }
+        snapshot.push(message.settings.unwrap());
+    }
+    let streamed = next_settings(&mut all).await;
+    let again = setting.await.unwrap().unwrap().into_inner();
+
+    assert_eq!(snapshot, [other], "only what was stored as of the snapshot");
+    assert_eq!(streamed, SettingsMessage::from(again));
 }
 
 #[tokio::test]
@@ -502,7 +618,7 @@ async fn no_secret_appears_in_the_request_log_the_metrics_or_the_logs() {
 
     assert_eq!(requests.lines().count(), 6, "{requests}");
     assert!(
-        requests.contains(r#""AuthToken":"(not recorded)""#),
+        requests.contains(r#"["AuthToken","(not recorded)"]"#),
         "{requests}"
     );
     assert!(logs.contains("DEBUG"), "the logs were at debug level");

@@ -8,7 +8,7 @@ use tonic::Code;
 use crate::helpers::*;
 
 impl TestApp {
-    async fn history(
+    pub(crate) async fn history(
         &self,
         account: &str,
         page_size: i32,

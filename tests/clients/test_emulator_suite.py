@@ -5,6 +5,7 @@ tests/api/emulator.rs.
 Environment: SETTINGSD (the settingsd binary), SETTINGSD_GRPC_ADDR (its
 gRPC address, for `settingsd admin`), SETTINGSD_HTTP_URL (its HTTP bridge).
 """
+import json
 import os
 import subprocess
 
@@ -66,8 +67,7 @@ def test_an_injected_503_reaches_the_client_then_clearing_it_succeeds(twilio):
 
 def test_the_request_log_shows_what_the_code_sent(twilio):
     twilio.video.v1.recording_settings().create(friendly_name="logged", aws_storage_enabled=False)
-    import json
     latest = json.loads(admin("requests", "--account", ACCOUNT, "--limit", "1").splitlines()[0])
     assert latest["method"] == "POST /v1/RecordingSettings/Default"
     assert latest["status"] == "200"
-    assert latest["parameters"]["FriendlyName"] == "logged"
+    assert latest["parameters"] == [["FriendlyName", "logged"], ["AwsStorageEnabled", "false"]]

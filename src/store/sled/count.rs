@@ -14,6 +14,7 @@ use std::sync::{
     Arc, Mutex, PoisonError,
 };
 
+use super::keys_after;
 use crate::resource::Resource;
 
 /// Keys the walk counts per hold of the write lock.
@@ -29,6 +30,10 @@ pub(super) struct StoredCounts {
     /// While walking: per resource, how far the walk has got. Changed only
     /// under the store's write lock.
     walked: Mutex<[Walked; Resource::ALL.len()]>,
+    /// Tells the walk to stop: its trees keep the database open, which must
+    /// close when the store does (or reopens after a failure).
+    stop: AtomicBool,
+    walker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// How far the walk has got through one tree.
@@ -82,40 +87,123 @@ impl StoredCounts {
         let spawned = std::thread::Builder::new()
             .name("settingsd-count-records".into())
             .spawn(move || {
-                if let Err(e) = counts.walk(&trees, &write_lock) {
+                let mut walked = Ok(false);
+                while walked == Ok(false) && !counts.stop.load(Ordering::SeqCst) {
+                    walked = counts.walk_chunk(&trees, &write_lock);
+                }
+                if let Err(e) = walked {
                     tracing::warn!(error = %e, "cannot count the stored records; the gauge stays unset until a restart");
                 }
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start counting the stored records");
+        match spawned {
+            Ok(walker) => {
+                *self.walker.lock().unwrap_or_else(PoisonError::into_inner) = Some(walker);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot start counting the stored records"),
         }
     }
 
-    fn walk(&self, trees: &[sled::Tree], write_lock: &Mutex<()>) -> sled::Result<()> {
-        for resource in Resource::ALL {
-            let tree = &trees[resource as usize];
-            loop {
-                let _writes = write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-                let mut walked = self.walked.lock().unwrap_or_else(PoisonError::into_inner);
-                let keys = match &walked[resource as usize] {
-                    Walked::Nothing => tree.iter(),
-                    Walked::Through(last) => tree.range::<&[u8], _>((
-                        std::ops::Bound::Excluded(last.as_slice()),
-                        std::ops::Bound::Unbounded,
-                    )),
-                    Walked::Everything => break,
-                }
-                .keys()
-                .take(CHUNK)
-                .collect::<sled::Result<Vec<_>>>()?;
-                self.counts[resource as usize].fetch_add(keys.len() as u64, Ordering::SeqCst);
-                walked[resource as usize] = match keys.last() {
-                    Some(last) if keys.len() == CHUNK => Walked::Through(last.to_vec()),
-                    _ => Walked::Everything,
-                };
-            }
+    /// Stops the walk (the gauge stays unset) and waits for it to let go of
+    /// the database.
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let walker = self
+            .walker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(walker) = walker {
+            let _ = walker.join();
         }
-        self.done.store(true, Ordering::SeqCst);
-        Ok(())
+    }
+
+    /// Counts the next chunk of keys; `Ok(true)` once every tree is walked.
+    /// The chunk is read once before taking the write lock, so that the
+    /// read under it finds the keys in the cache rather than on disk (Sets
+    /// wait for the lock on the async workers).
+    fn walk_chunk(&self, trees: &[sled::Tree], write_lock: &Mutex<()>) -> sled::Result<bool> {
+        let next = |walked: &[Walked; Resource::ALL.len()]| {
+            Resource::ALL
+                .into_iter()
+                .find(|r| !matches!(walked[*r as usize], Walked::Everything))
+        };
+        let chunk = |tree: &sled::Tree, from: &Walked| match from {
+            Walked::Through(last) => keys_after(tree, Some(last), CHUNK),
+            _ => keys_after(tree, None, CHUNK),
+        };
+        let from = {
+            let walked = self.walked.lock().unwrap_or_else(PoisonError::into_inner);
+            next(&walked).map(|r| (r, walked[r as usize].clone()))
+        };
+        if let Some((resource, from)) = from {
+            chunk(&trees[resource as usize], &from)?;
+        }
+        let _writes = write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut walked = self.walked.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(resource) = next(&walked) else {
+            self.done.store(true, Ordering::SeqCst);
+            return Ok(true);
+        };
+        let keys = chunk(&trees[resource as usize], &walked[resource as usize])?;
+        self.counts[resource as usize].fetch_add(keys.len() as u64, Ordering::SeqCst);
+        walked[resource as usize] = match keys.last() {
+            Some(last) if keys.len() == CHUNK => Walked::Through(last.to_vec()),
+            _ => Walked::Everything,
+        };
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The walk and writes interleaved chunk by chunk, with inserts and
+    /// removals on both sides of where the walk has got: the count ends
+    /// exact.
+    #[test]
+    fn writes_during_the_walk_are_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let trees: Vec<_> = Resource::ALL
+            .iter()
+            .map(|r| db.open_tree(r.name()).unwrap())
+            .collect();
+        let tree = &trees[Resource::Recording as usize];
+        let key = |i: usize| format!("AC{i:032x}").into_bytes();
+        for i in 0..3 * CHUNK {
+            tree.insert(key(2 * i), b"x").unwrap();
+        }
+        let counts = StoredCounts::default();
+        let lock = Mutex::new(());
+        // What a write does under the write lock.
+        let write = |k: Vec<u8>, add: bool| {
+            if add {
+                if tree.insert(&k, b"y").unwrap().is_none() {
+                    counts.changed(Resource::Recording, &k, true);
+                }
+            } else if tree.remove(&k).unwrap().is_some() {
+                counts.changed(Resource::Recording, &k, false);
+            }
+        };
+
+        assert!(!counts.walk_chunk(&trees, &lock).unwrap());
+        write(key(1), true); // behind the walk: counted by the write
+        write(key(5 * CHUNK + 1), true); // ahead: left to the walk
+        write(key(0), false); // behind: uncounted by the write
+        write(key(4 * CHUNK), false); // ahead: the walk never sees it
+        write(key(2), true); // a rewrite: no change
+        while !counts.walk_chunk(&trees, &lock).unwrap() {
+            assert_eq!(counts.get(Resource::Recording), None, "unset until done");
+        }
+        write(key(7), true); // after the walk
+
+        assert_eq!(
+            counts.get(Resource::Recording),
+            Some(tree.len() as u64),
+            "{} stored",
+            tree.len()
+        );
+        assert_eq!(counts.get(Resource::Composition), Some(0));
     }
 }

@@ -236,6 +236,21 @@ impl ChangeLog {
             .push_back(Arc::new(change));
     }
 
+    /// The revision of a reset of this account's `resource` that is
+    /// written but not yet durable, if there is one. (A reset's change is
+    /// queued before its record is removed, and leaves the queue only once
+    /// durable: a reader that found no record and finds no pending reset
+    /// may answer the default.)
+    pub(super) fn pending_reset(&self, resource: Resource, account: &AccountSid) -> Option<u64> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|c| c.reset && c.resource == resource && c.settings.account_sid == *account)
+            .map(|c| c.settings.revision)
+    }
+
     pub(super) fn durable(&self) -> u64 {
         self.durable.load(Ordering::SeqCst)
     }
@@ -366,7 +381,7 @@ impl ChangeLog {
         account: &AccountSid,
         before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<Settings>, Error> {
+    ) -> Result<Vec<Change>, Error> {
         let end = before
             .unwrap_or(u64::MAX)
             .min(self.durable().saturating_add(1));
@@ -378,7 +393,7 @@ impl ChangeLog {
             let (key, value) = entry?;
             if is_for(&value, resource, account) {
                 let revision = be_u64(&key).unwrap_or(0);
-                out.push(decode_change(revision, &value)?.settings);
+                out.push(decode_change(revision, &value)?);
             }
         }
         Ok(out)

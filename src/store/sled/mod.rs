@@ -352,10 +352,13 @@ impl Inner {
         resource: Resource,
         settings: Settings,
     ) -> Result<Settings, Error> {
-        let written = if settings.revision == 0 {
-            self.last_reset.load(Ordering::SeqCst)
-        } else {
-            settings.revision
+        let written = match settings.revision {
+            0 if self.last_reset.load(Ordering::SeqCst) > self.log.durable() => self
+                .log
+                .pending_reset(resource, &settings.account_sid)
+                .unwrap_or(0),
+            0 => 0,
+            revision => revision,
         };
         if written <= self.log.durable() {
             return Ok(settings);
@@ -368,7 +371,8 @@ impl Inner {
                     self.log
                         .history(resource, &settings.account_sid, Some(durable + 1), 1)?;
                 match before.into_iter().next() {
-                    Some(state) => Ok(state),
+                    Some(change) if change.reset => Ok(Settings::default_for(settings.account_sid)),
+                    Some(change) => Ok(change.settings),
                     None if self.log.is_complete() => {
                         Ok(Settings::default_for(settings.account_sid))
                     }
@@ -503,32 +507,57 @@ impl Inner {
     fn reset(&self, selector: &Selector) -> (u64, u64, Option<Error>) {
         let mut deleted = 0;
         let mut last = 0;
-        let mut run = || -> Result<(), Error> {
-            for resource in selector.resources() {
-                let tree = self.tree(resource);
-                let keys: Vec<sled::IVec> = match &selector.account {
-                    Some(account) => vec![account.as_str().as_bytes().into()],
-                    None => tree.iter().keys().collect::<sled::Result<_>>()?,
+        for resource in selector.resources() {
+            let tree = self.tree(resource);
+            let mut after: Option<sled::IVec> = None;
+            loop {
+                // Listed before taking the lock (the reads may go to disk),
+                // a chunk at a time (a reset of a million accounts does not
+                // hold them all); each is checked again under the lock.
+                let keys = match (&selector.account, &after) {
+                    (Some(account), None) => vec![account.as_str().as_bytes().into()],
+                    (Some(_), Some(_)) => break,
+                    (None, after) => match keys_after(tree, after.as_deref(), RESET_CHUNK) {
+                        Ok(keys) => keys,
+                        Err(e) => return (deleted, last, Some(e.into())),
+                    },
                 };
-                for chunk in keys.chunks(RESET_CHUNK) {
-                    let _guard = self.lock_for_writes()?;
-                    for key in chunk {
-                        // Deleted since the keys were listed: nothing to do.
-                        if !tree.contains_key(key)? {
-                            continue;
-                        }
-                        last = self.delete(resource, key)?;
-                        deleted += 1;
-                    }
-                    if last > 0 && self.sync_mode == SyncMode::Group {
-                        self.commit.written(last);
-                    }
+                let chunk = self.reset_chunk(resource, &keys, &mut deleted, &mut last);
+                // Whatever the chunk did is told to the committer, also when
+                // it failed part way: its writers wait for that commit.
+                if last > 0 && self.sync_mode == SyncMode::Group {
+                    self.commit.written(last);
+                }
+                if let Err(e) = chunk {
+                    return (deleted, last, Some(e));
+                }
+                match keys.last() {
+                    Some(end) if keys.len() == RESET_CHUNK => after = Some(end.clone()),
+                    _ => break,
                 }
             }
-            Ok(())
-        };
-        let failure = run().err();
-        (deleted, last, failure)
+        }
+        (deleted, last, None)
+    }
+
+    /// Deletes those of `keys` still stored, under the write lock.
+    fn reset_chunk(
+        &self,
+        resource: Resource,
+        keys: &[sled::IVec],
+        deleted: &mut u64,
+        last: &mut u64,
+    ) -> Result<(), Error> {
+        let _guard = self.lock_for_writes()?;
+        for key in keys {
+            // Deleted since the keys were listed: nothing to do.
+            if !self.tree(resource).contains_key(key)? {
+                continue;
+            }
+            *last = self.delete(resource, key)?;
+            *deleted += 1;
+        }
+        Ok(())
     }
 
     /// One deletion of a reset, under the write lock; returns its revision.
@@ -555,8 +584,32 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The record count's walk holds the database open.
+        self.stored.stop();
+    }
+}
+
 /// Deletions a reset makes per hold of the write lock.
 const RESET_CHUNK: usize = 256;
+
+/// Up to `limit` keys of `tree` after `after` (from the first if `None`).
+pub(super) fn keys_after(
+    tree: &sled::Tree,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> sled::Result<Vec<sled::IVec>> {
+    match after {
+        None => tree.iter(),
+        Some(after) => {
+            tree.range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+        }
+    }
+    .keys()
+    .take(limit)
+    .collect()
+}
 
 /// The account a stored key names.
 fn key_account(resource: Resource, key: &[u8]) -> Result<AccountSid, Error> {
@@ -719,7 +772,7 @@ impl Store for SledStore {
         account: &AccountSid,
         before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<Settings>, Error> {
+    ) -> Result<Vec<Change>, Error> {
         let inner = self.current()?;
         let account = account.clone();
         blocking(move || inner.log.history(resource, &account, before, limit)).await
@@ -819,6 +872,17 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// Waits until every reset so far is durable.
+    fn resets_durable(&self) -> Result<(), Error> {
+        let reset = self.inner.last_reset.load(Ordering::SeqCst);
+        if reset <= self.inner.log.durable() {
+            return Ok(());
+        }
+        tokio::runtime::Handle::current().block_on(self.inner.wait_durable(reset))
+    }
+}
+
 impl Iterator for Scanner {
     type Item = Result<StoredSettings, Error>;
 
@@ -833,6 +897,12 @@ impl Iterator for Scanner {
                     let record = decode_entry(resource, entry).and_then(|r| self.durable(r));
                     self.done = matches!(&record, Err(e) if !matches!(e, Error::Corrupt { .. }));
                     return Some(record);
+                }
+                // A record a reset removed while the scan ran was simply not
+                // there: that may be shown only once the reset is durable.
+                if let Err(e) = self.resets_durable() {
+                    self.done = true;
+                    return Some(Err(e));
                 }
             }
             let resource = self.remaining.next()?;
