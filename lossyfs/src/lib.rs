@@ -199,10 +199,9 @@ impl Drop for Mounted {
 
 impl Control {
     /// Cuts the power: applies the undo record to the backing directory as
-    /// `mode` says, and fails every later change with `EIO` (the machine is
-    /// off). Unmount and mount again to power back on. Call it once the
-    /// programs using the mount are dead, so that nothing of theirs is still
-    /// in flight.
+    /// `mode` says, and fails every later change and sync with `EIO` (the
+    /// machine is off; a sync in flight fails too). Kill the programs using
+    /// the mount, then unmount and mount again to power back on.
     ///
     /// # Errors
     /// If the backing directory cannot be restored (then it is in an
@@ -228,6 +227,15 @@ impl Control {
         tracing::info!(full, "disk-full fault set");
     }
 
+    /// Every fsync and fdatasync takes this long before it counts (the
+    /// file system serves nothing else meanwhile, like a busy disk). The
+    /// longer a sync takes, the likelier a cut finds writes in flight: the
+    /// case a torn cut is for.
+    pub fn set_sync_latency(&self, latency: Duration) {
+        self.lock().sync_latency = latency;
+        tracing::info!(?latency, "sync latency set");
+    }
+
     /// How many fsyncs and fdatasyncs have succeeded since the mount.
     pub fn syncs(&self) -> u64 {
         self.lock().syncs
@@ -242,6 +250,7 @@ impl Control {
     /// | `cut torn SEED` | [`Control::cut`] with [`CutMode::Torn`] |
     /// | `fail-sync N`, `fail-sync on`, `fail-sync off` | [`Control::fail_syncs`] |
     /// | `enospc on`, `enospc off` | [`Control::set_disk_full`] |
+    /// | `sync-latency MS` | [`Control::set_sync_latency`] |
     /// | `status` | the number of successful syncs |
     ///
     /// # Errors
@@ -269,6 +278,13 @@ impl Control {
             }
             ["enospc", on @ ("on" | "off")] => {
                 self.set_disk_full(*on == "on");
+                Ok("ok".into())
+            }
+            ["sync-latency", ms] => {
+                let ms = ms
+                    .parse()
+                    .map_err(|e| format!("milliseconds {ms:?}: {e}"))?;
+                self.set_sync_latency(Duration::from_millis(ms));
                 Ok("ok".into())
             }
             ["status"] => Ok(format!("ok syncs={}", self.syncs())),
@@ -349,6 +365,7 @@ struct State {
     failing_syncs: u64,
     disk_full: bool,
     syncs: u64,
+    sync_latency: Duration,
 }
 
 fn errno(e: &io::Error) -> Errno {
@@ -372,6 +389,7 @@ impl State {
             failing_syncs: 0,
             disk_full: false,
             syncs: 0,
+            sync_latency: Duration::ZERO,
         })
     }
 
@@ -654,6 +672,16 @@ fn open_backing(path: &Path, flags: i32) -> io::Result<File> {
 impl LossyFs {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits as long as a sync takes on this disk ([`Control::set_sync_latency`]),
+    /// without holding the state: a cut may come meanwhile, and then the
+    /// sync fails and covers nothing.
+    fn sync_latency(&self) {
+        let latency = self.lock().sync_latency;
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
     }
 
     /// unlink and rmdir: the entry moves to the trash until its directory's
@@ -1008,6 +1036,7 @@ impl fuser::Filesystem for LossyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.sync_latency();
         let mut s = self.lock();
         let result = (|| {
             let file = s.handle(fh)?;
@@ -1076,6 +1105,7 @@ impl fuser::Filesystem for LossyFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.sync_latency();
         let mut s = self.lock();
         let result = (|| {
             s.sync()?;

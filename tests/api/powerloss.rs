@@ -6,9 +6,9 @@
 //! the power is cut. Each cycle: start settingsd on the directory, check
 //! that every acknowledged write (or a newer one) is there and every record
 //! decodes, run concurrent writers over gRPC and the HTTP bridge on both
-//! resources of several accounts, SIGKILL settingsd at a random moment, cut
-//! the power (every third cycle a torn cut that keeps a random subset of
-//! unsynced pages), unmount and mount again.
+//! resources of several accounts, at a random moment cut the power (every
+//! third cycle a torn cut that keeps a random subset of unsynced pages) and
+//! SIGKILL settingsd, unmount and mount again.
 //!
 //! The negative control runs the same cycles with a build whose commit skips
 //! the fdatasync after sled's flush (cargo feature `unsafe-skip-fdatasync`,
@@ -86,14 +86,19 @@ impl LossyDisk {
         self.mount.as_ref().expect("powered on").control()
     }
 
-    /// Cuts the power (every process using the disk must be dead) and
-    /// powers back on: a new mount over what the cut left.
-    pub fn cut(&mut self, mode: CutMode) -> CutReport {
-        let mount = self.mount.take().expect("powered on");
-        let report = mount.control().cut(mode).expect("the cut");
+    /// Cuts the power: from now on the disk holds only what was synced (or,
+    /// torn, some of the rest), and every change fails with EIO, as on a
+    /// machine whose power just went. Kill the processes using it, then
+    /// [`LossyDisk::power_on_again`].
+    pub fn cut(&self, mode: CutMode) -> CutReport {
+        self.control().cut(mode).expect("the cut")
+    }
+
+    /// A new mount over what the cut left (no process may use the old one).
+    pub fn power_on_again(&mut self) {
+        let mount = self.mount.take().expect("mounted");
         mount.unmount().expect("unmount after the cut");
         self.power_on();
-        report
     }
 
     fn power_on(&mut self) {
@@ -158,6 +163,10 @@ struct Figures {
     states_lost: usize,
     /// Resource states checked after a cut that had an acknowledged write.
     states_checked: usize,
+    /// Cuts that found unsynced data (the others had nothing in flight).
+    cuts_with_writes_in_flight: usize,
+    /// Torn cuts that kept some unsynced pages.
+    torn_cuts_that_kept_pages: usize,
     unsynced_pages_lost: usize,
     unsynced_pages_kept: usize,
 }
@@ -172,6 +181,9 @@ async fn power_loss_cycles(binary: &Path, cycles: usize, seed: u64) -> Figures {
     let mut figures = Figures::default();
 
     for cycle in 0..=cycles {
+        // A slower disk some cycles: more writes in flight at the cut.
+        let latency = Duration::from_millis(rng.u64(0..=3));
+        disk.control().set_sync_latency(latency);
         let mut server = start_on(binary, &disk).await;
         figures.states_checked += acked.lock().unwrap().len();
         figures.states_lost += verify(&server, &acked, cycle, seed).await;
@@ -192,13 +204,8 @@ async fn power_loss_cycles(binary: &Path, cycles: usize, seed: u64) -> Figures {
             }));
         }
         tokio::time::sleep(Duration::from_millis(rng.u64(30..400))).await;
-        server.signal("KILL");
-        server.wait().await;
-        for writer in writers {
-            figures.writes_acknowledged += writer.await.unwrap();
-        }
-        drop(server);
-
+        // The power goes first, then the process with it: a sync in flight
+        // at the cut fails, as it would.
         let mode = if cycle % 3 == 2 {
             figures.torn_cycles += 1;
             CutMode::Torn { seed: rng.u64(..) }
@@ -206,7 +213,16 @@ async fn power_loss_cycles(binary: &Path, cycles: usize, seed: u64) -> Figures {
             CutMode::Drop
         };
         let report = disk.cut(mode);
+        server.signal("KILL");
+        server.wait().await;
+        for writer in writers {
+            figures.writes_acknowledged += writer.await.unwrap();
+        }
+        drop(server);
+        disk.power_on_again();
         print_cut(cycle, mode, &report);
+        figures.cuts_with_writes_in_flight += usize::from(report.files > 0);
+        figures.torn_cuts_that_kept_pages += usize::from(report.pages_kept > 0);
         figures.unsynced_pages_lost += report.pages_lost;
         figures.unsynced_pages_kept += report.pages_kept;
         figures.cycles += 1;

@@ -69,10 +69,11 @@ async fn a_real_fault_stops_writes_until_it_clears(fault: Fault) {
     fault.set(&disk.control(), false);
     health_at_becomes(server.grpc_addr, ServingStatus::Serving).await;
     let after = set(OTHER_ACCOUNT, "after the fault").await.unwrap();
+    disk.cut(CutMode::Drop);
     server.signal("KILL");
     server.wait().await;
     drop(server);
-    disk.cut(CutMode::Drop);
+    disk.power_on_again();
     let restarted = start_on(std::path::Path::new(env!("CARGO_BIN_EXE_settingsd")), &disk).await;
     let grpc = SettingsClient::new(channel(restarted.grpc_addr).await);
     let get = |account: &'static str| {
