@@ -26,8 +26,10 @@
 //! # What it does not model
 //! - Drives that acknowledge a flush and lose it anyway (lying write caches),
 //!   and sector-level tearing inside a page (the unit here is a 4 KiB page).
-//! - Metadata other than length and directory entries: mode, owner, times
-//!   and extended attributes pass through and always survive.
+//! - Metadata other than length and directory entries: a mode change passes
+//!   through and always survives; owner and time changes are accepted and
+//!   ignored; extended attributes, `fallocate` and file locks through the
+//!   file system are not supported (flock works, kept by the kernel).
 //! - The Linux behaviour after a failed fsync (the kernel marks the pages
 //!   clean, so a later fsync "succeeds" without writing them): here the data
 //!   stays unsynced, and a later successful fsync persists it.
@@ -842,11 +844,29 @@ impl fuser::Filesystem for LossyFs {
             let to = s.child(newparent, newname)?;
             let (from_dir, to_dir) = (s.dir_key(parent)?, s.dir_key(newparent)?);
             std::fs::symlink_metadata(&from).map_err(|e| errno(&e))?;
+            if from == to {
+                return Ok(());
+            }
             let replaced = match std::fs::symlink_metadata(&to) {
+                Ok(m)
+                    if m.is_dir()
+                        && std::fs::read_dir(&to)
+                            .map_err(|e| errno(&e))?
+                            .next()
+                            .is_some() =>
+                {
+                    return Err(Errno::ENOTEMPTY);
+                }
                 Ok(_) => Some(s.trash(&to)?),
                 Err(_) => None,
             };
-            std::fs::rename(&from, &to).map_err(|e| errno(&e))?;
+            if let Err(e) = std::fs::rename(&from, &to) {
+                if let Some(trashed) = &replaced {
+                    // Put the target back: the rename did not happen.
+                    let _ = std::fs::rename(s.backing.join(TRASH).join(trashed), &to);
+                }
+                return Err(errno(&e));
+            }
             s.record(
                 [from_dir, to_dir],
                 Undo::Renamed {

@@ -9,7 +9,8 @@
 //! $ fusermount3 -u /mnt/lossy    # lossyfs exits; mount again to power on
 //! ```
 //!
-//! Exits when the file system is unmounted.
+//! Prints `ready` on stdout once the file system is mounted and the socket
+//! takes commands; exits when the file system is unmounted.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -52,6 +53,7 @@ fn main() -> std::io::Result<()> {
             });
         }
     });
+    println!("ready");
     // Runs until `fusermount3 -u` ends the session.
     mounted.wait()
 }

@@ -155,3 +155,51 @@ fn injected_faults_fail_syncs_with_eio_and_writes_with_enospc_until_cleared() {
     assert!(written.is_ok());
     assert!(control.command("no such command").is_err());
 }
+
+#[test]
+fn the_binary_takes_commands_on_its_control_socket_and_exits_when_unmounted() {
+    use std::io::{BufRead, BufReader};
+    let test = "the_binary_takes_commands_on_its_control_socket_and_exits_when_unmounted";
+    let Some((dir, mount)) = mounted(test) else {
+        return;
+    };
+    drop(mount); // this test mounts through the binary instead
+    let (backing, mnt, socket) = (
+        dir.path().join("backing"),
+        dir.path().join("mnt"),
+        dir.path().join("control.sock"),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lossyfs"))
+        .args([&backing, &mnt, &socket])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut answers = BufReader::new(stream.try_clone().unwrap()).lines();
+    let mut ask = |command: &str| {
+        writeln!(&stream, "{command}").unwrap();
+        answers.next().unwrap().unwrap()
+    };
+
+    std::fs::write(mnt.join("unsynced"), b"lost").unwrap();
+    let status = ask("status");
+    let unknown = ask("power on");
+    let cut = ask("cut drop");
+    let unmounted = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    let exit = child.wait().unwrap();
+
+    assert_eq!(ready.trim(), "ready");
+    assert_eq!(status, "ok syncs=0");
+    assert!(unknown.starts_with("error unknown command"), "{unknown}");
+    assert!(cut.starts_with("ok files=1 "), "{cut}");
+    assert!(unmounted.success() && exit.success(), "{exit:?}");
+    assert!(!backing.join("unsynced").exists());
+}
