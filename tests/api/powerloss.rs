@@ -108,18 +108,24 @@ impl LossyDisk {
 }
 
 impl Drop for LossyDisk {
-    /// After a failure, keeps what the disk held (the backing directory)
-    /// for a post-mortem: settingsd can be started on a copy of it.
+    /// Unmounts (lazily if a process still holds the mount, as after a
+    /// failed test whose server is still dying), and after a failure keeps
+    /// what the disk held (the backing directory) for a post-mortem:
+    /// settingsd can be started on a copy of it.
     fn drop(&mut self) {
+        if let Some(mount) = self.mount.take() {
+            if mount.unmount().is_err() {
+                let _ = std::process::Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(self.dir.path().join("mnt"))
+                    .status();
+            }
+        }
         if std::thread::panicking() {
-            let kept = self.dir.path().to_owned();
-            drop(self.mount.take());
+            let kept = self.dir.path().join("backing");
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
             let _ = dir.keep();
-            eprintln!(
-                "the failed run's disk is kept in {}",
-                kept.join("backing").display()
-            );
+            eprintln!("the failed run's disk is kept in {}", kept.display());
         }
     }
 }
