@@ -19,7 +19,8 @@ fn mounted(test: &str) -> Option<(tempfile::TempDir, Mounted)> {
             std::env::var_os("SETTINGSD_REQUIRE_FUSE").is_none_or(|v| v != "1"),
             "SETTINGSD_REQUIRE_FUSE=1 but {why}"
         );
-        eprintln!("SKIPPED {test}: {why}");
+        // Straight to stderr, past the test harness's capture.
+        let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,7 @@
 
 use std::{
     collections::HashMap,
+    io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -54,7 +55,9 @@ pub fn fuse_or_skip(test: &str) -> bool {
                 std::env::var_os("SETTINGSD_REQUIRE_FUSE").is_none_or(|v| v != "1"),
                 "{test}: SETTINGSD_REQUIRE_FUSE=1 but {why}"
             );
-            eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+            // Straight to stderr, past the test harness's capture: a skip
+            // must be seen even when the test passes.
+            let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {why} ***\n");
             false
         }
     }
