@@ -401,3 +401,47 @@ async fn without_the_fdatasync_after_sleds_flush_power_cuts_lose_acknowledged_wr
         "the harness must see the loss of a commit without fdatasync: {figures:?}"
     );
 }
+
+/// The smallest reproduction of the first finding: the data directory's
+/// own entry, in its parent, was never fsynced.
+#[tokio::test]
+async fn a_new_data_directory_survives_a_power_cut_right_after_the_first_open() {
+    use settingsd::store::{
+        sled::{SledStore, StoreOptions},
+        Store,
+    };
+    if !fuse_or_skip("a_new_data_directory_survives_a_power_cut_right_after_the_first_open") {
+        return;
+    }
+    let mut disk = LossyDisk::new();
+    let data_dir = disk.data_dir().join("nested/deeper");
+    let store = SledStore::open(&StoreOptions::new(&data_dir)).unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    wait_until_released(&data_dir);
+
+    disk.cut(CutMode::Drop);
+    disk.power_on_again();
+
+    assert!(
+        SledStore::exists(&data_dir),
+        "the store's directory and files survive the cut"
+    );
+}
+
+/// The smallest reproduction of the second finding: a torn cut during the
+/// first open can leave sled's conf as zeros, which sled refuses to open.
+#[tokio::test]
+async fn a_store_whose_sled_conf_is_all_zeros_opens_again() {
+    use settingsd::store::sled::{SledStore, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    drop(SledStore::open(&StoreOptions::new(dir.path())).unwrap());
+    wait_until_released(dir.path());
+    let conf = dir.path().join("conf");
+    let len = std::fs::metadata(&conf).unwrap().len() as usize;
+    std::fs::write(&conf, vec![0; len]).unwrap();
+
+    let reopened = SledStore::open(&StoreOptions::new(dir.path()));
+
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+}
