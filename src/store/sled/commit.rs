@@ -223,6 +223,8 @@ impl Syncer {
         options: &super::StoreOptions,
         syncs: Arc<AtomicU64>,
     ) -> Syncer {
+        #[cfg(feature = "unsafe-skip-fdatasync")]
+        tracing::error!("built with unsafe-skip-fdatasync: acknowledged writes do not survive power loss (a test build)");
         Syncer {
             db,
             data_file,
