@@ -534,24 +534,17 @@ impl State {
 
     /// An fsync of the directory `dir` (backing inode): its entries are durable.
     fn dir_synced(&mut self, dir: u64) {
-        let mut durable = Vec::new();
-        self.dir_ops.retain_mut(|op| {
-            op.pending.remove(&dir);
-            if op.pending.is_empty() {
-                durable.push(std::mem::replace(
-                    &mut op.undo,
-                    Undo::Created {
-                        parent: 0,
-                        name: OsString::new(),
-                    },
-                ));
-                false
-            } else {
-                true
-            }
-        });
-        for undo in durable {
-            let trashed = match undo {
+        let (durable, pending): (Vec<DirOp>, Vec<DirOp>) = std::mem::take(&mut self.dir_ops)
+            .into_iter()
+            .map(|mut op| {
+                op.pending.remove(&dir);
+                op
+            })
+            .partition(|op| op.pending.is_empty());
+        self.dir_ops = pending;
+        // What a durable unlink or replacing rename removed is gone for good.
+        for op in durable {
+            let trashed = match op.undo {
                 Undo::Removed { trashed, .. } => Some(trashed),
                 Undo::Renamed { replaced, .. } => replaced,
                 Undo::Created { .. } => None,
