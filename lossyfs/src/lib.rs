@@ -23,6 +23,13 @@
 //! the kernel eventually writing back its page cache loses data here, as it
 //! would on a power cut: none of those reach a FUSE file system as a sync.
 //!
+//! While mounted, the backing directory holds the latest data, not the
+//! disk's state: only after a cut is it what survived. lossyfs never syncs
+//! the backing directory itself (the host's durability is not the point).
+//! Requests are served one at a time; [`Control::set_sync_latency`] makes
+//! syncs slow, so that more cuts land on writes in flight, and a sync in
+//! flight when the power goes fails and covers nothing.
+//!
 //! # What it does not model
 //! - Drives that acknowledge a flush and lose it anyway (lying write caches),
 //!   and sector-level tearing inside a page (the unit here is a 4 KiB page).
