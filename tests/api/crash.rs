@@ -5,8 +5,7 @@
 //! resource of every account must hold its last acknowledged write or a
 //! newer one, and every record must still decode. Writers alternate between
 //! the resources. (SIGKILL tests the process dying, not the machine: the
-//! kernel's page cache survives it. The fdatasync that covers power loss is
-//! shown by strace in BENCHMARKS.md, not here.)
+//! kernel's page cache survives it. Power loss is `powerloss`'s.)
 
 use std::{
     collections::HashMap,

@@ -70,7 +70,13 @@ async fn a_record_of_an_unknown_format_version_is_data_loss() {
 
 /// Waits (bounded) until the server's overall health is `wanted`.
 pub async fn health_becomes(app: &TestApp, wanted: ServingStatus) {
-    let mut health = HealthClient::new(channel(app.grpc_addr).await);
+    health_at_becomes(app.grpc_addr, wanted).await;
+}
+
+/// Waits (bounded) until the overall health of the server whose gRPC
+/// listener is `grpc_addr` is `wanted`.
+pub async fn health_at_becomes(grpc_addr: std::net::SocketAddr, wanted: ServingStatus) {
+    let mut health = HealthClient::new(channel(grpc_addr).await);
     let mut statuses = health
         .watch(HealthCheckRequest {
             service: String::new(),

@@ -15,6 +15,8 @@ mod history;
 mod http_bridge;
 mod introspection;
 mod limits;
+mod powerloss;
 mod process;
+mod real_io_faults;
 mod twilio_libraries;
 mod watch;

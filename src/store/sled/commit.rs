@@ -15,6 +15,9 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 
+#[cfg(all(feature = "unsafe-skip-fdatasync", not(debug_assertions)))]
+compile_error!("unsafe-skip-fdatasync loses acknowledged writes on power loss: test builds only");
+
 /// Group commit: one flush+fdatasync covers every write applied before it.
 ///
 /// Writers apply their change to sled (in memory), report its revision with
@@ -220,6 +223,8 @@ impl Syncer {
         options: &super::StoreOptions,
         syncs: Arc<AtomicU64>,
     ) -> Syncer {
+        #[cfg(feature = "unsafe-skip-fdatasync")]
+        tracing::error!("built with unsafe-skip-fdatasync: acknowledged writes do not survive power loss (a test build)");
         Syncer {
             db,
             data_file,
@@ -278,6 +283,7 @@ impl Syncer {
                 while is_set(self.stall.as_ref()) {
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                #[cfg(not(feature = "unsafe-skip-fdatasync"))] // see Cargo.toml
                 self.data_file.sync_data()?;
                 self.syncs.fetch_add(1, Ordering::SeqCst);
                 Ok(())

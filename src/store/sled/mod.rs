@@ -56,7 +56,7 @@ use self::{
     commit::{GroupCommit, Syncer},
     count::StoredCounts,
     log::ChangeLog,
-    recover::sync_dir,
+    recover::{create_dir_durably, repair_zeroed_conf, sync_sled_files},
 };
 use super::{
     Change, ChangeStream, Replacement, Scan, Selector, Store, StoreHealth, StoreObserver,
@@ -284,6 +284,8 @@ impl Inner {
             path: path.clone(),
             source,
         };
+        create_dir_durably(&options.data_dir).map_err(open_err)?;
+        repair_zeroed_conf(&options.data_dir).map_err(open_err)?;
         let db = open_sled(options).map_err(|e| match e {
             // sled reports its held file lock as a generic I/O error.
             sled::Error::Io(io) if is_lock_error(&io) => open_err(std::io::Error::new(
@@ -298,9 +300,10 @@ impl Inner {
             .map(|r| db.open_tree(r.name()))
             .collect::<Result<Vec<_>, _>>()?;
         let data_file = File::open(options.data_dir.join(SLED_DATA_FILE)).map_err(open_err)?;
-        // Make the directory entries of sled's files durable once, so the
-        // per-commit fdatasync of the data file is enough from here on.
-        sync_dir(&options.data_dir).map_err(open_err)?;
+        // Make the directory entries of sled's files (and its configuration)
+        // durable once, so the per-commit fdatasync of the data file is
+        // enough from here on.
+        sync_sled_files(&options.data_dir).map_err(open_err)?;
         let syncer = Arc::new(Syncer::new(
             db.clone(),
             data_file,
