@@ -68,6 +68,14 @@ pub enum Error {
     #[error("at the limit of {max} requests in flight")]
     Overloaded { max: usize },
 
+    /// Too many watch streams are open: for this account (`account` set),
+    /// or on the server. The watch was not started.
+    #[error("at the limit of {max} open watches")]
+    TooManyWatches {
+        max: usize,
+        account: Option<AccountSid>,
+    },
+
     /// A conditional write's etag no longer matches: someone changed the
     /// resource since the caller read it. Nothing was written.
     #[error("the stored {resource} of account {account} has etag {current}, not {expected}")]

@@ -146,6 +146,14 @@ pub struct ServeArgs {
     /// UNAVAILABLE (gRPC) or 503 (HTTP).
     #[arg(long, env = "SETTINGSD_MAX_IN_FLIGHT", default_value_t = nonzero(Limits::default().max_in_flight))]
     pub max_in_flight: NonZeroUsize,
+    /// Watch streams open at once; past it, a new watch gets
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SETTINGSD_MAX_WATCHES", default_value_t = nonzero(Limits::default().max_watches))]
+    pub max_watches: NonZeroUsize,
+    /// Watch streams open at once acting for one account (watches of every
+    /// account, by operators, count only toward --max-watches).
+    #[arg(long, env = "SETTINGSD_MAX_WATCHES_PER_ACCOUNT", default_value_t = nonzero(Limits::default().max_watches_per_account))]
+    pub max_watches_per_account: NonZeroUsize,
     /// How many changes the change log keeps for watches, history and
     /// rollback (the oldest are compacted away); a watch or a rollback
     /// further back fails.
@@ -772,6 +780,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_connections: args.max_connections.get(),
             max_in_flight: args.max_in_flight.get(),
+            max_watches: args.max_watches.get(),
+            max_watches_per_account: args.max_watches_per_account.get(),
             ..Limits::default()
         },
         metrics: admin.as_ref().map(|_| Metrics::new()),

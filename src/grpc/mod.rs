@@ -23,6 +23,7 @@ pub use self::{
     convert::{parse_etag, parse_patch, to_message},
     in_flight::InFlight,
     services::{AdminGrpc, CompositionSettingsGrpc, RecordingSettingsGrpc, WatchStream},
+    watch::WatchSlots,
 };
 use crate::{
     auth::{Authenticator, Caller},
@@ -130,6 +131,8 @@ pub struct SettingsApi {
     /// The last requests answered (`ListRecentRequests`), shared with the
     /// HTTP bridge's listener.
     requests: Arc<RequestLog>,
+    /// Open watches against their limits.
+    watch_slots: Arc<WatchSlots>,
 }
 
 impl SettingsApi {
@@ -140,6 +143,7 @@ impl SettingsApi {
         public_url: &PublicUrl,
         metrics: Option<Metrics>,
         requests: Arc<RequestLog>,
+        watch_slots: Arc<WatchSlots>,
     ) -> Self {
         let urls = Resource::ALL
             .iter()
@@ -153,6 +157,7 @@ impl SettingsApi {
             metrics,
             faults: Arc::default(),
             requests,
+            watch_slots,
         }
     }
 

@@ -86,6 +86,16 @@ impl From<Error> for Status {
                      with backoff",
                 )
             }
+            Error::TooManyWatches { max, account } => {
+                tracing::warn!(max, account = ?account, "watch refused: too many open");
+                Status::resource_exhausted(match account {
+                    Some(account) => format!(
+                        "account {account} has {max} watches open, the limit per account; \
+                         close one first"
+                    ),
+                    None => format!("settingsd has {max} watches open, its limit; retry later"),
+                })
+            }
             Error::Overloaded { max } => {
                 tracing::warn!(max, "request shed: too many in flight");
                 Status::unavailable(format!(

@@ -7,6 +7,11 @@
 //! disk when a watcher falls behind); this layer only filters, so it keeps
 //! them, and adds the snapshot of `start_revision` 0.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
+
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataMap;
@@ -15,7 +20,7 @@ use super::{convert::to_message, SettingsApi};
 use crate::{
     auth::Caller,
     contract::{SettingsChangeMessage, WatchSettingsMessage},
-    domain::Settings,
+    domain::{AccountSid, Settings},
     error::Error,
     resource::Resource,
     store::{ChangeStream, Selector, WatchEvent},
@@ -33,6 +38,87 @@ pub type WatchMessages = mpsc::Receiver<Result<SettingsChangeMessage, Error>>;
 
 /// The client went away: stop quietly.
 struct Gone;
+
+/// How many watches are open, in all and per account, against their
+/// limits. Shared by every service of a server.
+#[derive(Debug)]
+pub struct WatchSlots {
+    max: usize,
+    per_account: usize,
+    open: Mutex<OpenWatches>,
+}
+
+#[derive(Debug, Default)]
+struct OpenWatches {
+    total: usize,
+    /// Watches acting for each account (not those of every account, `-`).
+    by_account: HashMap<AccountSid, usize>,
+}
+
+/// One open watch, counted until dropped (when its stream ends).
+pub struct WatchSlot {
+    slots: Arc<WatchSlots>,
+    account: Option<AccountSid>,
+}
+
+impl WatchSlots {
+    pub fn new(max: usize, per_account: usize) -> Arc<WatchSlots> {
+        Arc::new(WatchSlots {
+            max,
+            per_account,
+            open: Mutex::default(),
+        })
+    }
+
+    /// A slot for a watch acting for `account` (`None`: every account).
+    ///
+    /// # Errors
+    /// [`Error::TooManyWatches`] at either limit.
+    fn claim(self: &Arc<Self>, account: Option<&AccountSid>) -> Result<WatchSlot, Error> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(account) = account {
+            if open.by_account.get(account).copied().unwrap_or(0) >= self.per_account {
+                return Err(Error::TooManyWatches {
+                    max: self.per_account,
+                    account: Some(account.clone()),
+                });
+            }
+        }
+        if open.total >= self.max {
+            return Err(Error::TooManyWatches {
+                max: self.max,
+                account: None,
+            });
+        }
+        open.total += 1;
+        if let Some(account) = account {
+            *open.by_account.entry(account.clone()).or_default() += 1;
+        }
+        Ok(WatchSlot {
+            slots: Arc::clone(self),
+            account: account.cloned(),
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        open.total -= 1;
+        if let Some(account) = &self.account {
+            if let Some(n) = open.by_account.get_mut(account) {
+                *n -= 1;
+                if *n == 0 {
+                    open.by_account.remove(account);
+                }
+            }
+        }
+    }
+}
 
 impl SettingsApi {
     /// Starts a watch of `resource` (see the proto's WatchRecordingSettings).
@@ -60,6 +146,7 @@ impl SettingsApi {
         if let Some(account) = &account {
             tracing::Span::current().record("account", account.as_str());
         }
+        let slot = self.watch_slots.claim(account.as_ref())?;
         let filter = Selector {
             resource: Some(resource),
             account,
@@ -73,7 +160,14 @@ impl SettingsApi {
         let watching = self.metrics.as_ref().map(crate::metrics::Metrics::watcher);
         tokio::spawn(async move {
             let _watching = watching;
-            match api.follow(resource, filter, resumed, &tx).await {
+            let _slot = slot;
+            // Ends as soon as the client goes, even on an idle stream: its
+            // slot and subscription are freed at once.
+            let followed = tokio::select! {
+                followed = api.follow(resource, filter, resumed, &tx) => followed,
+                () = tx.closed() => Ok(Err(Gone)),
+            };
+            match followed {
                 Ok(Ok(())) | Ok(Err(Gone)) => {}
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;

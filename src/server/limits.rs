@@ -54,6 +54,13 @@ pub struct Limits {
     /// A commit (flush + fdatasync) running longer than this means a stuck
     /// disk: health reports NOT_SERVING until it finishes.
     pub commit_stall_limit: Duration,
+    /// Watch streams open at once, in all: each holds a task, a buffer and
+    /// a subscription for its whole life (unlike a request, it holds no
+    /// in-flight slot).
+    pub max_watches: usize,
+    /// Watch streams open at once acting for one account, so that one
+    /// tenant cannot take every watch the server allows.
+    pub max_watches_per_account: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +75,8 @@ impl Default for Limits {
             keepalive_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             commit_stall_limit: Duration::from_secs(5),
+            max_watches: 10_000,
+            max_watches_per_account: 100,
         }
     }
 }

@@ -49,7 +49,10 @@ use crate::{
         },
         SettingsClient,
     },
-    grpc::{AdminGrpc, CompositionSettingsGrpc, InFlight, RecordingSettingsGrpc, SettingsApi},
+    grpc::{
+        AdminGrpc, CompositionSettingsGrpc, InFlight, RecordingSettingsGrpc, SettingsApi,
+        WatchSlots,
+    },
     metrics::Metrics,
     request_log::RequestLog,
     store::{
@@ -207,6 +210,10 @@ pub async fn run_on(
         &config.public_url,
         config.metrics.clone(),
         Arc::clone(&requests),
+        WatchSlots::new(
+            config.limits.max_watches,
+            config.limits.max_watches_per_account,
+        ),
     );
     let observers = HttpObservers {
         metrics: config.metrics.clone(),

@@ -207,7 +207,8 @@ async fn watchers_see_a_reset_and_the_history_lists_it() {
 }
 
 #[tokio::test]
-async fn a_malformed_reset_target_is_invalid_argument_naming_the_field_and_only_operators_reset() {
+async fn a_malformed_reset_target_is_invalid_argument_naming_the_field_and_only_operators_reset_or_read_the_log(
+) {
     let app = spawn_authenticated_app().await;
     app.try_set(with_auth(set_request(ACCOUNT, "kept"), ACCOUNT, TOKEN))
         .await
@@ -229,6 +230,14 @@ async fn a_malformed_reset_target_is_invalid_argument_naming_the_field_and_only_
         .unwrap_err();
     let anonymous = admin
         .reset_settings(reset_request(ACCOUNT, ""))
+        .await
+        .unwrap_err();
+    let tenant_reads_the_log = admin
+        .list_recent_requests(with_auth(
+            ListRecentRequestsRequest::default(),
+            ACCOUNT,
+            TOKEN,
+        ))
         .await
         .unwrap_err();
     let kept = app
@@ -253,6 +262,7 @@ async fn a_malformed_reset_target_is_invalid_argument_naming_the_field_and_only_
     );
     assert_eq!(tenant.code(), tonic::Code::PermissionDenied);
     assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    assert_eq!(tenant_reads_the_log.code(), tonic::Code::PermissionDenied);
     assert_eq!(kept.friendly_name.as_deref(), Some("kept"));
     assert_eq!(operator.reset_count, 1);
 }

@@ -671,3 +671,63 @@ async fn a_snapshot_of_every_account_under_writes_is_followed_by_changes_in_orde
         "changes in order after it"
     );
 }
+
+/// One account cannot open more watches than its limit, others still can,
+/// and a watch its client drops frees its slot at once (the stream is idle:
+/// nothing but the client going away ends it).
+#[tokio::test]
+async fn watches_past_the_per_account_limit_are_refused_and_a_dropped_watch_frees_its_slot() {
+    let app = spawn_app_with_limits(settingsd::server::Limits {
+        max_watches: 5,
+        max_watches_per_account: 2,
+        ..settingsd::server::Limits::default()
+    })
+    .await;
+    let first = app.watch(ACCOUNT, 0).await;
+    let _second = app.watch(ACCOUNT, 0).await;
+
+    let third = app
+        .try_watch(settingsd::pb::WatchRecordingSettingsRequest {
+            account_sid: ACCOUNT.into(),
+            start_revision: 0,
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let _other = app.watch(OTHER_ACCOUNT, 0).await;
+    let _all = app.watch("-", 0).await;
+    let _other_again = app.watch(OTHER_ACCOUNT, 0).await;
+    let server_full = app
+        .try_watch(settingsd::pb::WatchRecordingSettingsRequest {
+            account_sid: "-".into(),
+            start_revision: 0,
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    drop(first);
+    let freed = tokio::time::timeout(GUARD, async {
+        loop {
+            match app
+                .try_watch(settingsd::pb::WatchRecordingSettingsRequest {
+                    account_sid: ACCOUNT.into(),
+                    start_revision: 0,
+                })
+                .await
+            {
+                Ok(stream) => return stream,
+                Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the dropped watch's slot is freed");
+
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    assert!(third.message().contains(ACCOUNT), "{third:?}");
+    assert!(third.message().contains('2'), "{third:?}");
+    assert_eq!(server_full.code(), Code::ResourceExhausted);
+    assert!(server_full.message().contains('5'), "{server_full:?}");
+    drop(freed);
+}
