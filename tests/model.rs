@@ -248,7 +248,12 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.retain(|(a, r), _| {
                     !(account.is_none_or(|x| x == *a) && resource.is_none_or(|x| x == *r))
                 });
-                let deleted = runtime.block_on(store.reset(selector)).unwrap();
+                let (deleted, revision) = runtime.block_on(store.reset(selector)).unwrap();
+                prop_assert_eq!(deleted == 0, revision == 0);
+                if revision > 0 {
+                    prop_assert!(revision > last_revision, "revisions increase");
+                    last_revision = revision;
+                }
                 prop_assert_eq!(deleted, (before - model.len()) as u64);
             }
             Op::Restart => {

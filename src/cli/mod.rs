@@ -615,7 +615,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 .into_inner();
             println!(
                 "{}",
-                serde_json::json!({ "reset_count": reset.reset_count })
+                serde_json::json!({ "reset_count": reset.reset_count, "revision": reset.revision })
             );
         }
         AdminCommand::Requests { account, limit } => {

@@ -276,8 +276,11 @@ impl AdminService for AdminGrpc {
             resource: optional_resource(&request.get_ref().resource).map_err(Error::from)?,
             account: optional_account(&request.get_ref().account_sid).map_err(Error::from)?,
         };
-        let reset_count = self.0.store.reset(selector).await?;
-        Ok(Response::new(pb::ResetSettingsResponse { reset_count }))
+        let (reset_count, revision) = self.0.store.reset(selector).await?;
+        Ok(Response::new(pb::ResetSettingsResponse {
+            reset_count,
+            revision,
+        }))
     }
 
     async fn list_recent_requests(

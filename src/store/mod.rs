@@ -244,14 +244,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes every stored resource that `selector` selects, so that reads
     /// answer the default resource (revision 0) again, and returns how many
-    /// it deleted once that is durable. Each deletion is a change (with
+    /// it deleted, and the revision of the last deletion (0 if none), once
+    /// that is durable. Each deletion is a change (with
     /// [`Change::reset`] set, and a new revision) that watchers and the
     /// history see; a resource that is not stored has nothing to delete.
     ///
     /// # Errors
     /// As [`Store::set`]; deletions made before a failure are still made
     /// durable.
-    async fn reset(&self, selector: Selector) -> Result<u64, Error>;
+    async fn reset(&self, selector: Selector) -> Result<(u64, u64), Error>;
 
     /// How many resources of `resource` are stored, for metrics; cheap.
     /// `None` until the backend has counted them (a backend may count in

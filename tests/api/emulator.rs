@@ -89,6 +89,12 @@ async fn reset_deletes_exactly_what_it_selects_and_reads_answer_defaults() {
     let everything = reset(&mut admin, "", "").await;
     let nothing_left = reset(&mut admin, "", "").await;
     let written_again = app.set(set_request(ACCOUNT, "again")).await;
+    let last_reset = admin
+        .reset_settings(reset_request(ACCOUNT, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let after_it = app.set(set_request(ACCOUNT, "after the last reset")).await;
 
     assert_eq!(one, 1);
     assert!(is_default(&a_recording), "{a_recording:?}");
@@ -101,6 +107,9 @@ async fn reset_deletes_exactly_what_it_selects_and_reads_answer_defaults() {
     assert_eq!(everything, 1, "only B's recording was left");
     assert_eq!(nothing_left, 0);
     assert!(written_again.revision > before, "revisions keep increasing");
+    assert_eq!(last_reset.reset_count, 1);
+    assert!(last_reset.revision > written_again.revision);
+    assert!(after_it.revision > last_reset.revision);
 }
 
 #[tokio::test]
@@ -661,14 +670,14 @@ async fn the_cli_resets_and_lists_requests_and_refuses_a_reset_without_a_target(
         stderr.contains("--account") && stderr.contains("--all"),
         "{stderr}"
     );
-    assert_eq!(
-        String::from_utf8_lossy(&one.stdout).trim(),
-        r#"{"reset_count":1}"#
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&all.stdout).trim(),
-        r#"{"reset_count":3}"#
-    );
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+    };
+    let (one, all) = (json(&one), json(&all));
+    assert_eq!(one["reset_count"], 1);
+    assert_eq!(all["reset_count"], 3);
+    let revision = |v: &serde_json::Value| v["revision"].as_u64().unwrap();
+    assert!(revision(&all) > revision(&one), "{one} then {all}");
     let line: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&requests.stdout).trim()).unwrap();
     assert_eq!(line["account_sid"], OTHER_ACCOUNT);

@@ -6,7 +6,9 @@
 //! the power is cut. Each cycle: start settingsd on the directory, check
 //! that every acknowledged write (or a newer one) is there and every record
 //! decodes, run concurrent writers over gRPC and the HTTP bridge on both
-//! resources of several accounts, at a random moment cut the power (every
+//! resources of several accounts, and a writer of resets (an acknowledged
+//! reset must stay one: the resource at its default, or a newer write), at
+//! a random moment cut the power (every
 //! third cycle a torn cut that keeps a random subset of unsynced pages) and
 //! SIGKILL settingsd, unmount and mount again.
 //!
@@ -39,6 +41,11 @@ use crate::{helpers::*, http_bridge::http};
 const SUITE_CYCLES: usize = 12;
 const GRPC_WRITERS: usize = 6;
 const HTTP_WRITERS: usize = 4;
+/// Writers of `ResetSettings` (one resource of one account at a time, so
+/// that its answer's revision is that deletion's).
+const RESET_WRITERS: usize = 1;
+/// The "friendly name" an acknowledged reset leaves: no name, revision 0.
+const RESET: &str = "(reset)";
 const ACCOUNTS: usize = 12;
 
 fn account(i: usize) -> String {
@@ -165,7 +172,8 @@ fn acknowledge(acked: &Acked, resource: Resource, account: String, revision: u64
 struct Figures {
     cycles: usize,
     torn_cycles: usize,
-    /// Sets answered with success, over both transports.
+    /// Sets answered with success, over both transports, and resets that
+    /// deleted something.
     writes_acknowledged: usize,
     /// Resource states whose newest acknowledged write was missing after a
     /// cut (older acknowledged writes of the same state are superseded).
@@ -201,14 +209,16 @@ async fn power_loss_cycles(binary: &Path, cycles: usize, seed: u64) -> Figures {
         }
 
         let mut writers = Vec::new();
-        for writer in 0..GRPC_WRITERS + HTTP_WRITERS {
+        for writer in 0..GRPC_WRITERS + HTTP_WRITERS + RESET_WRITERS {
             let (addr, acked) = (server.grpc_addr, Arc::clone(&acked));
             let http_addr = server.http_addr;
             writers.push(tokio::spawn(async move {
                 if writer < GRPC_WRITERS {
                     grpc_writer(addr, writer, cycle, acked).await
-                } else {
+                } else if writer < GRPC_WRITERS + HTTP_WRITERS {
                     http_writer(http_addr, writer, cycle, acked).await
+                } else {
+                    reset_writer(addr, writer, acked).await
                 }
             }));
         }
@@ -264,6 +274,32 @@ async fn grpc_writer(addr: SocketAddr, writer: usize, cycle: usize, acked: Acked
     unreachable!()
 }
 
+/// Resets of one resource of one account at a time, in turn, until the
+/// server is gone; returns how many deleted something (and were
+/// acknowledged).
+async fn reset_writer(addr: SocketAddr, writer: usize, acked: Acked) -> usize {
+    let mut admin =
+        settingsd::pb::admin_service_client::AdminServiceClient::new(channel(addr).await);
+    let mut deleted = 0;
+    for seq in 0.. {
+        let account = account((writer * 7 + seq) % ACCOUNTS);
+        let resource = Resource::ALL[(seq / ACCOUNTS) % Resource::ALL.len()];
+        let request = settingsd::pb::ResetSettingsRequest {
+            account_sid: account.clone(),
+            resource: resource.name().to_owned(),
+        };
+        let Ok(answer) = admin.reset_settings(request).await else {
+            return deleted; // the server is gone
+        };
+        let answer = answer.into_inner();
+        if answer.reset_count > 0 {
+            deleted += 1;
+            acknowledge(&acked, resource, account, answer.revision, RESET.to_owned());
+        }
+    }
+    unreachable!()
+}
+
 /// Sets through the HTTP bridge (Twilio's form POST; the ETag names the
 /// revision), until the server is gone; returns how many were acknowledged.
 async fn http_writer(addr: SocketAddr, writer: usize, cycle: usize, acked: Acked) -> usize {
@@ -311,8 +347,21 @@ async fn verify(server: &BinaryServer, acked: &Acked, cycle: usize, seed: u64) -
             });
         let key = (resource, account.clone());
         if let Some((revision, name)) = expected.get(&key) {
+            // Deleted (a Get answers the default, revision 0) by the
+            // acknowledged reset, or by a newer one whose answer the cut
+            // took (its change in the history says so).
+            let deleted_since = got.revision == 0
+                && got.friendly_name.is_none()
+                && (name == RESET || newest_change(&grpc, resource, &account).await > *revision);
             let kept = got.revision > *revision
-                || (got.revision == *revision && got.friendly_name.as_deref() == Some(name));
+                || (got.revision == *revision && got.friendly_name.as_deref() == Some(name))
+                || deleted_since;
+            if deleted_since && name != RESET {
+                eprintln!(
+                    "cycle {cycle}: {resource} of {account}: a reset newer than acknowledged \
+                     revision {revision} survived the cut unacknowledged"
+                );
+            }
             if !kept {
                 lost += 1;
                 eprintln!(
@@ -330,6 +379,21 @@ async fn verify(server: &BinaryServer, acked: &Acked, cycle: usize, seed: u64) -
         }
     }
     lost
+}
+
+/// The revision of the newest change of `account`'s `resource` in the
+/// history (0 if none).
+async fn newest_change(grpc: &SettingsClient, resource: Resource, account: &str) -> u64 {
+    let request = settingsd::contract::ListRevisionsMessage {
+        account_sid: account.to_owned(),
+        page_size: 1,
+        page_token: String::new(),
+    };
+    let page = grpc
+        .list_revisions(resource, Request::new(request))
+        .await
+        .expect("history");
+    page.revisions.first().map_or(0, |s| s.revision)
 }
 
 /// The seed of this run: `POWERLOSS_SEED`, or a random one (printed).

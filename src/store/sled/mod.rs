@@ -720,7 +720,7 @@ impl Store for SledStore {
         }
     }
 
-    async fn reset(&self, selector: Selector) -> Result<u64, Error> {
+    async fn reset(&self, selector: Selector) -> Result<(u64, u64), Error> {
         let inner = self.current()?;
         let writer = Arc::clone(&inner);
         let (deleted, last, failure) = blocking(move || Ok(writer.reset(&selector))).await?;
@@ -730,7 +730,7 @@ impl Store for SledStore {
         tracing::info!(deleted, revision = last, "settings reset");
         match failure {
             Some(e) => Err(e),
-            None => Ok(deleted),
+            None => Ok((deleted, last)),
         }
     }
 
