@@ -24,11 +24,11 @@ use tokio_stream::StreamExt;
 
 use crate::{
     contract::SettingsMessage,
-    domain::{AccountSid, Settings, SettingsPatch, SettingsText},
+    domain::{AccountSid, Settings},
     error::Error,
-    grpc::to_message,
+    grpc::{replacement, to_message},
     resource::Resource,
-    store::{Replacement, Store},
+    store::{replace_changed, replace_in_batches, Replacement, Store},
 };
 
 /// One exported record: its resource, the resource's stored fields, plus
@@ -102,23 +102,28 @@ impl ExportedRecord {
     /// An unknown resource, or the first invalid field (or broken
     /// cross-field rule), named.
     pub fn into_replacement(self) -> anyhow::Result<Replacement> {
+        let (resource, message) = self.into_message()?;
+        Ok(replacement(resource, &message)?)
+    }
+
+    /// Its resource, and its fields in the contract's shape (without
+    /// validating them; the revision and update time are left out).
+    ///
+    /// # Errors
+    /// If `resource` names no resource this settingsd knows.
+    pub fn into_message(self) -> anyhow::Result<(Resource, SettingsMessage)> {
         let resource = self.resource()?;
-        let account = AccountSid::parse(&self.account_sid)?;
-        let text = SettingsText {
-            friendly_name: self.friendly_name.as_deref(),
-            aws_credentials_sid: self.aws_credentials_sid.as_deref(),
-            aws_s3_url: self.aws_s3_url.as_deref(),
+        let message = SettingsMessage {
+            account_sid: self.account_sid,
+            friendly_name: self.friendly_name,
+            aws_credentials_sid: self.aws_credentials_sid,
+            aws_s3_url: self.aws_s3_url,
             aws_storage_enabled: self.aws_storage_enabled,
-            encryption_key_sid: self.encryption_key_sid.as_deref(),
+            encryption_key_sid: self.encryption_key_sid,
             encryption_enabled: self.encryption_enabled,
+            ..SettingsMessage::default()
         };
-        let state = Settings::parse(account.clone(), text)?;
-        let patch = SettingsPatch::replacing(&state)?;
-        Ok(Replacement {
-            resource,
-            account,
-            patch,
-        })
+        Ok((resource, message))
     }
 }
 
@@ -260,9 +265,6 @@ impl ExportWriter {
     }
 }
 
-/// How many records an import applies per durable commit.
-const IMPORT_BATCH: usize = 4096;
-
 /// Loads JSON lines (as [`export`] writes them) into `store`, replacing each
 /// listed account's resource (even a record that does not decode: importing
 /// a good line for its account is how to repair it). Every line is validated first, as a Set would
@@ -277,7 +279,7 @@ const IMPORT_BATCH: usize = 4096;
 /// before it are imported and durable.
 pub async fn import(store: &dyn Store, input: impl BufRead) -> anyhow::Result<usize> {
     let records = read_replacements(input)?;
-    write_in_batches(store, records).await
+    Ok(replace_in_batches(store, records).await?)
 }
 
 /// Loads a seed file (the export format) at a server's start: every line
@@ -290,28 +292,39 @@ pub async fn import(store: &dyn Store, input: impl BufRead) -> anyhow::Result<us
 /// As [`import`].
 pub async fn seed(store: &dyn Store, input: impl BufRead) -> anyhow::Result<(usize, usize)> {
     let records = read_replacements(input)?;
-    let total = records.len();
-    let mut changed = Vec::new();
-    for record in records {
-        let stored = store.get(record.resource, &record.account).await?;
-        let seeded = Settings::default_for(record.account.clone()).merged(record.patch.clone())?;
-        let same = stored.revision > 0
-            && Settings {
-                revision: stored.revision,
-                update_time: stored.update_time,
-                ..seeded
-            } == stored;
-        if !same {
-            changed.push(record);
-        }
-    }
-    let written = write_in_batches(store, changed).await?;
-    Ok((written, total - written))
+    Ok(replace_changed(store, records).await?)
 }
 
 /// Parses and validates every line (as a Set would, cross-field rules
 /// included) before anything is written.
 fn read_replacements(input: impl BufRead) -> anyhow::Result<Vec<Replacement>> {
+    read_lines(input, |record| record.into_replacement())
+}
+
+/// The lines of `input` as `ImportSettings` messages for a running server,
+/// each validated here first (so that a bad line is reported by its
+/// number, and nothing is sent).
+///
+/// # Errors
+/// The first malformed or invalid line, by line number.
+pub fn read_import_messages(
+    input: impl BufRead,
+) -> anyhow::Result<Vec<crate::pb::ImportSettingsRequest>> {
+    read_lines(input, |record| {
+        let (resource, message) = record.into_message()?;
+        replacement(resource, &message)?;
+        Ok(crate::pb::ImportSettingsRequest {
+            record: Some(crate::pb::ExportedSettings::new(resource, message)),
+        })
+    })
+}
+
+/// Each non-blank line of `input` parsed as an exported record and turned
+/// into a `T` by `convert`; the first failure names its line.
+fn read_lines<T>(
+    input: impl BufRead,
+    convert: impl Fn(ExportedRecord) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
     let mut records = Vec::new();
     for (index, line) in input.lines().enumerate() {
         let line_no = index + 1;
@@ -322,23 +335,9 @@ fn read_replacements(input: impl BufRead) -> anyhow::Result<Vec<Replacement>> {
         let record: ExportedRecord = serde_json::from_str(&line)
             .with_context(|| format!("line {line_no}: not an exported record"))?;
         // Validated as a record, cross-field rules included.
-        let replacement = record
-            .into_replacement()
-            .with_context(|| format!("line {line_no}: invalid record"))?;
-        records.push(replacement);
+        let converted =
+            convert(record).with_context(|| format!("line {line_no}: invalid record"))?;
+        records.push(converted);
     }
     Ok(records)
-}
-
-/// Writes replacements in durable batches; returns how many.
-async fn write_in_batches(store: &dyn Store, records: Vec<Replacement>) -> anyhow::Result<usize> {
-    let mut written = 0;
-    let mut records = records.into_iter();
-    loop {
-        let batch: Vec<_> = records.by_ref().take(IMPORT_BATCH).collect();
-        if batch.is_empty() {
-            return Ok(written);
-        }
-        written += store.replace_many(batch).await?;
-    }
 }

@@ -29,6 +29,14 @@ pub enum Error {
         requested: AccountSid,
     },
 
+    /// A record of an import is invalid (`index` counts from 1). Nothing
+    /// was written.
+    #[error("record {index}: {error}")]
+    InvalidRecord {
+        index: usize,
+        error: ValidationError,
+    },
+
     /// A tenant (account or API key credentials) called an operator-only RPC.
     #[error("account {caller} is not an operator")]
     OperatorOnly { caller: AccountSid },

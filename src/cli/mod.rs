@@ -83,7 +83,8 @@ pub enum Command {
     /// stopped server's --data-dir, or from a running server with --grpc-addr.
     Export(ExportArgs),
     /// Load JSON lines written by `export`, replacing each listed account's
-    /// resource (the server must be stopped).
+    /// resource: offline (the server must be stopped), or into a running
+    /// server with --grpc-addr.
     Import(ImportArgs),
 }
 
@@ -192,9 +193,20 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The data directory to load into; created if missing.
+    /// The data directory to load into; created if missing. Ignored with
+    /// --grpc-addr.
     #[arg(long, env = "SETTINGSD_DATA_DIR", default_value = "./settingsd-data")]
     pub data_dir: PathBuf,
+    /// Load into a running server instead, through its gRPC AdminService
+    /// (HOST:PORT or http://HOST:PORT): records equal to what is stored are
+    /// left alone, so loading a fixture again changes nothing. Up to
+    /// 100,000 records per call.
+    #[arg(long)]
+    pub grpc_addr: Option<String>,
+    /// With --grpc-addr and a server that has --accounts: an operator's
+    /// credentials from its [[operators]] table, as NAME:SECRET.
+    #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
+    pub credentials: Option<BasicCredentials>,
     /// The JSON lines to load. Standard input if omitted.
     pub file: Option<PathBuf>,
 }
@@ -460,6 +472,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     records.join(", ")
                 );
             }
+            Ok(())
+        }
+        Command::Import(ImportArgs {
+            grpc_addr: Some(addr),
+            credentials,
+            file,
+            ..
+        }) => {
+            let messages = match &file {
+                Some(path) => {
+                    let file = std::fs::File::open(path)
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    backup::read_import_messages(std::io::BufReader::new(file))?
+                }
+                None => backup::read_import_messages(std::io::stdin().lock())?,
+            };
+            let mut client = AdminServiceClient::new(connect(&addr).await?);
+            let request =
+                BasicCredentials::request(credentials.as_ref(), tokio_stream::iter(messages));
+            let imported = client
+                .import_settings(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            eprintln!(
+                "settingsd: imported {} records ({} already so)",
+                imported.written, imported.unchanged
+            );
             Ok(())
         }
         Command::Import(args) => {

@@ -58,6 +58,33 @@ fn rpc_name(handler: &str) -> String {
         .collect()
 }
 
+/// The write that makes an account's `resource` hold exactly `message`'s
+/// fields (an exported record's): whatever was stored is replaced.
+///
+/// # Errors
+/// The first invalid field (or broken cross-field rule), named.
+pub fn replacement(
+    resource: Resource,
+    message: &SettingsMessage,
+) -> Result<crate::store::Replacement, ValidationError> {
+    let account = AccountSid::parse(&message.account_sid)?;
+    let text = crate::domain::SettingsText {
+        friendly_name: message.friendly_name.as_deref(),
+        aws_credentials_sid: message.aws_credentials_sid.as_deref(),
+        aws_s3_url: message.aws_s3_url.as_deref(),
+        aws_storage_enabled: message.aws_storage_enabled,
+        encryption_key_sid: message.encryption_key_sid.as_deref(),
+        encryption_enabled: message.encryption_enabled,
+    };
+    let state = Settings::parse(account.clone(), text)?;
+    let patch = SettingsPatch::replacing(&state)?;
+    Ok(crate::store::Replacement {
+        resource,
+        account,
+        patch,
+    })
+}
+
 /// A request-log entry as `ListRecentRequests` answers it.
 pub fn recorded_request(r: RecordedRequest) -> pb::RecordedRequest {
     pb::RecordedRequest {

@@ -20,7 +20,7 @@ use tonic::metadata::MetadataMap;
 
 use self::faults::{Faults, Method};
 pub use self::{
-    convert::{parse_etag, parse_patch, to_message},
+    convert::{parse_etag, parse_patch, replacement, to_message},
     in_flight::InFlight,
     services::{AdminGrpc, CompositionSettingsGrpc, RecordingSettingsGrpc, WatchStream},
     watch::WatchSlots,

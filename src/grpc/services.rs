@@ -7,7 +7,7 @@ use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{optional_account, optional_resource, recorded_request, to_message},
+    convert::{optional_account, optional_resource, recorded_request, replacement, to_message},
     watch::WatchMessages,
     SettingsApi,
 };
@@ -17,10 +17,11 @@ use crate::{
         pb::{self, admin_service_server::AdminService},
         SettingsChangeMessage,
     },
+    domain::{Field, ValidationError, Violation},
     error::Error,
     request_log::RequestLog,
     resource::Resource,
-    store::{Selector, StoredSettings},
+    store::{replace_changed, Selector, StoredSettings},
 };
 
 /// Binds one resource's generated service trait to [`SettingsApi`]: the
@@ -176,6 +177,10 @@ settings_service!(
 #[derive(Clone)]
 pub struct AdminGrpc(pub SettingsApi);
 
+/// The most records one `ImportSettings` call takes (they are held in
+/// memory, a few hundred bytes each, until all are validated).
+const MAX_IMPORT_RECORDS: usize = 100_000;
+
 /// How many exported records may wait for a slow client: the store's scan
 /// pauses behind them, so an export's memory is bounded.
 const EXPORT_BUFFER: usize = 64;
@@ -293,6 +298,43 @@ impl AdminService for AdminGrpc {
         let requests = self.0.requests.recent(account.as_ref(), limit);
         Ok(Response::new(pb::ListRecentRequestsResponse {
             requests: requests.into_iter().map(recorded_request).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn import_settings(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportSettingsRequest>>,
+    ) -> Result<Response<pb::ImportSettingsResponse>, Status> {
+        self.operator(&request)?;
+        let _slot = self.0.start()?;
+        let mut stream = request.into_inner();
+        let mut records = Vec::new();
+        while let Some(message) = stream.message().await? {
+            let index = records.len() + 1;
+            if index > MAX_IMPORT_RECORDS {
+                return Err(Status::resource_exhausted(format!(
+                    "an import takes at most {MAX_IMPORT_RECORDS} records: split the file, \
+                     or import it offline (`settingsd import --data-dir`)"
+                )));
+            }
+            let invalid = |error| Error::InvalidRecord { index, error };
+            let (resource, settings) = message
+                .record
+                .and_then(pb::ExportedSettings::into_parts)
+                .ok_or_else(|| {
+                    invalid(ValidationError {
+                        field: Field::Resource,
+                        violation: Violation::Missing,
+                    })
+                })?;
+            records.push(replacement(resource, &settings).map_err(invalid)?);
+        }
+        let (written, unchanged) = replace_changed(&*self.0.store, records).await?;
+        tracing::info!(written, unchanged, "settings imported");
+        Ok(Response::new(pb::ImportSettingsResponse {
+            written: written as u64,
+            unchanged: unchanged as u64,
         }))
     }
 

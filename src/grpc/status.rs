@@ -15,7 +15,8 @@ impl From<Error> for Status {
     /// message; faults on our side are logged here with their cause.
     fn from(error: Error) -> Status {
         match error {
-            Error::Invalid(v) => invalid_argument(&v),
+            Error::Invalid(v) => invalid_argument(&v, None),
+            Error::InvalidRecord { index, error } => invalid_argument(&error, Some(index)),
             Error::Unauthenticated(why) => Status::unauthenticated(match why {
                 Unauthenticated::Missing => {
                     "no credentials: send `authorization: Basic base64(AccountSid:AuthToken)` \
@@ -131,22 +132,31 @@ fn compacted(requested: u64, oldest: u64) -> Status {
 
 /// INVALID_ARGUMENT whose message names the field, with a
 /// `google.rpc.BadRequest` detail so programs need not parse the message.
-fn invalid_argument(v: &ValidationError) -> Status {
+/// INVALID_ARGUMENT naming the field (of the `record`-th record of a
+/// stream, counted from 1, if given) in the message and a BadRequest.
+fn invalid_argument(v: &ValidationError, record: Option<usize>) -> Status {
     let reason = match v.violation {
         Violation::Missing => REASON_MISSING,
         Violation::TooLong { .. } | Violation::Malformed(_) | Violation::Requires(_) => {
             REASON_INVALID
         }
     };
+    let (field, message) = match record {
+        None => (v.field.as_str().to_owned(), v.to_string()),
+        Some(n) => (
+            format!("record[{n}].{}", v.field.as_str()),
+            format!("record {n}: {v}"),
+        ),
+    };
     let violation = FieldViolation {
-        field: v.field.as_str().to_owned(),
+        field,
         description: v.describe(Field::as_str),
         reason: reason.to_owned(),
         localized_message: None,
     };
     Status::with_error_details(
         Code::InvalidArgument,
-        v.to_string(),
+        message,
         ErrorDetails::with_bad_request(vec![violation]),
     )
 }

@@ -163,6 +163,58 @@ pub struct StoreHealth {
     pub commit_running_for: Option<Duration>,
 }
 
+/// How many replacements [`replace_in_batches`] applies per durable commit.
+const REPLACE_BATCH: usize = 4096;
+
+/// Applies `records` in durable batches (imports, seeds); returns how many.
+///
+/// # Errors
+/// As [`Store::replace_many`]; the batches before a failure are durable.
+pub async fn replace_in_batches(
+    store: &dyn Store,
+    records: Vec<Replacement>,
+) -> Result<usize, Error> {
+    let mut written = 0;
+    let mut records = records.into_iter();
+    loop {
+        let batch: Vec<_> = records.by_ref().take(REPLACE_BATCH).collect();
+        if batch.is_empty() {
+            return Ok(written);
+        }
+        written += store.replace_many(batch).await?;
+    }
+}
+
+/// Applies only those of `records` that differ from what is stored, so that
+/// loading the same records again changes nothing (no new revisions, no
+/// changes for watchers): how a seed or a fixture is loaded. Returns
+/// (written, already as given).
+///
+/// # Errors
+/// As [`replace_in_batches`], or a read of the stored state failing.
+pub async fn replace_changed(
+    store: &dyn Store,
+    records: Vec<Replacement>,
+) -> Result<(usize, usize), Error> {
+    let total = records.len();
+    let mut changed = Vec::new();
+    for record in records {
+        let stored = store.get(record.resource, &record.account).await?;
+        let given = Settings::default_for(record.account.clone()).merged(record.patch.clone())?;
+        let same = stored.revision > 0
+            && Settings {
+                revision: stored.revision,
+                update_time: stored.update_time,
+                ..given
+            } == stored;
+        if !same {
+            changed.push(record);
+        }
+    }
+    let written = replace_in_batches(store, changed).await?;
+    Ok((written, total - written))
+}
+
 /// A settings store. See the module docs for the contract every
 /// implementation keeps.
 #[async_trait::async_trait]

@@ -690,3 +690,138 @@ async fn the_cli_resets_and_lists_requests_and_refuses_a_reset_without_a_target(
     assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
     assert!(line["time"].as_str().unwrap().ends_with('Z'));
 }
+
+/// A fixture in the export format, for the online import tests.
+fn fixture(lines: &[serde_json::Value]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    for line in lines {
+        std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+    }
+    file
+}
+
+fn fixture_line(resource: &str, account: &str, name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "resource": resource, "account_sid": account, "friendly_name": name,
+        "aws_credentials_sid": null, "aws_s3_url": null, "aws_storage_enabled": false,
+        "encryption_key_sid": null, "encryption_enabled": false,
+    })
+}
+
+/// How a suite gets back to a fixture between tests without a restart:
+/// reset, then import into the running server; importing what is already
+/// there writes nothing.
+#[tokio::test]
+async fn an_online_import_loads_a_fixture_and_loading_it_again_changes_nothing() {
+    let app = spawn_app().await;
+    let file = fixture(&[
+        fixture_line("recording_settings", ACCOUNT, "fixture A"),
+        fixture_line("composition_settings", OTHER_ACCOUNT, "fixture B"),
+    ]);
+    let addr = app.grpc_addr.to_string();
+    let import = || {
+        let mut command = binary();
+        command
+            .args(["import", "--grpc-addr", &addr])
+            .arg(file.path());
+        async move { finish(&mut command).await }
+    };
+
+    let first = import().await;
+    let a = get(&app, Resource::Recording, ACCOUNT).await;
+    let b = get(&app, Resource::Composition, OTHER_ACCOUNT).await;
+    let again = import().await;
+    let a_again = get(&app, Resource::Recording, ACCOUNT).await;
+    reset(&mut admin(&app).await, "", "").await;
+    let after_reset = import().await;
+
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("imported 2 records (0 already so)"),
+        "{}",
+        stderr(&first)
+    );
+    assert_eq!(a.friendly_name.as_deref(), Some("fixture A"));
+    assert_eq!(b.friendly_name.as_deref(), Some("fixture B"));
+    assert!(
+        stderr(&again).contains("imported 0 records (2 already so)"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(a_again, a, "no new revision");
+    assert!(
+        stderr(&after_reset).contains("imported 2 records"),
+        "{}",
+        stderr(&after_reset)
+    );
+}
+
+#[tokio::test]
+async fn an_online_import_with_a_bad_record_writes_nothing_and_names_it() {
+    let app = spawn_authenticated_app().await;
+    let record = |name: &str| settingsd::pb::ImportSettingsRequest {
+        record: Some(settingsd::pb::ExportedSettings::new(
+            Resource::Recording,
+            SettingsMessage {
+                account_sid: ACCOUNT.into(),
+                friendly_name: Some(name.into()),
+                ..SettingsMessage::default()
+            },
+        )),
+    };
+    let mut admin = admin(&app).await;
+    let as_operator = |records: Vec<settingsd::pb::ImportSettingsRequest>| {
+        with_auth(tokio_stream::iter(records), OPERATOR, OPERATOR_SECRET)
+    };
+
+    let bad = admin
+        .import_settings(as_operator(vec![record("good"), record(&"x".repeat(256))]))
+        .await
+        .unwrap_err();
+    let tenant = admin
+        .import_settings(with_auth(
+            tokio_stream::iter(vec![record("mine")]),
+            ACCOUNT,
+            TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    let untouched = app
+        .try_get(with_auth(get_request(ACCOUNT), ACCOUNT, TOKEN))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad_line = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad_line,
+        format!(
+            "{}\n{{\"account_sid\": \"AC1\"}}\n",
+            fixture_line("recording_settings", ACCOUNT, "fine")
+        ),
+    )
+    .unwrap();
+    let operator = format!("{OPERATOR}:{OPERATOR_SECRET}");
+    let cli = finish(
+        binary()
+            .args(["import", "--grpc-addr", &app.grpc_addr.to_string()])
+            .args(["--credentials", &operator, bad_line.to_str().unwrap()]),
+    )
+    .await;
+
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("record 2"), "{bad:?}");
+    assert!(bad.message().contains("friendly_name"), "{bad:?}");
+    assert_eq!(tenant.code(), tonic::Code::PermissionDenied);
+    assert_eq!(untouched.revision, 0, "nothing written: {untouched:?}");
+    assert!(!cli.status.success());
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert_eq!(
+        app.try_get(with_auth(get_request(ACCOUNT), ACCOUNT, TOKEN))
+            .await
+            .unwrap()
+            .revision,
+        0
+    );
+}
