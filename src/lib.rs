@@ -17,10 +17,12 @@
 //!   Twilio's JSON and error bodies. Knows only the contract.
 //! - `grpc`: the services: one core for every resource (auth, limits,
 //!   contract <-> domain, `Error` -> `Status`), a thin binding per resource.
+//! - [`metrics`], [`request_log`]: what the transports report of each
+//!   request, for operators (Prometheus) and test suites (recent requests);
+//!   the store reports its commits to metrics through
+//!   [`store::StoreObserver`].
 //! - [`store`]: the [`store::Store`] trait and its contract; [`store::sled`]
 //!   is the embedded implementation (codec, group commit, recovery).
-//! - [`metrics`], [`request_log`]: what the transports report of each
-//!   request, for operators (Prometheus) and test suites (recent requests).
 //! - [`auth`]: credentials (accounts file or open mode) and who a caller is.
 //! - [`contract`]: the code generated from `proto/` ([`pb`]) and one shape
 //!   for every resource's messages.
