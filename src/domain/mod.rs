@@ -41,6 +41,8 @@ pub enum Field {
     Fraction,
     GrpcCode,
     DelayMs,
+    /// An import's record (a stream message without one).
+    Record,
 }
 
 impl Field {
@@ -64,6 +66,7 @@ impl Field {
             Field::Fraction => "fraction",
             Field::GrpcCode => "grpc_code",
             Field::DelayMs => "delay_ms",
+            Field::Record => "record",
         }
     }
 }

@@ -324,7 +324,7 @@ impl AdminService for AdminGrpc {
                 .and_then(pb::ExportedSettings::into_parts)
                 .ok_or_else(|| {
                     invalid(ValidationError {
-                        field: Field::Resource,
+                        field: Field::Record,
                         violation: Violation::Missing,
                     })
                 })?;

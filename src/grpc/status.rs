@@ -130,10 +130,9 @@ fn compacted(requested: u64, oldest: u64) -> Status {
     )
 }
 
-/// INVALID_ARGUMENT whose message names the field, with a
-/// `google.rpc.BadRequest` detail so programs need not parse the message.
 /// INVALID_ARGUMENT naming the field (of the `record`-th record of a
-/// stream, counted from 1, if given) in the message and a BadRequest.
+/// stream, counted from 1, if given) in the message and in a
+/// `google.rpc.BadRequest` detail, so programs need not parse the message.
 fn invalid_argument(v: &ValidationError, record: Option<usize>) -> Status {
     let reason = match v.violation {
         Violation::Missing => REASON_MISSING,
@@ -143,6 +142,7 @@ fn invalid_argument(v: &ValidationError, record: Option<usize>) -> Status {
     };
     let (field, message) = match record {
         None => (v.field.as_str().to_owned(), v.to_string()),
+        Some(n) if v.field == Field::Record => (format!("record[{n}]"), format!("record {n}: {v}")),
         Some(n) => (
             format!("record[{n}].{}", v.field.as_str()),
             format!("record {n}: {v}"),

@@ -187,8 +187,11 @@ pub async fn replace_in_batches(
 
 /// Applies only those of `records` that differ from what is stored, so that
 /// loading the same records again changes nothing (no new revisions, no
-/// changes for watchers): how a seed or a fixture is loaded. Returns
-/// (written, already as given).
+/// changes for watchers): how a seed or a fixture is loaded. Of several
+/// records for one resource of one account, the last counts (as in an
+/// import, which applies them in order). A stored record that does not
+/// decode counts as different: loading a good one repairs it. Returns
+/// (written, already as given), counting every record given.
 ///
 /// # Errors
 /// As [`replace_in_batches`], or a read of the stored state failing.
@@ -197,9 +200,22 @@ pub async fn replace_changed(
     records: Vec<Replacement>,
 ) -> Result<(usize, usize), Error> {
     let total = records.len();
+    let mut last = std::collections::HashMap::new();
+    for (index, record) in records.iter().enumerate() {
+        last.insert((record.resource, record.account.clone()), index);
+    }
     let mut changed = Vec::new();
-    for record in records {
-        let stored = store.get(record.resource, &record.account).await?;
+    for (index, record) in records.into_iter().enumerate() {
+        if last[&(record.resource, record.account.clone())] != index {
+            continue; // a later record replaces it
+        }
+        let stored = match store.get(record.resource, &record.account).await {
+            Err(Error::Corrupt { .. }) => {
+                changed.push(record);
+                continue;
+            }
+            stored => stored?,
+        };
         let given = Settings::default_for(record.account.clone()).merged(record.patch.clone())?;
         let same = stored.revision > 0
             && Settings {

@@ -825,3 +825,48 @@ async fn an_online_import_with_a_bad_record_writes_nothing_and_names_it() {
         0
     );
 }
+
+/// Of two records for one resource in one import, the last counts (as an
+/// offline import applies them in order); a record that does not decode is
+/// repaired by importing a good one.
+#[tokio::test]
+async fn an_online_import_applies_the_last_of_duplicates_and_repairs_an_unreadable_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_on(dir.path()).await;
+    app.set(set_request(ACCOUNT, "y")).await;
+    app.set(set_request(OTHER_ACCOUNT, "to be corrupted")).await;
+    app.stop().await.unwrap();
+    corrupt_resource(
+        dir.path(),
+        Resource::Recording,
+        OTHER_ACCOUNT,
+        b"\x01garbage",
+    );
+    let app = spawn_app_on(dir.path()).await;
+    let unreadable = app.try_get(get_request(OTHER_ACCOUNT)).await.unwrap_err();
+    let file = fixture(&[
+        fixture_line("recording_settings", ACCOUNT, "x"),
+        fixture_line("recording_settings", ACCOUNT, "y"),
+        fixture_line("recording_settings", OTHER_ACCOUNT, "repaired"),
+    ]);
+
+    let out = finish(
+        binary()
+            .args(["import", "--grpc-addr", &app.grpc_addr.to_string()])
+            .arg(file.path()),
+    )
+    .await;
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(unreadable.code(), tonic::Code::DataLoss);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("imported 1 records (2 already so)"),
+        "{stderr}"
+    );
+    assert_eq!(app.get(ACCOUNT).await.friendly_name.as_deref(), Some("y"));
+    assert_eq!(
+        app.get(OTHER_ACCOUNT).await.friendly_name.as_deref(),
+        Some("repaired")
+    );
+}

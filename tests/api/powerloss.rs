@@ -253,10 +253,23 @@ fn print_cut(cycle: usize, mode: CutMode, report: &CutReport) {
     eprintln!("power cut {cycle} ({mode:?}): {report:?}");
 }
 
+/// A channel to the server, or `None` if it is already gone (a cut can come
+/// before a writer first runs).
+async fn connect_while_up(addr: SocketAddr) -> Option<tonic::transport::Channel> {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .ok()
+}
+
 /// Sets over gRPC, alternating accounts and resources, until the server
 /// is gone; returns how many were acknowledged.
 async fn grpc_writer(addr: SocketAddr, writer: usize, cycle: usize, acked: Acked) -> usize {
-    let grpc = SettingsClient::new(channel(addr).await);
+    let Some(channel) = connect_while_up(addr).await else {
+        return 0;
+    };
+    let grpc = SettingsClient::new(channel);
     for seq in 0.. {
         let account = account((writer * 5 + seq) % ACCOUNTS);
         let resource = Resource::ALL[(writer + seq / ACCOUNTS) % Resource::ALL.len()];
@@ -278,8 +291,10 @@ async fn grpc_writer(addr: SocketAddr, writer: usize, cycle: usize, acked: Acked
 /// server is gone; returns how many deleted something (and were
 /// acknowledged).
 async fn reset_writer(addr: SocketAddr, writer: usize, acked: Acked) -> usize {
-    let mut admin =
-        settingsd::pb::admin_service_client::AdminServiceClient::new(channel(addr).await);
+    let Some(channel) = connect_while_up(addr).await else {
+        return 0;
+    };
+    let mut admin = settingsd::pb::admin_service_client::AdminServiceClient::new(channel);
     let mut deleted = 0;
     for seq in 0.. {
         let account = account((writer * 7 + seq) % ACCOUNTS);
@@ -349,10 +364,11 @@ async fn verify(server: &BinaryServer, acked: &Acked, cycle: usize, seed: u64) -
         if let Some((revision, name)) = expected.get(&key) {
             // Deleted (a Get answers the default, revision 0) by the
             // acknowledged reset, or by a newer one whose answer the cut
-            // took (its change in the history says so).
+            // took: the newest change in the history is then a reset (no
+            // name: every Set here names itself) newer than the write.
             let deleted_since = got.revision == 0
                 && got.friendly_name.is_none()
-                && (name == RESET || newest_change(&grpc, resource, &account).await > *revision);
+                && (name == RESET || newer_reset(&grpc, resource, &account, *revision).await);
             let kept = got.revision > *revision
                 || (got.revision == *revision && got.friendly_name.as_deref() == Some(name))
                 || deleted_since;
@@ -381,9 +397,14 @@ async fn verify(server: &BinaryServer, acked: &Acked, cycle: usize, seed: u64) -
     lost
 }
 
-/// The revision of the newest change of `account`'s `resource` in the
-/// history (0 if none).
-async fn newest_change(grpc: &SettingsClient, resource: Resource, account: &str) -> u64 {
+/// Whether the newest change of `account`'s `resource` in the history is a
+/// reset (listed as the default resource: no name) newer than `revision`.
+async fn newer_reset(
+    grpc: &SettingsClient,
+    resource: Resource,
+    account: &str,
+    revision: u64,
+) -> bool {
     let request = settingsd::contract::ListRevisionsMessage {
         account_sid: account.to_owned(),
         page_size: 1,
@@ -393,7 +414,9 @@ async fn newest_change(grpc: &SettingsClient, resource: Resource, account: &str)
         .list_revisions(resource, Request::new(request))
         .await
         .expect("history");
-    page.revisions.first().map_or(0, |s| s.revision)
+    page.revisions
+        .first()
+        .is_some_and(|s| s.revision > revision && s.friendly_name.is_none())
 }
 
 /// The seed of this run: `POWERLOSS_SEED`, or a random one (printed).

@@ -224,24 +224,32 @@ pub(super) fn repair_zeroed_conf(dir: &Path) -> std::io::Result<()> {
 /// Creates `dir` (and missing parents) if it does not exist, durably: the
 /// new entries are in their parents, which an fsync of `dir` itself does
 /// not cover, so a power cut after the first start would otherwise lose the
-/// whole store (a power-loss test on lossyfs found it; see issue 14).
+/// whole store (a power-loss test on lossyfs found it; see issue 14). The
+/// directory's own entry is synced in its parent at every open too: it may
+/// have been made by someone else (an operator's `mkdir`, a container
+/// volume) or by a run that died before syncing it.
 pub(super) fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    // A relative path's first component lives in the current directory.
+    let parent_of = |p: &Path| match p.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Some(Path::new(".").to_owned()),
+        parent => parent.map(Path::to_owned),
+    };
     let mut missing = Vec::new();
-    let mut at = dir;
+    let mut at = dir.to_owned();
     while !at.exists() {
-        missing.push(at);
-        match at.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
-            _ => break,
+        missing.push(at.clone());
+        match parent_of(&at) {
+            Some(parent) => at = parent,
+            None => break,
         }
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
     std::fs::create_dir_all(dir)?;
-    for created in missing {
-        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+    if missing.is_empty() {
+        missing.push(dir.to_owned());
+    }
+    for entry in missing {
+        if let Some(parent) = parent_of(&entry) {
+            sync_dir(&parent)?;
         }
     }
     Ok(())
