@@ -37,9 +37,6 @@
 //!   through and always survives; owner and time changes are accepted and
 //!   ignored; extended attributes, `fallocate` and file locks through the
 //!   file system are not supported (flock works, kept by the kernel).
-//! - The Linux behaviour after a failed fsync (the kernel marks the pages
-//!   clean, so a later fsync "succeeds" without writing them): here the data
-//!   stays unsynced, and a later successful fsync persists it.
 //! - Hard links, symbolic links, special files, `O_APPEND`, and mmap (files
 //!   are opened with `direct_io`, so there is no kernel page cache to keep).
 //! - Ordering between directory entries of different directories: each
@@ -49,7 +46,11 @@
 //! # Faults
 //! Besides power cuts, [`Control`] injects the I/O errors a failing disk
 //! gives: `EIO` from fsync/fdatasync ([`Control::fail_syncs`]) and `ENOSPC`
-//! from writes ([`Control::set_disk_full`]).
+//! from writes ([`Control::set_disk_full`]). A failed fsync behaves as on
+//! Linux: the kernel marks the file's dirty pages clean without writing
+//! them, so a later fsync "succeeds" and still a cut loses them (unless
+//! they were written again, and synced, after the failure). A program that
+//! retries the fsync and trusts it loses data here, as it would there.
 //!
 //! # Control
 //! In process, through a [`Control`] handle; from outside, through the
@@ -330,6 +331,12 @@ struct FileUndo {
     old: BTreeMap<u64, Vec<u8>>,
     /// Every page changed since the sync, above `synced_len` too.
     dirty: BTreeSet<u64>,
+    /// Pages whose writes a failed sync lost, with what the disk holds for
+    /// them (zeros past what is given). As Linux does, the failed sync
+    /// leaves them clean: a later sync "succeeds" without writing them,
+    /// and a cut brings back the disk's contents, unless the page was
+    /// written again after the failure and that write was synced.
+    poisoned: BTreeMap<u64, Vec<u8>>,
 }
 
 /// A directory change not yet covered by an fsync of the directories it
@@ -367,7 +374,7 @@ struct State {
     handles: HashMap<u64, Arc<File>>,
     next_handle: u64,
     /// By backing inode number.
-    files: HashMap<u64, FileUndo>,
+    files: BTreeMap<u64, FileUndo>,
     dir_ops: Vec<DirOp>,
     next_trash: u64,
     powered_off: bool,
@@ -391,7 +398,7 @@ impl State {
             next_inode: 2,
             handles: HashMap::new(),
             next_handle: 1,
-            files: HashMap::new(),
+            files: BTreeMap::new(),
             dir_ops: Vec::new(),
             next_trash: 0,
             powered_off: false,
@@ -477,6 +484,7 @@ impl State {
             synced_len: meta.len(),
             old: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            poisoned: BTreeMap::new(),
         }))
     }
 
@@ -489,6 +497,11 @@ impl State {
         let undo = self.undo_of(file)?;
         for page in start / PAGE..=(end - 1) / PAGE {
             undo.dirty.insert(page);
+            // A page a failed sync lost: the disk still holds the older data.
+            if let Some(durable) = undo.poisoned.remove(&page) {
+                undo.old.entry(page).or_insert(durable);
+                continue;
+            }
             let at = page * PAGE;
             if at >= undo.synced_len || undo.old.contains_key(&page) {
                 continue;
@@ -509,6 +522,40 @@ impl State {
         }
         self.before_change(file, len.min(current), len.max(current))?;
         file.set_len(len).map_err(|e| errno(&e))
+    }
+
+    /// A sync of the file with backing inode `key` failed: its unsynced
+    /// pages are lost (see [`FileUndo::poisoned`]); its length is taken as
+    /// reached (the worse case: the lost pages read as zeros or old data).
+    fn poison(&mut self, key: u64) {
+        let Some(undo) = self.files.get_mut(&key) else {
+            return;
+        };
+        for page in std::mem::take(&mut undo.dirty) {
+            let durable = undo.old.remove(&page).unwrap_or_default();
+            undo.poisoned.entry(page).or_insert(durable);
+        }
+        undo.old.clear();
+        if let Ok(meta) = undo.file.metadata() {
+            undo.synced_len = meta.len();
+        }
+    }
+
+    /// A sync of the file with backing inode `key` succeeded: what it
+    /// changed is durable, except pages a failed sync lost before.
+    fn synced(&mut self, key: u64) {
+        let Some(undo) = self.files.get_mut(&key) else {
+            return;
+        };
+        if undo.poisoned.is_empty() {
+            self.files.remove(&key);
+            return;
+        }
+        undo.dirty.clear();
+        undo.old.clear();
+        if let Ok(meta) = undo.file.metadata() {
+            undo.synced_len = meta.len();
+        }
     }
 
     fn sync(&mut self) -> Result<(), Errno> {
@@ -601,6 +648,16 @@ impl State {
                 let mut synced = undo.old.get(&page).cloned().unwrap_or_default();
                 synced.resize((end - at) as usize, 0);
                 undo.file.write_all_at(&synced, at)?;
+            }
+            // Lost to a failed sync: never on the disk, whatever the mode.
+            for (page, mut durable) in undo.poisoned {
+                let at = page * PAGE;
+                if at >= len {
+                    continue;
+                }
+                report.pages_lost += 1;
+                durable.resize(((at + PAGE).min(len) - at) as usize, 0);
+                undo.file.write_all_at(&durable, at)?;
             }
         }
         for op in std::mem::take(&mut self.dir_ops).into_iter().rev() {
@@ -1060,9 +1117,14 @@ impl fuser::Filesystem for LossyFs {
         let mut s = self.lock();
         let result = (|| {
             let file = s.handle(fh)?;
-            s.sync()?;
             let key = file.metadata().map_err(|e| errno(&e))?.ino();
-            s.files.remove(&key);
+            match s.sync() {
+                Ok(()) => s.synced(key),
+                Err(e) => {
+                    s.poison(key);
+                    return Err(e);
+                }
+            }
             Ok(())
         })();
         match result {
