@@ -173,13 +173,19 @@ impl Mounted {
         self.control.clone()
     }
 
-    /// Unmounts and waits for the file system thread to end.
+    /// Unmounts and waits for the file system thread to end. If that fails
+    /// (for example while a process still uses the mount), detaches the
+    /// mount lazily (`fusermount3 -uz`), so that no stale mount is left
+    /// behind, and says so.
     ///
     /// # Errors
-    /// If the unmount fails (for example while a process still uses the mount).
+    /// If the unmount failed (the mount was then detached lazily).
     pub fn unmount(mut self) -> io::Result<()> {
         let session = self.session.take().expect("mounted");
-        session.umount_and_join()?;
+        if let Err(e) = session.umount_and_join() {
+            lazy_unmount(&self.mountpoint);
+            return Err(e);
+        }
         tracing::info!(mountpoint = %self.mountpoint.display(), "lossyfs unmounted");
         Ok(())
     }
@@ -202,9 +208,20 @@ impl Drop for Mounted {
         if let Some(session) = self.session.take() {
             if let Err(e) = session.umount_and_join() {
                 tracing::warn!(error = %e, mountpoint = %self.mountpoint.display(), "lossyfs unmount failed");
+                lazy_unmount(&self.mountpoint);
             }
         }
     }
+}
+
+/// Detaches a mount that a process still holds (`fusermount3 -uz`): it goes
+/// away once the last user lets go, instead of staying as a stale mount.
+fn lazy_unmount(mountpoint: &Path) {
+    let detached = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(mountpoint)
+        .status();
+    tracing::warn!(mountpoint = %mountpoint.display(), ?detached, "lossyfs detached lazily");
 }
 
 impl Control {

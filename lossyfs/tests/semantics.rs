@@ -208,6 +208,26 @@ fn a_failed_fsync_loses_its_writes_even_after_a_later_successful_one() {
     );
 }
 
+/// A child `lossyfs` that is unmounted (lazily), killed and reaped when
+/// dropped, also when a test panics.
+struct Reaped {
+    child: std::process::Child,
+    mountpoint: std::path::PathBuf,
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mountpoint)
+                .status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn the_binary_takes_commands_on_its_control_socket_and_exits_when_unmounted() {
     use std::io::{BufRead, BufReader};
@@ -221,13 +241,21 @@ fn the_binary_takes_commands_on_its_control_socket_and_exits_when_unmounted() {
         dir.path().join("mnt"),
         dir.path().join("control.sock"),
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lossyfs"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_lossyfs"))
         .args([&backing, &mnt, &socket])
         .stdout(std::process::Stdio::piped())
+        // Not the test's own stderr: a leftover child must not hold the
+        // test run's output open.
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // If an assertion fails below, the mount and the process go with it.
+    let mut child = Reaped {
+        child,
+        mountpoint: mnt.clone(),
+    };
     let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.child.stdout.take().unwrap())
         .read_line(&mut ready)
         .unwrap();
     let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
@@ -246,7 +274,7 @@ fn the_binary_takes_commands_on_its_control_socket_and_exits_when_unmounted() {
         .arg(&mnt)
         .status()
         .unwrap();
-    let exit = child.wait().unwrap();
+    let exit = child.child.wait().unwrap();
 
     assert_eq!(ready.trim(), "ready");
     assert_eq!(status, "ok syncs=0");
