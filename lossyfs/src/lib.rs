@@ -121,12 +121,19 @@ pub struct Mounted {
     mountpoint: PathBuf,
 }
 
-/// Whether this machine can mount a lossyfs: `/dev/fuse` and
-/// `fusermount3` (from Debian's `fuse3`) on the PATH.
+/// Whether this machine can mount a lossyfs: `/dev/fuse`, `fusermount3`
+/// (from Debian's `fuse3`) on the PATH, and a trial mount that works (a
+/// container may have the device but not the right to mount). The answer
+/// is worked out once per process.
 ///
 /// # Errors
 /// What is missing, in words.
 pub fn fuse_available() -> Result<(), String> {
+    static AVAILABLE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    AVAILABLE.get_or_init(check_fuse).clone()
+}
+
+fn check_fuse() -> Result<(), String> {
     if !Path::new("/dev/fuse").exists() {
         return Err("/dev/fuse does not exist (no FUSE in this kernel or container)".into());
     }
@@ -136,7 +143,16 @@ pub fn fuse_available() -> Result<(), String> {
     if !on_path {
         return Err("fusermount3 is not on the PATH (Debian package fuse3)".into());
     }
-    Ok(())
+    let trial = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+    let (backing, mnt) = (trial.path().join("backing"), trial.path().join("mnt"));
+    std::fs::create_dir(&backing)
+        .and_then(|()| std::fs::create_dir(&mnt))
+        .map_err(|e| format!("no temporary directory: {e}"))?;
+    let mounted = mount(&backing, &mnt).map_err(|e| format!("a trial FUSE mount failed: {e}"))?;
+    let works = std::fs::write(mnt.join("probe"), b"probe")
+        .map_err(|e| format!("a trial FUSE mount does not take writes: {e}"));
+    let _ = mounted.unmount();
+    works
 }
 
 /// Mounts a lossyfs at `mountpoint` over `backing` (both existing
