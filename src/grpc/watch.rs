@@ -8,7 +8,7 @@
 //! them, and adds the snapshot of `start_revision` 0.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -38,6 +38,39 @@ pub type WatchMessages = mpsc::Receiver<Result<SettingsChangeMessage, Error>>;
 
 /// The client went away: stop quietly.
 struct Gone;
+
+impl SettingsApi {
+    /// The states as of `durable` of the accounts that resets since have
+    /// deleted, leaving out those in `sent`.
+    async fn deleted_since(
+        &self,
+        resource: Resource,
+        filter: &Selector,
+        durable: u64,
+        sent: &HashSet<AccountSid>,
+    ) -> Result<Vec<Settings>, Error> {
+        let now = self.store.durable_revision();
+        let mut states = Vec::new();
+        if now <= durable {
+            return Ok(states);
+        }
+        let mut seen = HashSet::new();
+        for reset in self.store.changes(durable + 1, now, filter.clone()).await? {
+            let account = reset.settings.account_sid;
+            if !reset.reset || sent.contains(&account) || !seen.insert(account.clone()) {
+                continue;
+            }
+            let then = self
+                .store
+                .history(resource, &account, Some(durable + 1), 1)
+                .await?;
+            if let Some(then) = then.into_iter().next().filter(|c| !c.reset) {
+                states.push(then.settings);
+            }
+        }
+        Ok(states)
+    }
+}
 
 /// How many watches are open, in all and per account, against their
 /// limits. Shared by every service of a server.
@@ -242,6 +275,7 @@ impl SettingsApi {
                         // of other accounts.) An account created since has no
                         // state then: it comes on the stream only.
                         let mut scan = self.store.scan(&[resource]);
+                        let mut sent = HashSet::new();
                         while let Some(record) = scan.next().await {
                             let mut state = record?.settings;
                             if state.revision > durable {
@@ -258,6 +292,19 @@ impl SettingsApi {
                                     _ => continue,
                                 }
                             }
+                            sent.insert(state.account_sid.clone());
+                            if send(change(state)).await.is_err() {
+                                return Ok(Err(Gone));
+                            }
+                        }
+                        // A record a reset deleted while the scan ran was
+                        // stored as of `durable` but not there to scan: it
+                        // is sent as it was then (its reset follows on the
+                        // stream).
+                        for state in self
+                            .deleted_since(resource, &filter, durable, &sent)
+                            .await?
+                        {
                             if send(change(state)).await.is_err() {
                                 return Ok(Err(Gone));
                             }

@@ -274,6 +274,20 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Change>, Error>;
 
+    /// The durable changes `filter` selects with revisions in
+    /// `from..=through`, in revision order, from the retained log (how a
+    /// watch's snapshot learns what changed while it was taken).
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] if changes from `from` on are no longer
+    /// retained; as [`Store::history`].
+    async fn changes(
+        &self,
+        from: u64,
+        through: u64,
+        filter: Selector,
+    ) -> Result<Vec<Change>, Error>;
+
     /// The account's state of `resource` at `revision`, if that change is in
     /// the retained log.
     ///

@@ -374,6 +374,32 @@ impl ChangeLog {
         Ok(out)
     }
 
+    /// See [`crate::store::Store::changes`].
+    pub(super) fn changes_between(
+        &self,
+        from: u64,
+        through: u64,
+        filter: &Selector,
+    ) -> Result<Vec<Change>, Error> {
+        let through = through.min(self.durable());
+        let mut out = Vec::new();
+        if from > through {
+            return Ok(out);
+        }
+        for entry in self
+            .changes
+            .range(from.to_be_bytes()..=through.to_be_bytes())
+        {
+            let (key, value) = entry?;
+            let change = decode_change(be_u64(&key).unwrap_or(0), &value)?;
+            if filter.matches(&change) {
+                out.push(change);
+            }
+        }
+        self.check_retained(from)?;
+        Ok(out)
+    }
+
     /// Past durable states of one account's resource, newest first.
     pub(super) fn history(
         &self,

@@ -781,6 +781,16 @@ impl Store for SledStore {
         blocking(move || inner.log.history(resource, &account, before, limit)).await
     }
 
+    async fn changes(
+        &self,
+        from: u64,
+        through: u64,
+        filter: Selector,
+    ) -> Result<Vec<Change>, Error> {
+        let inner = self.current()?;
+        blocking(move || inner.log.changes_between(from, through, &filter)).await
+    }
+
     async fn revision(
         &self,
         resource: Resource,
