@@ -196,6 +196,7 @@ impl Drop for GroupCommit {
 pub(super) struct Syncer {
     db: sled::Db,
     /// sled's data file, kept open for fdatasync.
+    #[cfg_attr(feature = "unsafe-skip-fdatasync", allow(dead_code))] // see Cargo.toml
     data_file: File,
     /// See [`super::StoreOptions::fail_commits`].
     fail: Option<Arc<AtomicBool>>,
