@@ -22,13 +22,38 @@ const CYCLES: usize = 20;
 const CLIENTS: usize = 16;
 const ACCOUNTS: usize = 24;
 
-fn account(i: usize) -> String {
+/// The `i`th account of a crash test.
+pub fn account(i: usize) -> String {
     format!("AC{i:032x}")
 }
 
 /// The newest acknowledged write per resource and account: (revision,
 /// friendly name).
-type Acked = Arc<Mutex<HashMap<(Resource, String), (u64, String)>>>;
+pub type Acked = Arc<Mutex<HashMap<(Resource, String), (u64, String)>>>;
+
+/// Every resource of the first `accounts` accounts, as a Get answers it
+/// after a restart; a record that does not decode (DATA_LOSS) fails the
+/// test, naming the cycle and the seed that replays it.
+pub async fn read_every_state(
+    server: &BinaryServer,
+    accounts: usize,
+    cycle: usize,
+    seed: u64,
+) -> Vec<((Resource, String), SettingsMessage)> {
+    let grpc = SettingsClient::new(channel(server.grpc_addr).await);
+    let mut states = Vec::new();
+    for (i, resource) in (0..accounts).flat_map(|i| Resource::ALL.map(|r| (i, r))) {
+        let account = account(i);
+        let got = grpc
+            .get(resource, Request::new(get_request(&account).into()))
+            .await
+            .unwrap_or_else(|s| {
+                panic!("cycle {cycle} (seed {seed}): {resource} of {account} unreadable: {s}")
+            });
+        states.push(((resource, account), got));
+    }
+    states
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_never_loses_an_acknowledged_write() {
@@ -96,16 +121,8 @@ async fn kill_9_under_load_never_loses_an_acknowledged_write() {
 /// Every resource of every account holds its newest acknowledged write, or
 /// a newer one, and decodes (a record that does not would answer DATA_LOSS).
 async fn verify(server: &BinaryServer, acked: &Acked, cycle: usize, seed: u64) {
-    let grpc = SettingsClient::new(channel(server.grpc_addr).await);
     let expected = acked.lock().unwrap().clone();
-    for (i, resource) in (0..ACCOUNTS).flat_map(|i| Resource::ALL.map(|r| (i, r))) {
-        let account = account(i);
-        let got = grpc
-            .get(resource, Request::new(get_request(&account).into()))
-            .await
-            .unwrap_or_else(|s| {
-                panic!("cycle {cycle} (seed {seed}): {resource} of {account} unreadable: {s}")
-            });
+    for ((resource, account), got) in read_every_state(server, ACCOUNTS, cycle, seed).await {
         if let Some((revision, name)) = expected.get(&(resource, account.clone())) {
             assert!(
                 got.revision >= *revision,

@@ -96,6 +96,49 @@ pub async fn health_at_becomes(grpc_addr: std::net::SocketAddr, wanted: ServingS
     .unwrap_or_else(|_| panic!("health never became {wanted:?}"));
 }
 
+/// What a fault test saw while a failed commit stopped writes, and after.
+pub struct WritesStopped {
+    /// The Set whose commit failed.
+    pub failed: tonic::Status,
+    /// A bridge POST during the fault.
+    pub http: reqwest::Response,
+    /// A Set after the failure, of another account.
+    pub refused: tonic::Status,
+    /// A Get of that account during the fault.
+    pub read: SettingsMessage,
+    /// A Set of it once the fault cleared.
+    pub after: SettingsMessage,
+}
+
+/// The promises of a failed commit, whatever failed (`fault` names it):
+/// UNAVAILABLE (503 / 20503 through the bridge), no more writes until the
+/// store recovers, reads going on, writes again after it.
+pub async fn assert_stopped_then_recovered(fault: &str, seen: WritesStopped) {
+    assert_eq!(
+        seen.failed.code(),
+        Code::Unavailable,
+        "{fault}: {:?}",
+        seen.failed
+    );
+    assert_twilio_error(seen.http, 503, 20503).await;
+    assert_eq!(
+        seen.refused.code(),
+        Code::Unavailable,
+        "{fault}: {:?}",
+        seen.refused
+    );
+    assert!(
+        seen.refused.message().contains("stopped taking writes"),
+        "{fault}: {:?}",
+        seen.refused
+    );
+    assert_eq!(
+        seen.read.revision, 0,
+        "{fault}: reads go on; the refused Set wrote nothing"
+    );
+    assert_eq!(seen.after.friendly_name.as_deref(), Some("after the fault"));
+}
+
 #[tokio::test]
 async fn a_failed_commit_stops_writes_until_the_disk_recovers_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,18 +163,17 @@ async fn a_failed_commit_stops_writes_until_the_disk_recovers_and_loses_nothing_
     let survived = app.get(ACCOUNT).await;
     app.stop().await.unwrap();
 
-    assert_eq!(grpc.code(), Code::Unavailable);
-    assert_twilio_error(http, 503, 20503).await;
-    assert_eq!(refused.code(), Code::Unavailable);
-    assert!(
-        refused.message().contains("stopped taking writes"),
-        "{refused:?}"
-    );
-    assert_eq!(
-        read.revision, 0,
-        "reads go on; the refused Set wrote nothing"
-    );
-    assert_eq!(after.friendly_name.as_deref(), Some("after the fault"));
+    assert_stopped_then_recovered(
+        "an injected disk fault",
+        WritesStopped {
+            failed: grpc,
+            http,
+            refused,
+            read,
+            after: after.clone(),
+        },
+    )
+    .await;
     assert!(
         survived.revision >= acknowledged.revision,
         "the acknowledged write (or the unacknowledged one after it) survived: {survived:?}"

@@ -112,16 +112,41 @@ for_each_resource! {
     }
 }
 
+/// Adds to a stopped store's change log a change of ACCOUNT whose record
+/// was never written (as a crash between the two leaves it), after the
+/// last commit recorded as durable (`durable_through`): `kind` is the
+/// change's resource byte.
+fn log_cut_off_change(
+    dir: &std::path::Path,
+    kind: u8,
+    state: &settingsd::domain::Settings,
+    durable_through: u64,
+) {
+    {
+        let db = sled::open(dir).unwrap();
+        let mut value = vec![kind, ACCOUNT.len() as u8];
+        value.extend_from_slice(ACCOUNT.as_bytes());
+        value.extend_from_slice(&settingsd::store::sled::codec::encode(state));
+        db.open_tree("changes")
+            .unwrap()
+            .insert(state.revision.to_be_bytes(), value)
+            .unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("durable_through", &durable_through.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    wait_until_released(dir);
+}
+
 /// A crash between a write's change (written first) and its record leaves
 /// the change alone in the log; opening the store replays it into the
 /// record, so readers and watchers agree. Simulated by adding such a change
 /// behind a stopped server's back.
 #[tokio::test]
 async fn a_change_whose_record_a_crash_cut_off_is_replayed_when_the_store_opens() {
-    use settingsd::{
-        domain::{AccountSid, FriendlyName, Settings},
-        store::sled::codec::encode,
-    };
+    use settingsd::domain::{AccountSid, FriendlyName, Settings};
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_on(dir.path()).await;
     let written = app.set(set_request(ACCOUNT, "written")).await;
@@ -130,22 +155,12 @@ async fn a_change_whose_record_a_crash_cut_off_is_replayed_when_the_store_opens(
     cut_off.friendly_name = Some(FriendlyName::parse("cut off").unwrap());
     cut_off.revision = written.revision + 10;
     cut_off.update_time = Some(std::time::SystemTime::now());
-    {
-        let db = sled::open(dir.path()).unwrap();
-        let mut value = vec![Resource::Recording as u8, ACCOUNT.len() as u8];
-        value.extend_from_slice(ACCOUNT.as_bytes());
-        value.extend_from_slice(&encode(&cut_off));
-        db.open_tree("changes")
-            .unwrap()
-            .insert(cut_off.revision.to_be_bytes(), value)
-            .unwrap();
-        db.open_tree("meta")
-            .unwrap()
-            .insert("durable_through", &written.revision.to_be_bytes())
-            .unwrap();
-        db.flush().unwrap();
-    }
-    wait_until_released(dir.path());
+    log_cut_off_change(
+        dir.path(),
+        Resource::Recording as u8,
+        &cut_off,
+        written.revision,
+    );
 
     let app = spawn_app_on(dir.path()).await;
     let got = app.get(ACCOUNT).await;
@@ -161,10 +176,7 @@ async fn a_change_whose_record_a_crash_cut_off_is_replayed_when_the_store_opens(
 /// record, so reads answer the default as the history says.
 #[tokio::test]
 async fn a_reset_whose_record_removal_a_crash_cut_off_is_replayed_when_the_store_opens() {
-    use settingsd::{
-        domain::{AccountSid, Settings},
-        store::sled::codec::encode,
-    };
+    use settingsd::domain::{AccountSid, Settings};
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_on(dir.path()).await;
     let written = app.set(set_request(ACCOUNT, "written")).await;
@@ -172,22 +184,13 @@ async fn a_reset_whose_record_removal_a_crash_cut_off_is_replayed_when_the_store
     let mut reset = Settings::default_for(AccountSid::parse(ACCOUNT).unwrap());
     reset.revision = written.revision + 10;
     reset.update_time = Some(std::time::SystemTime::now());
-    {
-        let db = sled::open(dir.path()).unwrap();
-        let mut value = vec![Resource::Recording as u8 | 0x80, ACCOUNT.len() as u8];
-        value.extend_from_slice(ACCOUNT.as_bytes());
-        value.extend_from_slice(&encode(&reset));
-        db.open_tree("changes")
-            .unwrap()
-            .insert(reset.revision.to_be_bytes(), value)
-            .unwrap();
-        db.open_tree("meta")
-            .unwrap()
-            .insert("durable_through", &written.revision.to_be_bytes())
-            .unwrap();
-        db.flush().unwrap();
-    }
-    wait_until_released(dir.path());
+    // 0x80 in the resource byte marks a reset.
+    log_cut_off_change(
+        dir.path(),
+        Resource::Recording as u8 | 0x80,
+        &reset,
+        written.revision,
+    );
 
     let app = spawn_app_on(dir.path()).await;
     let got = app.get(ACCOUNT).await;

@@ -22,11 +22,10 @@
 //! so and pass, unless `SETTINGSD_REQUIRE_FUSE=1` (as in CI).
 
 use std::{
-    collections::HashMap,
     io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -35,7 +34,11 @@ use settingsd::pb::SetRecordingSettingsRequest;
 use tokio::process::Command;
 use tonic::Request;
 
-use crate::{helpers::*, http_bridge::http};
+use crate::{
+    crash::{account, read_every_state, Acked},
+    helpers::*,
+    http_bridge::http,
+};
 
 /// Cycles in the suite: enough for a few torn cuts, small enough for CI.
 const SUITE_CYCLES: usize = 12;
@@ -47,10 +50,6 @@ const RESET_WRITERS: usize = 1;
 /// The "friendly name" an acknowledged reset leaves: no name, revision 0.
 const RESET: &str = "(reset)";
 const ACCOUNTS: usize = 12;
-
-fn account(i: usize) -> String {
-    format!("AC{i:032x}")
-}
 
 /// Whether FUSE can be used here; if not, says loudly which test is
 /// skipped and why, or fails when `SETTINGSD_REQUIRE_FUSE=1`.
@@ -150,10 +149,6 @@ pub async fn start_on(binary: &Path, disk: &LossyDisk) -> BinaryServer {
     server.http_addr = ready["http"].as_str().unwrap().parse().unwrap();
     server
 }
-
-/// The newest acknowledged state per resource and account: (revision,
-/// friendly name).
-type Acked = Arc<Mutex<HashMap<(Resource, String), (u64, String)>>>;
 
 fn acknowledge(acked: &Acked, resource: Resource, account: String, revision: u64, name: String) {
     let mut acked = acked.lock().unwrap();
@@ -348,15 +343,8 @@ async fn verify(server: &BinaryServer, acked: &Acked, cycle: usize, seed: u64) -
     let grpc = SettingsClient::new(channel(server.grpc_addr).await);
     let expected = acked.lock().unwrap().clone();
     let mut lost = 0;
-    for (i, resource) in (0..ACCOUNTS).flat_map(|i| Resource::ALL.map(|r| (i, r))) {
-        let account = account(i);
-        let got = grpc
-            .get(resource, Request::new(get_request(&account).into()))
-            .await
-            .unwrap_or_else(|s| {
-                panic!("cycle {cycle} (seed {seed}): {resource} of {account} unreadable: {s}")
-            });
-        let key = (resource, account.clone());
+    for (key, got) in read_every_state(server, ACCOUNTS, cycle, seed).await {
+        let (resource, account) = key.clone();
         if let Some((revision, name)) = expected.get(&key) {
             // Deleted (a Get answers the default, revision 0) by the
             // acknowledged reset, or by a newer one whose answer the cut
