@@ -68,6 +68,12 @@ pub enum Error {
     #[error("writes stopped after a failed commit ({0})")]
     WritesStopped(std::sync::Arc<str>),
 
+    /// The store's cluster (etcd) cannot be reached, or has no quorum, within
+    /// the request timeout. For a write, it is unknown whether it took
+    /// effect; it was not acknowledged. Holds what the backend said.
+    #[error("the settings store is unavailable: {0}")]
+    Unavailable(String),
+
     /// The store is reopening its database after a failed commit.
     #[error("the store is reopening after a storage failure")]
     Reopening,

@@ -26,8 +26,9 @@ use crate::{
     },
     metrics::Metrics,
     resource::Resource,
-    server::{self, Limits, Listeners, PublicUrl, Ready, ServerConfig},
+    server::{self, Limits, Listeners, PublicUrl, Ready, ServerConfig, StoreConfig},
     store::{
+        etcd::EtcdOptions,
         sled::{SledStore, StoreOptions, SyncMode},
         Store,
     },
@@ -37,7 +38,7 @@ use crate::{
 #[command(
     name = "settingsd",
     version,
-    about = "A durable settings service: gRPC API over sled, for Twilio-shaped per-account settings"
+    about = "A durable settings service: gRPC API over sled (embedded) or etcd, for per-account settings with a Twilio-shaped HTTP bridge"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -88,10 +89,41 @@ pub enum Command {
     Import(ImportArgs),
 }
 
+/// Where `serve` keeps the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The embedded sled database in --data-dir: one process, no servers to
+    /// run.
+    Sled,
+    /// An etcd cluster (--etcd-endpoints): any number of settingsd front
+    /// ends share it and survive the loss of any of them and of a minority
+    /// of etcd members.
+    Etcd,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Where settings are stored: "sled", embedded in --data-dir (the
+    /// default), or "etcd", a cluster at --etcd-endpoints shared by every
+    /// front end pointed at it (see README, "Running on etcd").
+    #[arg(long, env = "SETTINGSD_STORE", value_enum, default_value_t = StoreKind::Sled)]
+    pub store: StoreKind,
+    /// With --store etcd: the client URLs of the etcd members, comma
+    /// separated (http://127.0.0.1:2379,http://127.0.0.1:22379,...). A
+    /// request to a member that is down goes to the next.
+    #[arg(long, env = "SETTINGSD_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// With --store etcd: the prefix of every key settingsd writes, so
+    /// that several deployments can share a cluster.
+    #[arg(long, env = "SETTINGSD_ETCD_PREFIX", default_value = EtcdOptions::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+    /// With --store etcd: the most one request to etcd may take, moving
+    /// between members included (for example 3s, 500ms); past it the
+    /// request fails with UNAVAILABLE (HTTP 503).
+    #[arg(long, env = "SETTINGSD_ETCD_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub etcd_timeout: std::time::Duration,
     /// Directory holding the sled database; created if missing. Only one
-    /// settingsd can use a directory at a time.
+    /// settingsd can use a directory at a time. Not used with --store etcd.
     #[arg(long, env = "SETTINGSD_DATA_DIR", default_value = "./settingsd-data")]
     pub data_dir: PathBuf,
     /// Address for the gRPC API (port 0 picks a free port). Once both
@@ -803,17 +835,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
+    let store = match args.store {
+        StoreKind::Sled => {
+            anyhow::ensure!(
+                args.etcd_endpoints.is_empty(),
+                "--etcd-endpoints is given but --store is sled: add --store etcd to use etcd"
+            );
+            StoreConfig::Sled(StoreOptions {
+                cache_capacity: args.cache_mb << 20,
+                history_revisions: args.history_revisions,
+                sync_mode: if args.sync_per_write {
+                    SyncMode::PerWrite
+                } else {
+                    SyncMode::Group
+                },
+                ..StoreOptions::new(args.data_dir)
+            })
+        }
+        StoreKind::Etcd => {
+            anyhow::ensure!(
+                !args.etcd_endpoints.is_empty(),
+                "--store etcd needs --etcd-endpoints (SETTINGSD_ETCD_ENDPOINTS): the client \
+                 URLs of the etcd members, such as http://127.0.0.1:2379"
+            );
+            StoreConfig::Etcd(EtcdOptions {
+                endpoints: args.etcd_endpoints,
+                prefix: args.etcd_prefix,
+                timeout: args.etcd_timeout,
+                observer: None,
+            })
+        }
+    };
     let config = ServerConfig {
-        store: StoreOptions {
-            cache_capacity: args.cache_mb << 20,
-            history_revisions: args.history_revisions,
-            sync_mode: if args.sync_per_write {
-                SyncMode::PerWrite
-            } else {
-                SyncMode::Group
-            },
-            ..StoreOptions::new(args.data_dir)
-        },
+        store,
         public_url: args.public_url,
         auth,
         allow_open: args.allow_open,

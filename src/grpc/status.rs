@@ -75,6 +75,13 @@ impl From<Error> for Status {
                 tracing::error!(%detail, "scan failed part way");
                 Status::internal("the export failed part way; the records sent are incomplete")
             }
+            Error::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                Status::unavailable(format!(
+                    "the settings store is unreachable or has no quorum ({detail}); \
+                     retry with backoff"
+                ))
+            }
             Error::ShuttingDown => Status::unavailable("settingsd is shutting down; retry"),
             Error::Reopening => Status::unavailable(
                 "settingsd is reopening its store after a storage failure; retry shortly",

@@ -56,10 +56,43 @@ use crate::{
     metrics::Metrics,
     request_log::RequestLog,
     store::{
+        etcd::{EtcdOptions, EtcdStore},
         sled::{SledStore, StoreOptions},
-        SharedStore, Store,
+        SharedStore,
     },
 };
+
+/// Which backend a server stores its settings in, and how to open it.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded sled store in a data directory (the default).
+    Sled(StoreOptions),
+    /// An etcd cluster, shared with other front ends.
+    Etcd(EtcdOptions),
+}
+
+impl StoreConfig {
+    /// Opens the store, telling `metrics` (if any) about its writes.
+    ///
+    /// # Errors
+    /// The sled store's open errors (a data directory held by another
+    /// settingsd...); invalid etcd options.
+    pub async fn open(&self, metrics: Option<&Metrics>) -> anyhow::Result<SharedStore> {
+        let observer = metrics.map(|m| Arc::new(m.clone()) as _);
+        Ok(match self.clone() {
+            StoreConfig::Sled(mut options) => {
+                options.observer = observer.or(options.observer);
+                let store =
+                    tokio::task::spawn_blocking(move || SledStore::open(&options)).await??;
+                Arc::new(store)
+            }
+            StoreConfig::Etcd(mut options) => {
+                options.observer = observer.or(options.observer);
+                Arc::new(EtcdStore::connect(&options).await?)
+            }
+        })
+    }
+}
 
 /// How long a keep-alive ping may go unanswered before the connection is dropped.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -67,7 +100,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Everything `run` needs besides its listeners.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub store: StoreOptions,
+    pub store: StoreConfig,
     pub public_url: PublicUrl,
     pub auth: Authenticator,
     /// Serve without an accounts file on a non-loopback address anyway.
@@ -168,15 +201,11 @@ pub async fn run(
              use this only as a local emulator"
         );
     }
-    let mut store_options = config.store.clone();
-    if let Some(metrics) = &config.metrics {
-        store_options.observer = Some(Arc::new(metrics.clone()));
-    }
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&store_options)).await??;
+    let store = config.store.open(config.metrics.as_ref()).await?;
     if let Some(path) = &config.seed {
         let file = std::fs::File::open(path)
             .with_context(|| format!("cannot open --seed {}", path.display()))?;
-        let seeded = crate::backup::seed(&store, std::io::BufReader::new(file)).await;
+        let seeded = crate::backup::seed(&*store, std::io::BufReader::new(file)).await;
         let (written, unchanged) = match seeded {
             Ok(counts) => counts,
             Err(e) => {
@@ -186,7 +215,7 @@ pub async fn run(
         };
         tracing::info!(seed = %path.display(), written, unchanged, "seeded");
     }
-    run_on(Arc::new(store), config, listeners, shutdown).await
+    run_on(store, config, listeners, shutdown).await
 }
 
 /// [`run`] on a store that is already open (any [`crate::store::Store`]

@@ -47,6 +47,8 @@
 //! (`tests/api/helpers.rs`, `open_store`), so another backend runs the same
 //! suites by opening itself there.
 
+pub mod codec;
+pub mod etcd;
 pub mod sled;
 
 use std::{pin::Pin, sync::Arc, time::Duration};

@@ -25,7 +25,7 @@ use std::{
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::codec::decode;
+use crate::store::codec::decode;
 use crate::{
     domain::{AccountSid, Settings},
     error::Error,

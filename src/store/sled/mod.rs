@@ -2,7 +2,7 @@
 //!
 //! Layout: one sled tree per resource (named by [`Resource::name`], so
 //! `recording_settings` and `composition_settings`), keyed by account SID;
-//! values in the versioned encoding of [`codec`].
+//! values in the versioned encoding of [`crate::store::codec`].
 //!
 //! Durability: a Set returns only once its write is on stable storage. sled's
 //! `flush()` on Linux ends in `sync_file_range`, which reaches neither the
@@ -32,7 +32,6 @@
 //! let a cancelled Set apply after the client gave up on it; inline, a Set
 //! is applied within its request or not at all.
 
-pub mod codec;
 mod commit;
 mod count;
 mod log;
@@ -52,13 +51,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use self::{
-    codec::{decode, encode, now_micros},
     commit::{GroupCommit, Syncer},
     count::StoredCounts,
     log::ChangeLog,
     recover::{create_dir_durably, repair_zeroed_conf, sync_sled_files},
 };
 use super::{
+    codec::{decode, encode, now_micros},
     Change, ChangeStream, Replacement, Scan, Selector, Store, StoreHealth, StoreObserver,
     StoredSettings,
 };

@@ -1,7 +1,9 @@
 //! The stored encoding of a settings record: one format-version byte, then
 //! a prost message ([`StoredSettingsV1`]), so the encoding can evolve without
-//! guessing what an old record means. Every resource uses it; the key (tree
-//! and account) says whose record it is, so neither is repeated in the value.
+//! guessing what an old record means. Every resource and every backend uses
+//! it (a record exported from sled and imported on etcd is the same bytes);
+//! the key (tree or etcd key, and account) says whose record it is, so
+//! neither is repeated in the value.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +20,7 @@ const FORMAT_V1: u8 = 1;
 
 /// Now, truncated to the microseconds the encoding keeps, so that a Set's
 /// answer equals what a later Get reads back.
-pub(super) fn now_micros() -> SystemTime {
+pub fn now_micros() -> SystemTime {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -85,6 +87,20 @@ pub fn encode(settings: &Settings) -> Vec<u8> {
 /// # Errors
 /// [`Error::Corrupt`] naming the resource and the account.
 pub fn decode(resource: Resource, account: &AccountSid, bytes: &[u8]) -> Result<Settings, Error> {
+    decode_at(resource, account, bytes, None)
+}
+
+/// [`decode`] for a backend that keeps the revision outside the value
+/// (etcd's `mod_revision`): `revision`, if given, replaces the stored one.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_at(
+    resource: Resource,
+    account: &AccountSid,
+    bytes: &[u8],
+    revision: Option<u64>,
+) -> Result<Settings, Error> {
     let corrupt = |detail: String| Error::Corrupt {
         resource,
         account: account.clone(),
@@ -112,9 +128,10 @@ pub fn decode(resource: Resource, account: &AccountSid, bytes: &[u8]) -> Result<
         encryption_enabled: stored.encryption_enabled,
     };
     let settings = Settings::parse(account.clone(), text).map_err(invalid)?;
+    let revision = revision.unwrap_or(stored.revision);
     Ok(Settings {
-        revision: stored.revision,
-        update_time: (stored.revision > 0).then(|| UNIX_EPOCH + Duration::from_micros(micros)),
+        revision,
+        update_time: (revision > 0).then(|| UNIX_EPOCH + Duration::from_micros(micros)),
         ..settings
     })
 }

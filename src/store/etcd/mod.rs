@@ -1,0 +1,961 @@
+//! The etcd backend: settingsd front ends that keep no state of their own,
+//! on an etcd cluster that does (`serve --store etcd`). Several front ends on
+//! one cluster serve the same data with the same guarantees, and survive the
+//! loss of any of them and of any minority of etcd members.
+//!
+//! # How the contract maps onto etcd
+//!
+//! - **Layout**: one key per resource and account (see [`keys`]); the
+//!   value is the sled store's record encoding; a reset puts an empty value
+//!   (a tombstone) so that it has a revision and a place in the key's
+//!   history.
+//! - **Revisions** are etcd's: a record's revision is its key's
+//!   `mod_revision`, store-wide and strictly increasing. Every write is its
+//!   own transaction, so no two changes share a revision.
+//! - **Read-merge-write** is a transaction that compares the key's
+//!   `mod_revision` with the one the merge started from, and puts the merged
+//!   record only if it still holds; otherwise it reads the key back in the
+//!   same transaction and merges again (bounded). A conditional Set compares
+//!   against the revision its etag names. So no update is lost, whichever
+//!   front end each writer uses. Within one front end, writes to one key
+//!   take turns (a lock per key stripe) and start from the state this front
+//!   end wrote last, so they do not fight each other, and a Set costs one
+//!   round trip when nobody else wrote the key meanwhile.
+//! - **Durability and reads**: etcd answers a write once a quorum has it on
+//!   disk, and serves reads linearizably (through the leader's read index):
+//!   every Get sees every write acknowledged before it began, on any front
+//!   end. Nothing here caches reads.
+//! - **Watch, history, rollback** come from etcd's MVCC history: a watch is
+//!   an etcd watch from the same revision (so it is ordered, unique and
+//!   resumable, and fails with `Compacted` where etcd compacted), and a
+//!   history walks a key's past values a revision at a time. They reach back
+//!   as far as etcd keeps history: etcd keeps every revision until it is
+//!   compacted (`--auto-compaction-retention`, or `etcdctl compact`), not
+//!   settingsd's `--history-revisions`.
+//! - **Faults**: a member that cannot be reached is skipped (see
+//!   [`client`]); when no member answers within `--etcd-timeout` (no
+//!   quorum, or all down), requests fail with [`Error::Unavailable`] and
+//!   health says NOT_SERVING until a probe gets through again, with no
+//!   restart.
+
+mod client;
+mod keys;
+mod watch;
+
+use std::{
+    collections::HashMap,
+    hash::BuildHasher,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_stream::wrappers::ReceiverStream;
+
+use self::{
+    client::{
+        first_range, is_compacted, is_future_revision, mod_revision_is, pb, put_op, range_op,
+        range_request, CallError, Members,
+    },
+    keys::Keys,
+};
+use super::{
+    codec::{decode_at, encode, now_micros},
+    Change, ChangeStream, Replacement, Scan, Selector, Store, StoreHealth, StoreObserver,
+    StoredSettings,
+};
+use crate::{
+    domain::{AccountSid, Etag, Settings, SettingsPatch},
+    error::Error,
+    resource::Resource,
+};
+use pb::{etcdserverpb::TxnRequest, mvccpb::KeyValue};
+
+/// How a settingsd front end reaches its etcd cluster.
+#[derive(Clone)]
+pub struct EtcdOptions {
+    /// Client URLs of the members (`http://host:port`).
+    pub endpoints: Vec<String>,
+    /// Every key settingsd writes starts with it.
+    pub prefix: String,
+    /// The most one request to etcd may take, moving between members
+    /// included; past it the request fails with [`Error::Unavailable`].
+    pub timeout: Duration,
+    /// Told about every write, for metrics.
+    pub observer: Option<Arc<dyn StoreObserver>>,
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdOptions {
+    pub const DEFAULT_PREFIX: &'static str = "/settingsd/";
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdOptions {
+            endpoints,
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            observer: None,
+        }
+    }
+}
+
+/// How many times a Set merges again after another front end's write won
+/// the key first, before it gives up with [`Error::Unavailable`].
+const MAX_ATTEMPTS: usize = 64;
+/// Lock stripes for the per-key turn taking of one front end's writes.
+const LOCK_STRIPES: usize = 1024;
+/// Keys whose last written state a front end remembers (as the base of its
+/// next Set); past it, it forgets them all and reads again.
+const KNOWN_KEYS: usize = 100_000;
+/// Records per Range page of scans, counts and resets.
+const PAGE: i64 = 512;
+/// How often a front end checks that etcd answers (health) and recounts
+/// the stored records (metrics).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const COUNT_INTERVAL: Duration = Duration::from_secs(10);
+/// Writes of one reset or import in flight at once.
+const WRITES_IN_FLIGHT: usize = 32;
+/// Records a scan reads ahead of its consumer.
+const SCAN_BUFFER: usize = 256;
+
+/// The last state a front end wrote or read of a key: the base of its
+/// next Set, checked by the transaction's compare.
+#[derive(Debug, Clone)]
+struct Known {
+    /// 0: the key did not exist.
+    mod_revision: i64,
+    settings: Settings,
+}
+
+/// What the store's tasks and methods share.
+struct Shared {
+    members: Members,
+    keys: Keys,
+    /// The highest revision etcd has told this front end of.
+    durable: AtomicU64,
+    /// Why etcd does not answer, while it does not.
+    failure: Mutex<Option<Arc<str>>>,
+    closed: AtomicBool,
+    known: Mutex<HashMap<Vec<u8>, Known>>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::hash::RandomState,
+    counts: [AtomicU64; Resource::ALL.len()],
+    counted: AtomicBool,
+    observer: Option<Arc<dyn StoreObserver>>,
+}
+
+/// The etcd backend. See the module docs.
+pub struct EtcdStore {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("prefix", &self.shared.keys.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the cluster (within the runtime it is called in) and
+    /// starts the health probe and the record count. A cluster that does
+    /// not answer yet is not an error: the store starts with health
+    /// NOT_SERVING and serves once etcd answers.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] for invalid options (an endpoint that is not an
+    /// `http://` URL, an empty prefix).
+    pub async fn connect(options: &EtcdOptions) -> Result<Self, Error> {
+        let members = Members::new(&options.endpoints, options.timeout).map_err(Error::Storage)?;
+        let keys = Keys::new(&options.prefix).map_err(Error::Storage)?;
+        let shared = Arc::new(Shared {
+            members,
+            keys,
+            durable: AtomicU64::new(0),
+            failure: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            known: Mutex::new(HashMap::new()),
+            stripes: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+            counts: Default::default(),
+            counted: AtomicBool::new(false),
+            observer: options.observer.clone(),
+        });
+        match shared.probe().await {
+            Ok(()) => tracing::info!(endpoints = ?options.endpoints, prefix = shared.keys.prefix(),
+                "connected to etcd"),
+            Err(e) => tracing::warn!(error = %e, endpoints = ?options.endpoints,
+                "etcd does not answer yet: health is NOT_SERVING until it does"),
+        }
+        let tasks = vec![
+            tokio::spawn(Arc::clone(&shared).probe_forever()),
+            tokio::spawn(Arc::clone(&shared).count_forever()),
+        ];
+        Ok(EtcdStore {
+            shared,
+            tasks: Mutex::new(tasks),
+        })
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Notes the revision an etcd answer carried.
+    fn saw(&self, header: Option<&pb::etcdserverpb::ResponseHeader>) -> u64 {
+        let revision = header.map_or(0, |h| u64::try_from(h.revision).unwrap_or(0));
+        self.durable.fetch_max(revision, Ordering::AcqRel);
+        revision
+    }
+
+    /// Notes what a failed call says about etcd: unavailable means health
+    /// goes NOT_SERVING now, not at the next probe.
+    fn note(&self, error: &Error) {
+        if let Error::Unavailable(detail) = error {
+            let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+            if failure.is_none() {
+                tracing::warn!(%detail, "etcd unavailable: health is NOT_SERVING");
+            }
+            *failure = Some(detail.as_str().into());
+        }
+    }
+
+    /// One linearizable read of the prefix: does the cluster answer, with
+    /// a quorum?
+    async fn probe(&self) -> Result<(), Error> {
+        let (start, end) = self.keys.selector_range(&Selector::default());
+        let request = pb::etcdserverpb::RangeRequest {
+            count_only: true,
+            limit: 1,
+            ..range_request(start, end)
+        };
+        match self.members.range(request).await {
+            Ok(response) => {
+                self.saw(response.header.as_ref());
+                let was = self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if was.is_some() {
+                    tracing::info!("etcd answers again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                self.note(&e);
+                Err(e)
+            }
+        }
+    }
+
+    async fn probe_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            let _ = self.probe().await;
+        }
+    }
+
+    async fn count_forever(self: Arc<Self>) {
+        loop {
+            let mut counts = [0_u64; Resource::ALL.len()];
+            let mut complete = true;
+            for resource in Resource::ALL {
+                let (start, end) = self.keys.resource_range(resource);
+                match self
+                    .pages(start, end, |kv| {
+                        if !kv.value.is_empty() {
+                            counts[resource as usize] += 1;
+                        }
+                    })
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(_) => complete = false,
+                }
+            }
+            if complete {
+                for (slot, count) in self.counts.iter().zip(counts) {
+                    slot.store(count, Ordering::Relaxed);
+                }
+                self.counted.store(true, Ordering::Release);
+            }
+            tokio::time::sleep(COUNT_INTERVAL).await;
+        }
+    }
+
+    /// Calls `each` for every key in `[start, end)`, a page at a time.
+    async fn pages(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        mut each: impl FnMut(&KeyValue),
+    ) -> Result<(), Error> {
+        let mut from = start;
+        loop {
+            let request = pb::etcdserverpb::RangeRequest {
+                limit: PAGE,
+                ..range_request(from, end.clone())
+            };
+            let page = self.members.range(request).await.map_err(Error::from)?;
+            self.saw(page.header.as_ref());
+            for kv in &page.kvs {
+                each(kv);
+            }
+            match page.kvs.last() {
+                Some(last) if page.more => {
+                    from = last.key.clone();
+                    from.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
+        let hash = self.hasher.hash_one(key);
+        &self.stripes[usize::try_from(hash % LOCK_STRIPES as u64).unwrap_or(0)]
+    }
+
+    fn known(&self, key: &[u8]) -> Option<Known> {
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn remember(&self, key: &[u8], known: Option<Known>) {
+        let mut map = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        match known {
+            Some(known) => {
+                if map.len() >= KNOWN_KEYS && !map.contains_key(key) {
+                    map.clear();
+                }
+                map.insert(key.to_vec(), known);
+            }
+            None => {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// A stored key-value as the account's resource: the default resource
+    /// for a reset's tombstone.
+    fn decode(resource: Resource, account: &AccountSid, kv: &KeyValue) -> Result<Known, Error> {
+        let settings = if kv.value.is_empty() {
+            Settings::default_for(account.clone())
+        } else {
+            decode_at(
+                resource,
+                account,
+                &kv.value,
+                Some(u64::try_from(kv.mod_revision).unwrap_or(0)),
+            )?
+        };
+        Ok(Known {
+            mod_revision: kv.mod_revision,
+            settings,
+        })
+    }
+
+    /// A key-value of the history as a change.
+    fn change(resource: Resource, account: &AccountSid, kv: &KeyValue) -> Result<Change, Error> {
+        let mut known = Self::decode(resource, account, kv)?;
+        let reset = kv.value.is_empty();
+        known.settings.revision = u64::try_from(kv.mod_revision).unwrap_or(0);
+        Ok(Change {
+            resource,
+            settings: known.settings,
+            reset,
+        })
+    }
+
+    /// Reads an account's resource (linearizably).
+    async fn read(&self, resource: Resource, account: &AccountSid) -> Result<Known, Error> {
+        let key = self.keys.key(resource, account);
+        let response = self
+            .members
+            .range(range_request(key.clone(), Vec::new()))
+            .await
+            .map_err(Error::from)
+            .inspect_err(|e| self.note(e))?;
+        self.saw(response.header.as_ref());
+        let known = match response.kvs.first() {
+            None => Known {
+                mod_revision: 0,
+                settings: Settings::default_for(account.clone()),
+            },
+            Some(kv) => Self::decode(resource, account, kv)?,
+        };
+        self.remember(&key, Some(known.clone()));
+        Ok(known)
+    }
+
+    /// Puts `value` at `key` if its mod revision is still `base`; otherwise
+    /// answers what the key holds now. `Ok(Ok(revision))`: written.
+    async fn put_if(
+        &self,
+        key: &[u8],
+        base: i64,
+        value: Vec<u8>,
+    ) -> Result<Result<i64, Option<KeyValue>>, Error> {
+        let request = TxnRequest {
+            compare: vec![mod_revision_is(key, base)],
+            success: vec![put_op(key, value.clone())],
+            failure: vec![range_op(key)],
+        };
+        let started = Instant::now();
+        let response = match self.members.txn(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                let e = Error::from(e);
+                self.note(&e);
+                self.remember(key, None);
+                if let Some(observer) = &self.observer {
+                    observer.commit_failed();
+                }
+                return Err(e);
+            }
+        };
+        let revision = i64::try_from(self.saw(response.header.as_ref())).unwrap_or(i64::MAX);
+        if response.succeeded {
+            if let Some(observer) = &self.observer {
+                observer.committed(started.elapsed());
+                observer.published(1);
+            }
+            return Ok(Ok(revision));
+        }
+        let now = first_range(&response).and_then(|r| r.kvs.first()).cloned();
+        match now {
+            // Our own put, from an attempt whose answer was lost when its
+            // member went away (the same bytes, update time included): it
+            // was written.
+            Some(kv) if kv.value == value && kv.mod_revision > base => Ok(Ok(kv.mod_revision)),
+            now => Ok(Err(now)),
+        }
+    }
+
+    /// The read-merge-write of a Set. See the module docs.
+    async fn set(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        patch: SettingsPatch,
+        expected: Option<Etag>,
+    ) -> Result<Settings, Error> {
+        self.check_open()?;
+        let key = self.keys.key(resource, account);
+        let _turn = self.stripe(&key).lock().await;
+        let mut base = self.known(&key);
+        let mut fresh = false;
+        for attempt in 0..MAX_ATTEMPTS {
+            let known = match base.take() {
+                Some(known) => known,
+                None => {
+                    fresh = true;
+                    self.read(resource, account).await?
+                }
+            };
+            if let Some(expected) = expected {
+                let current = Etag::of_revision(known.settings.revision);
+                if current != expected {
+                    if !fresh {
+                        continue; // what this front end knew may be old: read
+                    }
+                    return Err(Error::EtagMismatch {
+                        resource,
+                        account: account.clone(),
+                        expected,
+                        current,
+                    });
+                }
+            }
+            let mut next = known.settings.merged(patch.clone())?;
+            next.revision = 0;
+            next.update_time = Some(now_micros());
+            match self.put_if(&key, known.mod_revision, encode(&next)).await? {
+                Ok(revision) => {
+                    next.revision = u64::try_from(revision).unwrap_or(0);
+                    self.remember(
+                        &key,
+                        Some(Known {
+                            mod_revision: revision,
+                            settings: next.clone(),
+                        }),
+                    );
+                    return Ok(next);
+                }
+                Err(now) => {
+                    // Another writer won; merge into what it wrote.
+                    fresh = true;
+                    base = Some(match now {
+                        None => Known {
+                            mod_revision: 0,
+                            settings: Settings::default_for(account.clone()),
+                        },
+                        Some(kv) => Self::decode(resource, account, &kv)?,
+                    });
+                    if attempt >= 2 {
+                        let pause = fastrand::u64(1..=(2 << attempt.min(6)));
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                }
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the {resource} of account {account} changed under {MAX_ATTEMPTS} attempts to \
+             write it in a row"
+        )))
+    }
+
+    /// Replaces an account's resource with `next` whatever is stored.
+    async fn replace(&self, key: Vec<u8>, mut next: Settings) -> Result<u64, Error> {
+        let _turn = self.stripe(&key).lock().await;
+        next.revision = 0;
+        next.update_time = Some(now_micros());
+        let request = TxnRequest {
+            compare: Vec::new(),
+            success: vec![put_op(&key, encode(&next))],
+            failure: Vec::new(),
+        };
+        let response = self
+            .members
+            .txn(request)
+            .await
+            .map_err(Error::from)
+            .inspect_err(|e| self.note(e))?;
+        let revision = self.saw(response.header.as_ref());
+        next.revision = revision;
+        self.remember(
+            &key,
+            Some(Known {
+                mod_revision: i64::try_from(revision).unwrap_or(i64::MAX),
+                settings: next,
+            }),
+        );
+        if let Some(observer) = &self.observer {
+            observer.published(1);
+        }
+        Ok(revision)
+    }
+
+    /// Resets one record: puts its tombstone, unless it is reset already.
+    /// Returns the tombstone's revision if this reset wrote it.
+    async fn reset_one(
+        &self,
+        resource: Resource,
+        account: AccountSid,
+        mut seen: KeyValue,
+    ) -> Result<Option<u64>, Error> {
+        let key = seen.key.clone();
+        let _turn = self.stripe(&key).lock().await;
+        for _ in 0..MAX_ATTEMPTS {
+            if seen.value.is_empty() {
+                return Ok(None);
+            }
+            match self.put_if(&key, seen.mod_revision, Vec::new()).await? {
+                Ok(revision) => {
+                    self.remember(
+                        &key,
+                        Some(Known {
+                            mod_revision: revision,
+                            settings: Settings::default_for(account),
+                        }),
+                    );
+                    return Ok(Some(u64::try_from(revision).unwrap_or(0)));
+                }
+                Err(None) => return Ok(None), // deleted by hand meanwhile
+                Err(Some(now)) => seen = now,
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the {resource} of account {account} changed under {MAX_ATTEMPTS} attempts to reset it"
+        )))
+    }
+
+    /// A key's past values, newest first, from before `before` (if given),
+    /// down to revision `down_to`, at most `limit`.
+    async fn history(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        before: Option<u64>,
+        down_to: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, Error> {
+        let key = self.keys.key(resource, account);
+        let mut changes = Vec::new();
+        let mut at = match before {
+            Some(0 | 1) => return Ok(changes),
+            Some(before) => i64::try_from(before - 1).unwrap_or(i64::MAX),
+            None => 0,
+        };
+        while changes.len() < limit {
+            let request = pb::etcdserverpb::RangeRequest {
+                revision: at,
+                ..range_request(key.clone(), Vec::new())
+            };
+            let response = match self.members.range(request).await {
+                Ok(response) => response,
+                // Asked about a revision etcd has not reached: as of now.
+                Err(CallError::Status(_, status)) if is_future_revision(&status) && at > 0 => {
+                    at = 0;
+                    continue;
+                }
+                // The rest of the history is compacted away.
+                Err(CallError::Status(_, status)) if is_compacted(&status) => break,
+                Err(e) => return Err(e.into()),
+            };
+            self.saw(response.header.as_ref());
+            let Some(kv) = response.kvs.first() else {
+                break;
+            };
+            if u64::try_from(kv.mod_revision).unwrap_or(0) < down_to {
+                break;
+            }
+            changes.push(Self::change(resource, account, kv)?);
+            at = kv.mod_revision - 1;
+            if at < 1 {
+                break;
+            }
+        }
+        Ok(changes)
+    }
+
+    /// The revision etcd compacted history up to, found by asking for a
+    /// watch from `from` (used only to word a `Compacted` error).
+    async fn compacted_at(&self, from: u64) -> u64 {
+        watch::compact_revision(self, from).await.unwrap_or(from)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error> {
+        Ok(self.shared.read(resource, account).await?.settings)
+    }
+
+    async fn set(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        patch: SettingsPatch,
+        expected: Option<Etag>,
+    ) -> Result<Settings, Error> {
+        self.shared.set(resource, account, patch, expected).await
+    }
+
+    async fn history(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Change>, Error> {
+        self.shared
+            .history(resource, account, before, 0, limit)
+            .await
+    }
+
+    async fn changes(
+        &self,
+        from: u64,
+        through: u64,
+        filter: Selector,
+    ) -> Result<Vec<Change>, Error> {
+        let shared = &self.shared;
+        let (start, end) = shared.keys.selector_range(&filter);
+        let request = pb::etcdserverpb::RangeRequest {
+            count_only: true,
+            revision: i64::try_from(from).unwrap_or(i64::MAX),
+            ..range_request(start.clone(), end.clone())
+        };
+        match shared.members.range(request).await {
+            Err(CallError::Status(_, status)) if is_compacted(&status) => {
+                return Err(Error::Compacted {
+                    requested: from,
+                    oldest: shared.compacted_at(from).await,
+                })
+            }
+            Err(CallError::Status(_, status)) if is_future_revision(&status) => {
+                return Ok(Vec::new())
+            }
+            other => {
+                other?;
+            }
+        }
+        // Every key written since `from` has a mod revision of at least
+        // `from` now; walk each one's history back to `from`.
+        let mut touched = Vec::new();
+        let request = pb::etcdserverpb::RangeRequest {
+            keys_only: true,
+            min_mod_revision: i64::try_from(from).unwrap_or(i64::MAX),
+            ..range_request(start, end)
+        };
+        let response = shared.members.range(request).await?;
+        for kv in &response.kvs {
+            if let Some((resource, account)) = shared.keys.parse(&kv.key) {
+                if filter.account.as_ref().is_none_or(|a| *a == account) {
+                    touched.push((resource, account));
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        for (resource, account) in touched {
+            let before = through.checked_add(1);
+            changes.extend(
+                shared
+                    .history(resource, &account, before, from, usize::MAX)
+                    .await?,
+            );
+        }
+        changes.sort_by_key(|c| c.settings.revision);
+        Ok(changes)
+    }
+
+    async fn revision(
+        &self,
+        resource: Resource,
+        account: &AccountSid,
+        revision: u64,
+    ) -> Result<Settings, Error> {
+        let shared = &self.shared;
+        let not_found = || Error::RevisionNotFound {
+            resource,
+            account: account.clone(),
+            revision,
+        };
+        let request = pb::etcdserverpb::RangeRequest {
+            revision: i64::try_from(revision).map_err(|_| not_found())?,
+            ..range_request(shared.keys.key(resource, account), Vec::new())
+        };
+        let response = match shared.members.range(request).await {
+            Ok(response) => response,
+            Err(CallError::Status(_, status))
+                if is_compacted(&status) || is_future_revision(&status) =>
+            {
+                return Err(not_found())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match response.kvs.first() {
+            Some(kv) if u64::try_from(kv.mod_revision).ok() == Some(revision) => {
+                Ok(Shared::change(resource, account, kv)?.settings)
+            }
+            _ => Err(not_found()),
+        }
+    }
+
+    fn durable_revision(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error> {
+        Ok(watch::start(Arc::clone(&self.shared), from, filter))
+    }
+
+    async fn replace_many(&self, replacements: Vec<Replacement>) -> Result<usize, Error> {
+        self.shared.check_open()?;
+        let total = replacements.len();
+        // Validate every one before writing any; of several for one key,
+        // the last counts (writes to different keys have no order to keep).
+        let mut last = HashMap::new();
+        for r in replacements {
+            let next = Settings::default_for(r.account.clone()).merged(r.patch)?;
+            last.insert(self.shared.keys.key(r.resource, &r.account), next);
+        }
+        let mut writes = JoinSet::new();
+        let mut failure = None;
+        for (key, next) in last {
+            if writes.len() >= WRITES_IN_FLIGHT {
+                if let Some(Ok(Err(e))) = writes.join_next().await {
+                    failure.get_or_insert(e);
+                }
+            }
+            let shared = Arc::clone(&self.shared);
+            writes.spawn(async move { shared.replace(key, next).await });
+        }
+        while let Some(done) = writes.join_next().await {
+            if let Ok(Err(e)) = done {
+                failure.get_or_insert(e);
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    async fn reset(&self, selector: Selector) -> Result<(u64, u64), Error> {
+        let shared = &self.shared;
+        shared.check_open()?;
+        let (start, end) = shared.keys.selector_range(&selector);
+        let mut stored = Vec::new();
+        shared
+            .pages(start, end, |kv| {
+                if kv.value.is_empty() {
+                    return;
+                }
+                if let Some((resource, account)) = shared.keys.parse(&kv.key) {
+                    if selector.resource.is_none_or(|r| r == resource)
+                        && selector.account.as_ref().is_none_or(|a| *a == account)
+                    {
+                        stored.push((resource, account, kv.clone()));
+                    }
+                }
+            })
+            .await?;
+        let mut writes = JoinSet::new();
+        let (mut count, mut last, mut failure) = (0, 0, None);
+        let mut done = |result: Option<Result<Result<Option<u64>, Error>, _>>| match result {
+            Some(Ok(Ok(Some(revision)))) => {
+                count += 1;
+                last = revision.max(last);
+            }
+            Some(Ok(Err(e))) => {
+                failure.get_or_insert(e);
+            }
+            _ => {}
+        };
+        for (resource, account, kv) in stored {
+            if writes.len() >= WRITES_IN_FLIGHT {
+                done(writes.join_next().await);
+            }
+            let shared = Arc::clone(shared);
+            writes.spawn(async move { shared.reset_one(resource, account, kv).await });
+        }
+        while let Some(result) = writes.join_next().await {
+            done(Some(result));
+        }
+        tracing::info!(deleted = count, revision = last, "settings reset");
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((count, last)),
+        }
+    }
+
+    fn stored_count(&self, resource: Resource) -> Option<u64> {
+        let shared = &self.shared;
+        shared
+            .counted
+            .load(Ordering::Acquire)
+            .then(|| shared.counts[resource as usize].load(Ordering::Relaxed))
+    }
+
+    fn scan(&self, resources: &[Resource]) -> Scan {
+        let (tx, rx) = mpsc::channel(SCAN_BUFFER);
+        let shared = Arc::clone(&self.shared);
+        let resources = resources.to_vec();
+        tokio::spawn(async move {
+            for resource in resources {
+                let (start, end) = shared.keys.resource_range(resource);
+                let mut from = start;
+                loop {
+                    let request = pb::etcdserverpb::RangeRequest {
+                        limit: PAGE,
+                        ..range_request(from.clone(), end.clone())
+                    };
+                    let page = match shared.members.range(request).await {
+                        Ok(page) => page,
+                        Err(e) => {
+                            let _ = tx
+                                .send(Err(Error::ScanFailed(Error::from(e).to_string())))
+                                .await;
+                            return;
+                        }
+                    };
+                    for kv in &page.kvs {
+                        let Some((_, account)) = shared.keys.parse(&kv.key) else {
+                            continue;
+                        };
+                        if kv.value.is_empty() {
+                            continue; // reset
+                        }
+                        let record =
+                            Shared::decode(resource, &account, kv).map(|known| StoredSettings {
+                                resource,
+                                settings: known.settings,
+                            });
+                        if tx.send(record).await.is_err() {
+                            return; // the consumer went away
+                        }
+                    }
+                    match page.kvs.last() {
+                        Some(last) if page.more => {
+                            from = last.key.clone();
+                            from.push(0);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            write_failure: self
+                .shared
+                .failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            commit_running_for: None,
+        }
+    }
+
+    async fn recover(&self) -> Result<(), Error> {
+        self.shared.probe().await
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        self.shared.closed.store(true, Ordering::Release);
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+        Ok(())
+    }
+}
