@@ -17,8 +17,9 @@ use settingsd::{
         recording_settings_service_client::RecordingSettingsServiceClient,
         GetRecordingSettingsRequest, SetRecordingSettingsRequest, WatchRecordingSettingsRequest,
     },
-    server::{self, Limits, Listeners, PublicUrl, ServerConfig},
+    server::{self, Limits, Listeners, PublicUrl, ServerConfig, StoreConfig},
     store::{
+        etcd::{EtcdOptions, EtcdStore},
         sled::{SledStore, StoreOptions},
         SharedStore,
     },
@@ -200,9 +201,32 @@ pub async fn spawn_app_with_limits(limits: Limits) -> TestApp {
     app
 }
 
-/// Opens the store a test server runs on. The sled store on the test's own
-/// directory; another backend plugs in here.
+/// Whether this run's in-process servers store on etcd
+/// (`SETTINGSD_TEST_STORE=etcd`, which `scripts/test` sets for its etcd run
+/// of the semantic suites) instead of sled.
+pub fn on_etcd() -> bool {
+    std::env::var("SETTINGSD_TEST_STORE").is_ok_and(|v| v == "etcd")
+}
+
+/// Opens the store a test server runs on: the sled store on the test's own
+/// directory, or, on etcd (see [`on_etcd`]), the shared test cluster under
+/// a key prefix named after that directory, so that every test has its own
+/// data and a restart on the same directory finds it again.
 pub async fn open_store(options: StoreOptions) -> SharedStore {
+    if on_etcd() {
+        let cluster = tokio::task::spawn_blocking(crate::etcd_cluster::shared_cluster)
+            .await
+            .unwrap();
+        let store = EtcdStore::connect(&EtcdOptions {
+            endpoints: cluster.endpoints(),
+            prefix: format!("/test{}/", options.data_dir.display()),
+            timeout: Duration::from_secs(5),
+            observer: options.observer.clone(),
+        })
+        .await
+        .expect("connect to etcd");
+        return Arc::new(store);
+    }
     let store = tokio::task::spawn_blocking(move || SledStore::open(&options))
         .await
         .unwrap()
@@ -227,15 +251,15 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
         metrics_public: false,
         seed: None,
         request_log: settingsd::request_log::DEFAULT_CAPACITY,
-        store,
+        store: StoreConfig::Sled(store.clone()),
         public_url: PublicUrl::default(),
         auth,
         allow_open: false,
         limits,
     };
-    let data_dir = config.store.data_dir.clone();
+    let data_dir = store.data_dir.clone();
     let (tx, rx) = oneshot::channel::<()>();
-    let opened = open_store(config.store.clone()).await;
+    let opened = open_store(store.clone()).await;
     let listeners = Listeners {
         grpc,
         http,

@@ -126,7 +126,7 @@ fn log_cut_off_change(
         let db = sled::open(dir).unwrap();
         let mut value = vec![kind, ACCOUNT.len() as u8];
         value.extend_from_slice(ACCOUNT.as_bytes());
-        value.extend_from_slice(&settingsd::store::sled::codec::encode(state));
+        value.extend_from_slice(&settingsd::store::codec::encode(state));
         db.open_tree("changes")
             .unwrap()
             .insert(state.revision.to_be_bytes(), value)

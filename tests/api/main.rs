@@ -1,6 +1,7 @@
 //! Integration tests: one binary, every test against real sockets, the real
 //! sled store in its own temporary directory, and the generated tonic client.
 
+mod etcd_cluster;
 mod helpers;
 
 mod admin;
@@ -9,6 +10,7 @@ mod backup;
 mod conditional;
 mod crash;
 mod emulator;
+mod etcd;
 mod faults;
 mod grpc_settings;
 mod history;
