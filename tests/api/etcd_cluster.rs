@@ -89,8 +89,14 @@ fn free_port() -> u16 {
 fn alive(pid: u32) -> bool {
     // Not a zombie either: a killed member's zombie (until the watchdog
     // shell reaps it) holds no port.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 impl EtcdCluster {

@@ -140,6 +140,19 @@ struct Known {
     settings: Settings,
 }
 
+/// How many records of each resource are stored (the gauge): recounted
+/// at a pinned revision every few seconds (which picks up every front
+/// end's writes), and moved by this front end's own writes at once.
+#[derive(Debug, Default)]
+struct Counts {
+    /// `None` until the first count.
+    stored: Option<[i64; Resource::ALL.len()]>,
+    /// While a recount runs: this front end's writes since it began, as
+    /// (revision, resource, +1 or -1), to add to what it counts if they
+    /// came after the revision it reads at.
+    during_recount: Option<Vec<(i64, Resource, i64)>>,
+}
+
 /// What the store's tasks and methods share.
 struct Shared {
     members: Members,
@@ -152,8 +165,7 @@ struct Shared {
     known: Mutex<HashMap<Vec<u8>, Known>>,
     stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::hash::RandomState,
-    counts: [AtomicU64; Resource::ALL.len()],
-    counted: AtomicBool,
+    counts: Mutex<Counts>,
     observer: Option<Arc<dyn StoreObserver>>,
 }
 
@@ -194,8 +206,7 @@ impl EtcdStore {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             hasher: std::hash::RandomState::new(),
-            counts: Default::default(),
-            counted: AtomicBool::new(false),
+            counts: Mutex::new(Counts::default()),
             observer: options.observer.clone(),
         });
         match shared.probe().await {
@@ -294,47 +305,75 @@ impl Shared {
 
     async fn count_forever(self: Arc<Self>) {
         loop {
-            let mut counts = [0_u64; Resource::ALL.len()];
+            self.counts().during_recount = Some(Vec::new());
+            let mut counted = [0_i64; Resource::ALL.len()];
+            let mut at = 0; // the first page's revision, then pinned
             let mut complete = true;
             for resource in Resource::ALL {
                 let (start, end) = self.keys.resource_range(resource);
-                match self
-                    .pages(start, end, |kv| {
-                        if !kv.value.is_empty() {
-                            counts[resource as usize] += 1;
-                        }
-                    })
-                    .await
-                {
-                    Ok(()) => {}
+                let pages = self.pages(start, end, at, |kv| {
+                    if !kv.value.is_empty() {
+                        counted[resource as usize] += 1;
+                    }
+                });
+                match pages.await {
+                    Ok(revision) => at = revision,
                     Err(_) => complete = false,
                 }
             }
-            if complete {
-                for (slot, count) in self.counts.iter().zip(counts) {
-                    slot.store(count, Ordering::Relaxed);
+            {
+                let mut counts = self.counts();
+                let during = counts.during_recount.take().unwrap_or_default();
+                if complete {
+                    for (revision, resource, delta) in during {
+                        if revision > at {
+                            counted[resource as usize] += delta;
+                        }
+                    }
+                    counts.stored = Some(counted);
                 }
-                self.counted.store(true, Ordering::Release);
             }
             tokio::time::sleep(COUNT_INTERVAL).await;
         }
     }
 
-    /// Calls `each` for every key in `[start, end)`, a page at a time.
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves the gauge for a write of this front end.
+    fn counted(&self, resource: Resource, revision: i64, delta: i64) {
+        let mut counts = self.counts();
+        if let Some(stored) = &mut counts.stored {
+            stored[resource as usize] += delta;
+        }
+        if let Some(during) = &mut counts.during_recount {
+            during.push((revision, resource, delta));
+        }
+    }
+
+    /// Calls `each` for every key in `[start, end)`, a page at a time, as
+    /// of revision `at` (0: as of the first page's); returns the revision
+    /// it read at.
     async fn pages(
         &self,
         start: Vec<u8>,
         end: Vec<u8>,
+        mut at: i64,
         mut each: impl FnMut(&KeyValue),
-    ) -> Result<(), Error> {
+    ) -> Result<i64, Error> {
         let mut from = start;
         loop {
             let request = pb::etcdserverpb::RangeRequest {
                 limit: PAGE,
+                revision: at,
                 ..range_request(from, end.clone())
             };
             let page = self.members.range(request).await.map_err(Error::from)?;
-            self.saw(page.header.as_ref());
+            let revision = i64::try_from(self.saw(page.header.as_ref())).unwrap_or(i64::MAX);
+            if at == 0 {
+                at = revision;
+            }
             for kv in &page.kvs {
                 each(kv);
             }
@@ -343,7 +382,7 @@ impl Shared {
                     from = last.key.clone();
                     from.push(0);
                 }
-                _ => return Ok(()),
+                _ => return Ok(at),
             }
         }
     }
@@ -512,6 +551,9 @@ impl Shared {
             next.update_time = Some(now_micros());
             match self.put_if(&key, known.mod_revision, encode(&next)).await? {
                 Ok(revision) => {
+                    if known.settings.revision == 0 {
+                        self.counted(resource, revision, 1); // stored anew
+                    }
                     next.revision = u64::try_from(revision).unwrap_or(0);
                     self.remember(
                         &key,
@@ -546,13 +588,22 @@ impl Shared {
     }
 
     /// Replaces an account's resource with `next` whatever is stored.
-    async fn replace(&self, key: Vec<u8>, mut next: Settings) -> Result<u64, Error> {
+    async fn replace(
+        &self,
+        resource: Resource,
+        key: Vec<u8>,
+        mut next: Settings,
+    ) -> Result<u64, Error> {
         let _turn = self.stripe(&key).lock().await;
         next.revision = 0;
         next.update_time = Some(now_micros());
+        let mut put = put_op(&key, encode(&next));
+        if let Some(pb::etcdserverpb::request_op::Request::RequestPut(put)) = &mut put.request {
+            put.prev_kv = true; // to tell whether it was stored before
+        }
         let request = TxnRequest {
             compare: Vec::new(),
-            success: vec![put_op(&key, encode(&next))],
+            success: vec![put],
             failure: Vec::new(),
         };
         let response = self
@@ -562,11 +613,19 @@ impl Shared {
             .map_err(Error::from)
             .inspect_err(|e| self.note(e))?;
         let revision = self.saw(response.header.as_ref());
+        let mod_revision = i64::try_from(revision).unwrap_or(i64::MAX);
+        let before = response.responses.first().and_then(|r| match &r.response {
+            Some(pb::etcdserverpb::response_op::Response::ResponsePut(put)) => put.prev_kv.as_ref(),
+            _ => None,
+        });
+        if before.is_none_or(|kv| kv.value.is_empty()) {
+            self.counted(resource, mod_revision, 1);
+        }
         next.revision = revision;
         self.remember(
             &key,
             Some(Known {
-                mod_revision: i64::try_from(revision).unwrap_or(i64::MAX),
+                mod_revision,
                 settings: next,
             }),
         );
@@ -592,6 +651,7 @@ impl Shared {
             }
             match self.put_if(&key, seen.mod_revision, Vec::new()).await? {
                 Ok(revision) => {
+                    self.counted(resource, revision, -1);
                     self.remember(
                         &key,
                         Some(Known {
@@ -799,18 +859,21 @@ impl Store for EtcdStore {
         let mut last = HashMap::new();
         for r in replacements {
             let next = Settings::default_for(r.account.clone()).merged(r.patch)?;
-            last.insert(self.shared.keys.key(r.resource, &r.account), next);
+            last.insert(
+                self.shared.keys.key(r.resource, &r.account),
+                (r.resource, next),
+            );
         }
         let mut writes = JoinSet::new();
         let mut failure = None;
-        for (key, next) in last {
+        for (key, (resource, next)) in last {
             if writes.len() >= WRITES_IN_FLIGHT {
                 if let Some(Ok(Err(e))) = writes.join_next().await {
                     failure.get_or_insert(e);
                 }
             }
             let shared = Arc::clone(&self.shared);
-            writes.spawn(async move { shared.replace(key, next).await });
+            writes.spawn(async move { shared.replace(resource, key, next).await });
         }
         while let Some(done) = writes.join_next().await {
             if let Ok(Err(e)) = done {
@@ -829,7 +892,7 @@ impl Store for EtcdStore {
         let (start, end) = shared.keys.selector_range(&selector);
         let mut stored = Vec::new();
         shared
-            .pages(start, end, |kv| {
+            .pages(start, end, 0, |kv| {
                 if kv.value.is_empty() {
                     return;
                 }
@@ -872,11 +935,10 @@ impl Store for EtcdStore {
     }
 
     fn stored_count(&self, resource: Resource) -> Option<u64> {
-        let shared = &self.shared;
-        shared
-            .counted
-            .load(Ordering::Acquire)
-            .then(|| shared.counts[resource as usize].load(Ordering::Relaxed))
+        self.shared
+            .counts()
+            .stored
+            .map(|stored| u64::try_from(stored[resource as usize]).unwrap_or(0))
     }
 
     fn scan(&self, resources: &[Resource]) -> Scan {
