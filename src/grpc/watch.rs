@@ -186,7 +186,7 @@ impl SettingsApi {
         };
         let resumed = match request.start_revision {
             0 => None,
-            from => Some(self.store.watch(from, filter.clone())?),
+            from => Some(self.store.watch(from, filter.clone()).await?),
         };
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let api = self.clone();
@@ -315,7 +315,7 @@ impl SettingsApi {
                 if send(progress(upto)).await.is_err() {
                     return Ok(Err(Gone));
                 }
-                self.store.watch(upto + 1, filter)?
+                self.store.watch(upto + 1, filter).await?
             }
         };
         while let Some(event) = changes.next().await {

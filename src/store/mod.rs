@@ -314,7 +314,7 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`Error::Compacted`] (at once, or on the stream if the consumer fell
     /// so far behind that its position was compacted meanwhile).
-    fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error>;
+    async fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error>;
 
     /// Applies every replacement in order and returns, once all of them are
     /// durable, how many were applied: the bulk path of imports and of the

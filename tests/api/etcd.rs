@@ -98,3 +98,97 @@ async fn a_set_through_one_front_end_is_read_and_watched_through_the_other_in_or
     );
     assert!(written.windows(2).all(|w| w[0].revision < w[1].revision));
 }
+
+/// Compacts the cluster's history up to `revision`, as an operator would
+/// (`etcdctl compact`), through etcd's JSON gateway.
+async fn compact(endpoint: &str, revision: u64) {
+    let response = reqwest::Client::new()
+        .post(format!("{endpoint}/v3/kv/compaction"))
+        .json(&serde_json::json!({ "revision": revision.to_string(), "physical": true }))
+        .send()
+        .await
+        .expect("etcd's gateway answers");
+    assert!(response.status().is_success(), "{response:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_compaction_bounds_watches_history_and_rollback_as_the_sled_log_does() {
+    use tonic::Code;
+    use tonic_types::StatusExt;
+    if !etcd_available() {
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(1))
+        .await
+        .unwrap();
+    let server = front_end(&cluster, "/compaction/").await;
+    let mut client = connect(server.grpc_addr).await;
+    let mut written = Vec::new();
+    for i in 0..8 {
+        let set = client.set_recording_settings(set_request(ACCOUNT, &format!("v{i}")));
+        written.push(set.await.unwrap().into_inner());
+    }
+    compact(&cluster.endpoint(0), written[5].revision).await;
+
+    let status = client
+        .watch_recording_settings(settingsd::pb::WatchRecordingSettingsRequest {
+            account_sid: ACCOUNT.into(),
+            start_revision: written[0].revision,
+        })
+        .await
+        .err()
+        .expect("a watch from a compacted revision fails at once");
+    let mut resumed = client
+        .watch_recording_settings(settingsd::pb::WatchRecordingSettingsRequest {
+            account_sid: ACCOUNT.into(),
+            start_revision: written[5].revision,
+        })
+        .await
+        .expect("a watch from the oldest retained revision works")
+        .into_inner();
+    let mut replayed = Vec::new();
+    while replayed.len() < 3 {
+        let message = tokio::time::timeout(GUARD, resumed.message())
+            .await
+            .expect("a watch message within the guard")
+            .unwrap()
+            .unwrap();
+        if !message.progress {
+            replayed.push(message.settings.unwrap());
+        }
+    }
+    let history = client
+        .list_recording_settings_revisions(settingsd::pb::ListRecordingSettingsRevisionsRequest {
+            account_sid: ACCOUNT.into(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rollback = client
+        .rollback_recording_settings(settingsd::pb::RollbackRecordingSettingsRequest {
+            account_sid: ACCOUNT.into(),
+            revision: written[2].revision,
+            etag: String::new(),
+        })
+        .await
+        .err()
+        .expect("a rollback to a compacted revision fails");
+
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let info = status
+        .get_details_error_info()
+        .expect("an ErrorInfo detail");
+    assert_eq!(info.reason, "REVISION_COMPACTED");
+    let oldest: u64 = info.metadata["oldest_revision"].parse().unwrap();
+    assert_eq!(oldest, written[5].revision, "etcd's compact revision");
+    assert_eq!(replayed, written[5..].to_vec());
+    let mut retained = written[5..].to_vec();
+    retained.reverse();
+    assert_eq!(
+        history.revisions, retained,
+        "the history keeps what etcd keeps"
+    );
+    assert_eq!(rollback.code(), Code::NotFound, "{rollback:?}");
+}

@@ -11,6 +11,8 @@ mod conditional;
 mod crash;
 mod emulator;
 mod etcd;
+mod etcd_consistency;
+mod etcd_faults;
 mod faults;
 mod grpc_settings;
 mod history;

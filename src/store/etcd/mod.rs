@@ -719,6 +719,32 @@ impl Shared {
         Ok(changes)
     }
 
+    /// Whether etcd still has history from `from` on for what `filter`
+    /// selects (`false`: `from` is after the current revision).
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] if `from` is compacted away.
+    async fn retained(&self, from: u64, filter: &Selector) -> Result<bool, Error> {
+        let (start, end) = self.keys.selector_range(filter);
+        let request = pb::etcdserverpb::RangeRequest {
+            count_only: true,
+            revision: i64::try_from(from).unwrap_or(i64::MAX),
+            ..range_request(start, end)
+        };
+        match self.members.range(request).await {
+            Ok(response) => {
+                self.saw(response.header.as_ref());
+                Ok(true)
+            }
+            Err(CallError::Status(_, status)) if is_compacted(&status) => Err(Error::Compacted {
+                requested: from,
+                oldest: self.compacted_at(from).await,
+            }),
+            Err(CallError::Status(_, status)) if is_future_revision(&status) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The revision etcd compacted history up to, found by asking for a
     /// watch from `from` (used only to word a `Compacted` error).
     async fn compacted_at(&self, from: u64) -> u64 {
@@ -761,26 +787,10 @@ impl Store for EtcdStore {
         filter: Selector,
     ) -> Result<Vec<Change>, Error> {
         let shared = &self.shared;
-        let (start, end) = shared.keys.selector_range(&filter);
-        let request = pb::etcdserverpb::RangeRequest {
-            count_only: true,
-            revision: i64::try_from(from).unwrap_or(i64::MAX),
-            ..range_request(start.clone(), end.clone())
-        };
-        match shared.members.range(request).await {
-            Err(CallError::Status(_, status)) if is_compacted(&status) => {
-                return Err(Error::Compacted {
-                    requested: from,
-                    oldest: shared.compacted_at(from).await,
-                })
-            }
-            Err(CallError::Status(_, status)) if is_future_revision(&status) => {
-                return Ok(Vec::new())
-            }
-            other => {
-                other?;
-            }
+        if !shared.retained(from, &filter).await? {
+            return Ok(Vec::new());
         }
+        let (start, end) = shared.keys.selector_range(&filter);
         // Every key written since `from` has a mod revision of at least
         // `from` now; walk each one's history back to `from`.
         let mut touched = Vec::new();
@@ -847,7 +857,11 @@ impl Store for EtcdStore {
         self.shared.durable.load(Ordering::Acquire)
     }
 
-    fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error> {
+    async fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error> {
+        // Compaction is found out now, as the sled store does, not as the
+        // stream's first item (a compaction between this check and the
+        // watch's start still ends the stream with `Compacted`).
+        self.shared.retained(from.max(1), &filter).await?;
         Ok(watch::start(Arc::clone(&self.shared), from, filter))
     }
 

@@ -241,10 +241,16 @@ pub(super) async fn compact_revision(shared: &Shared, from: u64) -> Option<u64> 
             .await
             .ok()?
             .into_inner();
-        let response = stream.message().await.ok()??;
-        u64::try_from(response.compact_revision)
-            .ok()
-            .filter(|r| *r > 0)
+        // etcd answers "created" first, then cancels a compacted watch.
+        loop {
+            let response = stream.message().await.ok()??;
+            if response.compact_revision > 0 {
+                return u64::try_from(response.compact_revision).ok();
+            }
+            if response.canceled || !response.events.is_empty() {
+                return None;
+            }
+        }
     };
     tokio::time::timeout(shared.members.timeout(), ask)
         .await

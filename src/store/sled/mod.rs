@@ -803,7 +803,7 @@ impl Store for SledStore {
         self.open_db().map_or(0, |inner| inner.log.durable())
     }
 
-    fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error> {
+    async fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error> {
         self.current()?.log.watch(from, filter)
     }
 
