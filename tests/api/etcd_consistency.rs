@@ -66,7 +66,7 @@ async fn two_front_ends(prefix: &str) -> TwoFrontEnds {
 
 /// The `i`th test account: "AC" and 32 lowercase hex digits.
 fn account(i: usize) -> String {
-    format!("AC{:032x}", 0xc0ffee_0000 + i)
+    format!("AC{:032x}", 0x00c0_ffee_0000 + i)
 }
 
 /// A task's panic, raised again in the test with its own message.
@@ -136,8 +136,11 @@ const MERGE_ACCOUNTS: usize = 4;
 const MERGE_WRITERS: usize = 16;
 const SETS_PER_WRITER: usize = 20;
 
-/// The optional field a merge writer sets (besides the friendly name, which
-/// every Set must send): even writers one, odd writers the other.
+/// The optional field a merge writer sets: even writers one, odd writers
+/// the other. Every Set must also send friendly_name (it is required), so
+/// a writer of "friendly_name only" would leave nothing for a merge to keep;
+/// the two kinds are the two optional SID fields instead, and every Set's
+/// friendly_name is unique too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Field {
     Credentials,
@@ -642,8 +645,14 @@ fn check_linearizable(account: &str, ops: &[Op], t0: Instant, seed: u64) {
     }
     let checking = Instant::now();
     let serialized = tester.serialized_history();
+    let overlapping = mine
+        .iter()
+        .enumerate()
+        .flat_map(|(i, x)| mine[i + 1..].iter().map(move |y| (x, y)))
+        .filter(|(x, y)| x.invoked < y.returned && y.invoked < x.returned)
+        .count();
     eprintln!(
-        "{account}: {} operations checked in {:?}",
+        "{account}: {} operations ({overlapping} concurrent pairs) checked in {:?}",
         mine.len(),
         checking.elapsed()
     );

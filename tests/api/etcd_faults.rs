@@ -20,7 +20,9 @@ use std::{
 use settingsd::pb::{ListRecordingSettingsRevisionsRequest, RecordingSettings};
 use tokio::sync::watch;
 use tonic::Code;
-use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 use crate::{
     etcd::{front_end, front_end_with},
@@ -39,9 +41,10 @@ const WARM_UP: usize = 20;
 /// Acknowledged Sets each live front end must complete after a fault.
 const AFTER_FAULT: usize = 50;
 /// The most a writer waits for one answer before it records the request as
-/// hung (a failure with DEADLINE_EXCEEDED, which every check rejects): the
-/// default --etcd-timeout is 3 s and a Set makes at most a read and a
-/// transaction, so an answer later than this is a hang, not slowness.
+/// hung (a failure with DEADLINE_EXCEEDED, which fails the checks of a front
+/// end that stays up): the default --etcd-timeout is 3 s and a Set makes at
+/// most a read and a transaction, so an answer later than this is a hang,
+/// not slowness.
 const HUNG: Duration = Duration::from_secs(10);
 
 fn account(i: usize) -> String {
@@ -59,6 +62,12 @@ struct Outcome {
     latency: Duration,
     /// The acknowledged revision, or the failure.
     result: Result<u64, (Code, String)>,
+}
+
+impl Outcome {
+    fn answered(&self) -> Instant {
+        self.started + self.latency
+    }
 }
 
 /// Every writer's outcomes, and counts of acknowledged Sets per front end
@@ -98,6 +107,14 @@ impl Log {
                 .map(|o| (o.front_end, o.result.clone().unwrap_err()))
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// Waits (bounded) until each front end has `more` acknowledged Sets
+    /// than it has now.
+    async fn wait_for_more_acks(&self, more: usize, what: &str) {
+        for (front_end, now) in self.acked().into_iter().enumerate() {
+            self.wait_for_acks(front_end, now + more, what).await;
+        }
     }
 
     fn all(&self) -> Vec<Outcome> {
@@ -209,14 +226,14 @@ async fn stop_writers(stop: &AtomicBool, writers: Vec<tokio::task::JoinHandle<()
     }
 }
 
-/// What clients saw between two instants (by request start), per front
-/// end: acknowledged Sets, failures by code, the slowest answer.
+/// What clients saw between two instants (by the time the answer came),
+/// per front end: acknowledged Sets, failures by code, the slowest answer.
 fn window(outcomes: &[Outcome], from: Instant, to: Instant, label: &str) -> String {
     let mut lines = Vec::new();
     for front_end in 0..2 {
         let mine: Vec<&Outcome> = outcomes
             .iter()
-            .filter(|o| o.front_end == front_end && o.started >= from && o.started < to)
+            .filter(|o| o.front_end == front_end && o.answered() >= from && o.answered() < to)
             .collect();
         if mine.is_empty() {
             continue;
@@ -277,9 +294,11 @@ async fn history(client: &Client, account: &str) -> Vec<RecordingSettings> {
 ///   entry of its history, and that is the last acknowledged Set of the
 ///   account (by revision), or a later Set that failed (unknown outcome).
 ///
-/// Returns how many history entries were not an acknowledged Set at its
-/// revision (failed Sets that were stored, or a Set stored twice).
-async fn assert_every_acknowledged_set_is_stored(readers: &[(&str, Client)], log: &Log) -> usize {
+/// Returns what else the histories hold (not a loss, reported).
+async fn assert_every_acknowledged_set_is_stored(
+    readers: &[(&str, Client)],
+    log: &Log,
+) -> Unacknowledged {
     let outcomes = log.all();
     let wrong = log.wrong_answers.lock().unwrap().clone();
     assert!(
@@ -294,7 +313,7 @@ async fn assert_every_acknowledged_set_is_stored(readers: &[(&str, Client)], log
             }
         }
     }
-    let mut unacknowledged_entries = 0;
+    let mut extra = Unacknowledged::default();
     for i in 0..ACCOUNTS {
         let account = account(i);
         let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.account == account).collect();
@@ -336,8 +355,13 @@ async fn assert_every_acknowledged_set_is_stored(readers: &[(&str, Client)], log
                 "{account}: the history holds {name:?} at revision {}, which no writer sent",
                 s.revision
             );
-            if by_revision.get(&s.revision).map(|o| o.name.as_str()) != Some(name) {
-                unacknowledged_entries += 1;
+            if by_revision.get(&s.revision).map(|o| o.name.as_str()) == Some(name) {
+                continue;
+            }
+            if failed.contains(name) {
+                extra.failed_but_stored += 1;
+            } else {
+                extra.stored_again += 1;
             }
         }
 
@@ -378,7 +402,18 @@ async fn assert_every_acknowledged_set_is_stored(readers: &[(&str, Client)], log
             );
         }
     }
-    unacknowledged_entries
+    extra
+}
+
+/// History entries that are not an acknowledged Set at its revision.
+#[derive(Debug, Default)]
+struct Unacknowledged {
+    /// Sets that failed (UNAVAILABLE, or their front end died) and were
+    /// stored all the same: their outcome was unknown.
+    failed_but_stored: usize,
+    /// Acknowledged Sets stored once more at another revision (a retried
+    /// write whose first attempt had been stored).
+    stored_again: usize,
 }
 
 /// The index of the member that is etcd's leader now, asked of the members
@@ -408,11 +443,66 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-/// During one member's election, a front end's call moves to another member
-/// and retries within --etcd-timeout (3 s here): clients should see nothing.
-/// To stay robust on a loaded machine, at most this many Sets per fault may
-/// fail, and only with UNAVAILABLE (retry-safe: see the check afterwards).
-const FAILURES_ALLOWED_PER_FAULT: usize = 2;
+/// settingsd's default --etcd-timeout, which the front ends of the load
+/// tests run with.
+const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
+/// Added to a timeout in a bound on how long an answer may take: a bound on
+/// a hang, not a speed test.
+const MARGIN: Duration = Duration::from_secs(3);
+/// How long after a member is killed a Set may still fail. Killing a
+/// follower costs nothing (a call that loses its member goes to the next).
+/// Killing the leader costs an election (--election-timeout 500 ms here),
+/// and more: a follower forwards a write to the leader it knows, and until
+/// it notices that leader is gone the proposal is lost; etcd does not
+/// answer it, and settingsd waits for it until --etcd-timeout, then fails
+/// the Set with UNAVAILABLE. So: Sets in
+/// flight at the kill, or sent within this window after it, may fail with
+/// UNAVAILABLE, at most once per writer per kill; none sent later may.
+/// (With a per-attempt timeout in `Members::call`, which re-sends a write
+/// that got no answer, none fails at all: then this bound can be zero.)
+const ELECTION_WINDOW: Duration = Duration::from_millis(2500);
+
+/// Checks what clients saw around the kills at `kills` (instants each kill
+/// was done): every answer came within the timeout and margin, and every
+/// failure is UNAVAILABLE, was sent in the election window of a kill, and
+/// is its writer's only failure for that kill.
+fn assert_failures_only_in_election_windows(log: &Log, kills: &[Instant], report: &str) {
+    let outcomes = log.all();
+    let slowest = outcomes
+        .iter()
+        .max_by_key(|o| o.latency)
+        .expect("Sets were sent");
+    assert!(
+        slowest.latency < ETCD_TIMEOUT + MARGIN,
+        "every Set answers within --etcd-timeout {ETCD_TIMEOUT:?} + {MARGIN:?}; this one took \
+         {:?}: {slowest:?}\n{report}",
+        slowest.latency
+    );
+    let mut per_writer_and_kill: HashMap<(usize, usize), usize> = HashMap::new();
+    for o in outcomes.iter().filter(|o| o.result.is_err()) {
+        assert!(
+            matches!(o.result, Err((Code::Unavailable, _))),
+            "a Set may only fail with UNAVAILABLE while a member is lost: {o:#?}\n{report}"
+        );
+        let kill = kills
+            .iter()
+            .position(|k| o.answered() >= *k && o.started < *k + ELECTION_WINDOW)
+            .unwrap_or_else(|| {
+                panic!(
+                    "a Set failed that was neither in flight at a kill nor sent within \
+                     {ELECTION_WINDOW:?} after one: {o:#?}\n{report}"
+                )
+            });
+        let count = per_writer_and_kill.entry((o.writer, kill)).or_default();
+        *count += 1;
+        assert!(
+            *count <= 1,
+            "writer {} had more than one failed Set around kill {kill}:\n{report}\n{:#?}",
+            o.writer,
+            log.failures()
+        );
+    }
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_one_member_under_load_loses_nothing_and_requests_keep_succeeding() {
@@ -432,72 +522,51 @@ async fn killing_one_member_under_load_loses_nothing_and_requests_keep_succeedin
         log.wait_for_acks(fe, WARM_UP, "warm-up").await;
     }
 
-    // Fault 1: member 0, where both front ends start their calls.
-    let leader_before = blocking(|| leader(&cluster));
-    let fault_1 = Instant::now();
+    // Kill 1: member 0, where both front ends send their calls first (the
+    // leader too, in about one run of three).
+    let leader_1 = blocking(|| leader(&cluster));
     blocking(|| cluster.kill(0));
-    let killed_1 = Instant::now();
-    let acked = log.acked();
-    for fe in 0..2 {
-        log.wait_for_acks(fe, acked[fe] + AFTER_FAULT, "after killing member 0")
-            .await;
-    }
-
-    // Fault 2: member 0 back, then whoever leads now (an election for sure).
-    blocking(|| cluster.restart(0));
-    let leader_now = blocking(|| leader(&cluster));
-    let victim = leader_now.unwrap_or(1);
-    let fault_2 = Instant::now();
-    blocking(|| cluster.kill(victim));
-    let killed_2 = Instant::now();
-    let acked = log.acked();
-    for fe in 0..2 {
-        log.wait_for_acks(
-            fe,
-            acked[fe] + AFTER_FAULT,
-            &format!("after killing the leader (member {victim})"),
-        )
+    let kill_1 = Instant::now();
+    log.wait_for_more_acks(AFTER_FAULT, "after killing member 0")
         .await;
-    }
+
+    // Kill 2: member 0 back, then whoever leads now (an election for sure;
+    // member 1 if etcdctl cannot tell).
+    blocking(|| cluster.restart(0));
+    let restarted = Instant::now();
+    let leader_2 = blocking(|| leader(&cluster));
+    let victim = leader_2.unwrap_or(1);
+    blocking(|| cluster.kill(victim));
+    let kill_2 = Instant::now();
+    log.wait_for_more_acks(
+        AFTER_FAULT,
+        &format!("after killing member {victim} (the leader)"),
+    )
+    .await;
     let end = Instant::now();
     stop_writers(&stop, writers).await;
 
     let outcomes = log.all();
     let report = [
-        window(&outcomes, test_started, fault_1, "before any fault"),
+        window(&outcomes, test_started, kill_1, "before any kill"),
         window(
             &outcomes,
-            fault_1,
-            fault_2,
-            &format!("member 0 killed (leader before: {leader_before:?})"),
+            kill_1,
+            restarted,
+            &format!("member 0 killed (leader: {leader_1:?})"),
         ),
+        window(&outcomes, restarted, kill_2, "member 0 back"),
         window(
             &outcomes,
-            fault_2,
+            kill_2,
             end,
-            &format!("leader killed (member {victim}, found: {leader_now:?})"),
+            &format!("member {victim} killed (leader: {leader_2:?})"),
         ),
         window(&outcomes, end, Instant::now(), "while stopping"),
     ]
     .join("\n");
-    eprintln!(
-        "killing one member under load (kills took {:?} and {:?}):\n{report}",
-        killed_1 - fault_1,
-        killed_2 - fault_2
-    );
-    let failures = log.failures();
-    assert!(
-        failures
-            .iter()
-            .all(|o| matches!(o.result, Err((Code::Unavailable, _)))),
-        "a Set may only fail with UNAVAILABLE while a member is lost: {failures:#?}"
-    );
-    assert!(
-        failures.len() <= 2 * FAILURES_ALLOWED_PER_FAULT,
-        "at most {FAILURES_ALLOWED_PER_FAULT} failed Sets per killed member (2 kills); \
-         {} failed:\n{report}\n{failures:#?}",
-        failures.len()
-    );
+    eprintln!("killing one member under load, answers by the time they came:\n{report}");
+    assert_failures_only_in_election_windows(&log, &[kill_1, kill_2], &report);
     let extra = assert_every_acknowledged_set_is_stored(
         &[
             ("front end A", clients[0].clone()),
@@ -507,8 +576,7 @@ async fn killing_one_member_under_load_loses_nothing_and_requests_keep_succeedin
     )
     .await;
     eprintln!(
-        "{} Sets sent, {} acknowledged, all stored; {extra} stored entries not acknowledged \
-         at their revision; test took {:?}",
+        "{} Sets sent, {} acknowledged, all stored; also stored: {extra:?}; test took {:?}",
         outcomes.len(),
         outcomes.iter().filter(|o| o.result.is_ok()).count(),
         test_started.elapsed()
@@ -521,8 +589,6 @@ async fn without_quorum_sets_are_unavailable_within_the_timeout_and_service_resu
         return;
     }
     const TIMEOUT: Duration = Duration::from_secs(2);
-    // A bound on a hang, not a speed test.
-    const MARGIN: Duration = Duration::from_secs(3);
     let test_started = Instant::now();
     let mut cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
         .await
@@ -543,6 +609,9 @@ async fn without_quorum_sets_are_unavailable_within_the_timeout_and_service_resu
         cluster.kill(1);
     });
     let outage = Instant::now();
+    // Health turns on its own (the background probe), before any request.
+    health_at_becomes(server.grpc_addr, ServingStatus::NotServing).await;
+    let not_serving_after = outage.elapsed();
 
     let started = Instant::now();
     let set = tokio::time::timeout(
@@ -585,7 +654,12 @@ async fn without_quorum_sets_are_unavailable_within_the_timeout_and_service_resu
     let url = format!("http://{}/v1/RecordingSettings/Default", server.http_addr);
     let response = tokio::time::timeout(
         GUARD,
-        post(&url, ACCOUNT, "anything", "FriendlyName=during+the+outage"),
+        post(
+            &url,
+            ACCOUNT,
+            "anything",
+            "FriendlyName=posted+during+the+outage",
+        ),
     )
     .await
     .expect("a POST without quorum answers within the guard");
@@ -595,9 +669,16 @@ async fn without_quorum_sets_are_unavailable_within_the_timeout_and_service_resu
         post_took < TIMEOUT + MARGIN,
         "a POST without quorum answers within {TIMEOUT:?} + {MARGIN:?}, not {post_took:?}"
     );
-
-    health_at_becomes(server.grpc_addr, ServingStatus::NotServing).await;
-    let not_serving_after = outage.elapsed();
+    // Still NOT_SERVING after the failed requests (Check, not Watch).
+    let mut health = HealthClient::new(channel(server.grpc_addr).await);
+    let check = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health Check")
+        .into_inner();
+    assert_eq!(check.status, ServingStatus::NotServing as i32);
 
     blocking(|| cluster.restart_stopped());
     let restarted = Instant::now();
@@ -619,6 +700,13 @@ async fn without_quorum_sets_are_unavailable_within_the_timeout_and_service_resu
     .expect("a Set succeeds once quorum is back, without restarting settingsd")
     .into_inner();
     assert!(after.revision > before.revision);
+    let read_back = client
+        .clone()
+        .get_recording_settings(get_request(OTHER_ACCOUNT))
+        .await
+        .expect("a Get once quorum is back")
+        .into_inner();
+    assert_eq!(read_back, after, "the Set after the outage reads back");
     let current = client
         .clone()
         .get_recording_settings(get_request(ACCOUNT))
@@ -632,24 +720,79 @@ async fn without_quorum_sets_are_unavailable_within_the_timeout_and_service_resu
         Some(Some("before the outage")),
         "the Set acknowledged before the outage is in the history: {stored:?}"
     );
-    // The failed Set and POST may or may not have been stored (their
-    // outcome is unknown): the current state is the acknowledged one, or
-    // one of them, later.
+    // The failed Set and POST have an unknown outcome (they may have been
+    // stored): the current state is the acknowledged one, or one of them.
     match current.friendly_name.as_deref() {
         Some("before the outage") => assert_eq!(current, before),
-        Some("during the outage") => assert!(current.revision > before.revision),
+        Some("during the outage" | "posted during the outage") => {
+            assert!(current.revision > before.revision);
+        }
         other => panic!("{ACCOUNT} holds {other:?} after the outage"),
     }
     eprintln!(
-        "no quorum: Set UNAVAILABLE after {set_took:?}, Get after {get_took:?}, POST 503 after \
-         {post_took:?}; NOT_SERVING {not_serving_after:?} after the kills; SERVING \
-         {serving_after:?} after the restart; state after: {:?} at {}; test took {:?}",
+        "no quorum: health NOT_SERVING {not_serving_after:?} after the kills (before any \
+         request); Set UNAVAILABLE after {set_took:?}, Get after {get_took:?}, POST 503 after \
+         {post_took:?}; SERVING {serving_after:?} after the restart; {ACCOUNT} then holds {:?} \
+         at {}; test took {:?}",
         current.friendly_name,
         current.revision,
         test_started.elapsed()
     );
     server.signal("KILL");
     server.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fails: concurrent Sets of one account take turns on a lock, each spending a whole \
+            --etcd-timeout (see src/store/etcd/mod.rs, Shared::set)"]
+async fn without_quorum_concurrent_sets_of_one_account_each_answer_within_the_timeout() {
+    if !etcd_available() {
+        return;
+    }
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    const SETS: usize = 5;
+    let mut cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .unwrap();
+    let server = front_end_with(&cluster, "/faults-queue/", &["--etcd-timeout", "2s"]).await;
+    let client = connect(server.grpc_addr).await;
+    client
+        .clone()
+        .set_recording_settings(set_request(ACCOUNT, "before the outage"))
+        .await
+        .expect("a Set with every member up");
+    blocking(|| {
+        cluster.kill(0);
+        cluster.kill(1);
+    });
+    let sets: Vec<_> = (0..SETS)
+        .map(|k| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = tokio::time::timeout(
+                    GUARD,
+                    client
+                        .clone()
+                        .set_recording_settings(set_request(ACCOUNT, &format!("concurrent {k}"))),
+                )
+                .await
+                .expect("an answer within the guard");
+                (started.elapsed(), result.map(|_| ()).map_err(|s| s.code()))
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for set in sets {
+        answers.push(set.await.unwrap());
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|(took, result)| *took < TIMEOUT + MARGIN && *result == Err(Code::Unavailable)),
+        "each of {SETS} concurrent Sets of one account without quorum is UNAVAILABLE within \
+         {TIMEOUT:?} + {MARGIN:?}: {answers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -671,7 +814,7 @@ async fn killing_a_front_end_mid_load_leaves_the_other_serving_with_every_acknow
         log.wait_for_acks(fe, WARM_UP, "warm-up").await;
     }
 
-    let fault = Instant::now();
+    let kill = Instant::now();
     a.signal("KILL");
     let status = a.wait().await;
     assert_eq!(
@@ -679,12 +822,12 @@ async fn killing_a_front_end_mid_load_leaves_the_other_serving_with_every_acknow
         Some(9),
         "front end A died of SIGKILL: {status:?}"
     );
-    let killed = Instant::now();
+    let dead = Instant::now();
     let acked = log.acked();
     log.wait_for_acks(1, acked[1] + AFTER_FAULT, "B after killing A")
         .await;
     let end = Instant::now();
-    let a_writers_done = {
+    let writers_cut_off = {
         let outcomes = log.all();
         (0..WRITERS)
             .filter(|w| w % 2 == 0)
@@ -695,14 +838,15 @@ async fn killing_a_front_end_mid_load_leaves_the_other_serving_with_every_acknow
 
     let outcomes = log.all();
     let report = [
-        window(&outcomes, test_started, fault, "before the kill"),
-        window(&outcomes, fault, end, "front end A killed"),
+        window(&outcomes, test_started, kill, "before the kill"),
+        window(&outcomes, kill, end, "front end A killed"),
         window(&outcomes, end, Instant::now(), "while stopping"),
     ]
     .join("\n");
     eprintln!(
-        "killing front end A under load (it took {:?} to die):\n{report}",
-        killed - fault
+        "killing front end A under load (dead {:?} after the signal), answers by the time \
+         they came:\n{report}",
+        dead - kill
     );
     let failures = log.failures();
     assert!(
@@ -713,16 +857,26 @@ async fn killing_a_front_end_mid_load_leaves_the_other_serving_with_every_acknow
             .filter(|o| o.front_end == 1)
             .collect::<Vec<_>>()
     );
+    let slowest_b = outcomes
+        .iter()
+        .filter(|o| o.front_end == 1)
+        .map(|o| o.latency)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        slowest_b < ETCD_TIMEOUT + MARGIN,
+        "B answers every Set within {ETCD_TIMEOUT:?} + {MARGIN:?}, not {slowest_b:?}"
+    );
     assert_eq!(
-        a_writers_done,
+        writers_cut_off,
         WRITERS / 2,
-        "every writer on A saw A go away (a failed Set) before the writers stopped"
+        "every writer on A saw A go away (a failed Set) before B's {AFTER_FAULT} more Sets"
     );
     let extra =
         assert_every_acknowledged_set_is_stored(&[("front end B", clients[1].clone())], &log).await;
     eprintln!(
-        "{} Sets sent, {} acknowledged ({} by A), all stored; {extra} stored entries not \
-         acknowledged at their revision; test took {:?}",
+        "{} Sets sent, {} acknowledged ({} by A), all stored; also stored: {extra:?}; \
+         test took {:?}",
         outcomes.len(),
         outcomes.iter().filter(|o| o.result.is_ok()).count(),
         outcomes
@@ -731,40 +885,4 @@ async fn killing_a_front_end_mid_load_leaves_the_other_serving_with_every_acknow
             .count(),
         test_started.elapsed()
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn zz_experiment_inflight() {
-    let mut cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
-        .await
-        .unwrap();
-    eprintln!("endpoints {:?}", cluster.endpoints());
-    let endpoints = cluster.endpoints_arg();
-    let mut cmd = binary();
-    cmd.env("RUST_LOG", "settingsd=debug,h2=debug,tower=debug,hyper_util=debug,tonic=debug")
-        .args(SERVE_ON_PORT_0)
-        .args(["--store", "etcd", "--etcd-endpoints", &endpoints, "--etcd-prefix", "/x/"]);
-    let mut server = BinaryServer::spawn_command(cmd).await;
-    let ready = server.wait_for_ready_line().await;
-    let grpc: std::net::SocketAddr = ready["grpc"].as_str().unwrap().parse().unwrap();
-    let client = connect(grpc).await;
-    let (log, stop) = (Log::new(), Arc::new(AtomicBool::new(false)));
-    let writers = start_writers(&[client], &log, &stop, &[false]);
-    log.wait_for_acks(0, 20, "warm").await;
-    eprintln!("leader {:?}", blocking(|| leader(&cluster)));
-    let t = Instant::now();
-    blocking(|| cluster.kill(0));
-    eprintln!("killed after {:?}", t.elapsed());
-    let acked = log.acked();
-    log.wait_for_acks(0, acked[0] + 20, "after").await;
-    stop_writers(&stop, writers).await;
-    for o in log.failures() {
-        eprintln!("FAIL {:?} {:?}", o.latency, o.result);
-    }
-    server.signal("KILL");
-    for l in server.remaining_logs().await {
-        if l.contains("settingsd") || l.contains("WARN") || l.contains("etcd") {
-            eprintln!("LOG {l}");
-        }
-    }
 }

@@ -40,6 +40,7 @@
 
 mod client;
 mod keys;
+mod reads;
 mod watch;
 
 use std::{
@@ -163,6 +164,8 @@ struct Shared {
     failure: Mutex<Option<Arc<str>>>,
     closed: AtomicBool,
     known: Mutex<HashMap<Vec<u8>, Known>>,
+    /// Single-key reads, batched (see [`reads`]).
+    reads: reads::Reads,
     stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::hash::RandomState,
     counts: Mutex<Counts>,
@@ -195,7 +198,9 @@ impl EtcdStore {
     pub async fn connect(options: &EtcdOptions) -> Result<Self, Error> {
         let members = Members::new(&options.endpoints, options.timeout).map_err(Error::Storage)?;
         let keys = Keys::new(&options.prefix).map_err(Error::Storage)?;
+        let (reads, batcher) = reads::Reads::new();
         let shared = Arc::new(Shared {
+            reads,
             members,
             keys,
             durable: AtomicU64::new(0),
@@ -218,6 +223,7 @@ impl EtcdStore {
         let tasks = vec![
             tokio::spawn(Arc::clone(&shared).probe_forever()),
             tokio::spawn(Arc::clone(&shared).count_forever()),
+            tokio::spawn(batcher.run(Arc::clone(&shared))),
         ];
         Ok(EtcdStore {
             shared,
@@ -449,19 +455,18 @@ impl Shared {
     /// Reads an account's resource (linearizably).
     async fn read(&self, resource: Resource, account: &AccountSid) -> Result<Known, Error> {
         let key = self.keys.key(resource, account);
-        let response = self
-            .members
-            .range(range_request(key.clone(), Vec::new()))
+        let (kv, revision) = self
+            .reads
+            .read(key.clone())
             .await
-            .map_err(Error::from)
             .inspect_err(|e| self.note(e))?;
-        self.saw(response.header.as_ref());
-        let known = match response.kvs.first() {
+        self.durable.fetch_max(revision, Ordering::AcqRel);
+        let known = match kv {
             None => Known {
                 mod_revision: 0,
                 settings: Settings::default_for(account.clone()),
             },
-            Some(kv) => Self::decode(resource, account, kv)?,
+            Some(kv) => Self::decode(resource, account, &kv)?,
         };
         self.remember(&key, Some(known.clone()));
         Ok(known)
@@ -565,17 +570,21 @@ impl Shared {
                     return Ok(next);
                 }
                 Err(now) => {
-                    // Another writer won; merge into what it wrote.
+                    // Another writer won: merge into what it wrote, at once
+                    // the first times; after that, back off (another front
+                    // end keeps writing this key) and read afresh after the
+                    // pause, since what `now` says is older by then.
                     fresh = true;
-                    base = Some(match now {
-                        None => Known {
-                            mod_revision: 0,
-                            settings: Settings::default_for(account.clone()),
-                        },
-                        Some(kv) => Self::decode(resource, account, &kv)?,
-                    });
-                    if attempt >= 2 {
-                        let pause = fastrand::u64(1..=(2 << attempt.min(6)));
+                    if attempt < 2 {
+                        base = Some(match now {
+                            None => Known {
+                                mod_revision: 0,
+                                settings: Settings::default_for(account.clone()),
+                            },
+                            Some(kv) => Self::decode(resource, account, &kv)?,
+                        });
+                    } else {
+                        let pause = fastrand::u64(1..=(2 << attempt.min(5)));
                         tokio::time::sleep(Duration::from_millis(pause)).await;
                     }
                 }
