@@ -34,6 +34,9 @@ pub(super) async fn supervise_store(
     let mut attempts = 0_u64;
     loop {
         tokio::time::sleep(SUPERVISE_INTERVAL).await;
+        // Health first: a recovery attempt can take long (on etcd, up to
+        // --etcd-timeout), and NOT_SERVING should not wait for it.
+        report(&store, &health, stall_limit, &mut healthy).await;
         if store.health().write_failure.is_some() {
             match store.recover().await {
                 Ok(()) => attempts = 0,
@@ -45,33 +48,43 @@ pub(super) async fn supervise_store(
                     attempts += 1;
                 }
             }
+            report(&store, &health, stall_limit, &mut healthy).await;
         }
-        let state = store.health();
-        let failure = state.write_failure;
-        let stalled = state.commit_running_for.filter(|d| *d >= stall_limit);
-        let now_healthy = failure.is_none() && stalled.is_none();
-        if now_healthy == healthy {
-            continue;
-        }
-        healthy = now_healthy;
-        if healthy {
-            tracing::info!("writes work again: health is SERVING");
-            serving(&health).await;
-            continue;
-        }
-        match (failure, stalled) {
-            (Some(error), _) => tracing::error!(
-                %error,
-                "writes stopped after a failed commit: health is NOT_SERVING until the disk \
-                 takes writes again"
-            ),
-            (None, stalled) => tracing::error!(
-                running_for = ?stalled,
-                "a commit (flush + fdatasync) is stuck: health is NOT_SERVING until it finishes"
-            ),
-        }
-        not_serving(&health).await;
     }
+}
+
+/// Sets health from the store's state, logging a change.
+async fn report(
+    store: &SharedStore,
+    health: &tonic_health::server::HealthReporter,
+    stall_limit: Duration,
+    healthy: &mut bool,
+) {
+    let state = store.health();
+    let failure = state.write_failure;
+    let stalled = state.commit_running_for.filter(|d| *d >= stall_limit);
+    let now_healthy = failure.is_none() && stalled.is_none();
+    if now_healthy == *healthy {
+        return;
+    }
+    *healthy = now_healthy;
+    if now_healthy {
+        tracing::info!("writes work again: health is SERVING");
+        serving(health).await;
+        return;
+    }
+    match (failure, stalled) {
+        (Some(error), _) => tracing::error!(
+            %error,
+            "writes stopped (a failed commit, or a cluster that does not answer): health is \
+             NOT_SERVING until the store takes writes again"
+        ),
+        (None, stalled) => tracing::error!(
+            running_for = ?stalled,
+            "a commit (flush + fdatasync) is stuck: health is NOT_SERVING until it finishes"
+        ),
+    }
+    not_serving(health).await;
 }
 
 /// Reports every service, and the server as a whole, as SERVING.

@@ -5,11 +5,13 @@
 //!
 //! Failover is per call: a call goes to the member that answered last, and
 //! if that one cannot be reached (connection refused or reset, or etcd's own
-//! "no leader" or "timed out"), to the next, until one answers or the
-//! deadline passes. A member that stops answering altogether (partitioned,
-//! frozen) holds its call until the deadline. Writes are safe to send again
-//! because every write settingsd makes is a transaction guarded by a
-//! compare (see `EtcdStore::set`).
+//! "no leader" or "timed out") or does not answer within a third of the
+//! timeout, to the next, until one answers or the deadline passes. Sending a
+//! write again is safe: a Set's or a reset's transaction is guarded by a
+//! compare (a first attempt that landed after all makes the second fail its
+//! compare, and the store recognizes its own put), and an import's
+//! replacement puts a whole record, so a second put writes the same record
+//! again (one more revision, same content).
 
 use std::{
     future::Future,
@@ -43,6 +45,10 @@ use pb::etcdserverpb::{
 /// How long a connection attempt to one member may take before the call
 /// moves on to the next.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The shortest time one attempt on one member may take before the call
+/// sends the request again to the next member (see [`Members::call`]).
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// The members of one etcd cluster, as channels.
 #[derive(Debug)]
@@ -134,7 +140,24 @@ impl Members {
             }
             let (endpoint, channel) = &self.channels[i];
             let client = KvClient::new(channel.clone());
-            match tokio::time::timeout_at(deadline, call(client)).await {
+            // One attempt gets a third of the timeout: a follower forwards a
+            // write to the leader it knows, and if that leader has just died
+            // the proposal is lost and etcd answers only after its own
+            // request timeout (5 s + 2 election timeouts), long after a new
+            // leader was elected. Sending again is safe: writes are guarded
+            // by a compare (a late first attempt then fails its compare),
+            // and `put_if` recognizes its own put.
+            let attempt_timeout = (self.timeout / 3).max(MIN_ATTEMPT_TIMEOUT);
+            let attempt_deadline = deadline.min(tokio::time::Instant::now() + attempt_timeout);
+            match tokio::time::timeout_at(attempt_deadline, call(client)).await {
+                Err(_elapsed) if attempt_deadline < deadline => {
+                    tracing::debug!(%endpoint, what, ?attempt_timeout,
+                        "etcd member did not answer in time; sending again to the next");
+                    last = Some((
+                        endpoint.clone(),
+                        Status::deadline_exceeded(format!("no answer within {attempt_timeout:?}")),
+                    ));
+                }
                 Err(_elapsed) => {
                     return Err(CallError::Unavailable(format!(
                         "etcd {what} took longer than {:?} (last member tried: {endpoint}{})",

@@ -774,7 +774,17 @@ impl Store for EtcdStore {
         patch: SettingsPatch,
         expected: Option<Etag>,
     ) -> Result<Settings, Error> {
-        self.shared.set(resource, account, patch, expected).await
+        // The whole Set within --etcd-timeout: its turn on the key's lock
+        // included. Concurrent Sets of one key take turns, and without
+        // quorum each would otherwise spend a whole timeout in its turn.
+        let timeout = self.shared.members.timeout();
+        tokio::time::timeout(timeout, self.shared.set(resource, account, patch, expected))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable(format!(
+                    "the {resource} of account {account} could not be written within {timeout:?}"
+                )))
+            })
     }
 
     async fn history(
