@@ -136,8 +136,7 @@ async fn etcd_compaction_bounds_watches_history_and_rollback_as_the_sled_log_doe
             start_revision: written[0].revision,
         })
         .await
-        .err()
-        .expect("a watch from a compacted revision fails at once");
+        .expect_err("a watch from a compacted revision fails at once");
     let mut resumed = client
         .watch_recording_settings(settingsd::pb::WatchRecordingSettingsRequest {
             account_sid: ACCOUNT.into(),
@@ -173,8 +172,7 @@ async fn etcd_compaction_bounds_watches_history_and_rollback_as_the_sled_log_doe
             etag: String::new(),
         })
         .await
-        .err()
-        .expect("a rollback to a compacted revision fails");
+        .expect_err("a rollback to a compacted revision fails");
 
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     let info = status
