@@ -76,11 +76,13 @@ impl From<Error> for Status {
                 Status::internal("the export failed part way; the records sent are incomplete")
             }
             Error::Unavailable(detail) => {
+                // The detail names the cluster's members: for the logs, not
+                // for callers.
                 tracing::warn!(%detail, "store unavailable");
-                Status::unavailable(format!(
-                    "the settings store is unreachable or has no quorum ({detail}); \
-                     retry with backoff"
-                ))
+                Status::unavailable(
+                    "the settings store is unreachable or has no quorum: retry with backoff \
+                     (a write that failed so may or may not have been applied)",
+                )
             }
             Error::ShuttingDown => Status::unavailable("settingsd is shutting down; retry"),
             Error::Reopening => Status::unavailable(

@@ -120,7 +120,7 @@ const MAX_ATTEMPTS: usize = 64;
 const LOCK_STRIPES: usize = 1024;
 /// Keys whose last written state a front end remembers (as the base of its
 /// next Set); past it, it forgets them all and reads again.
-const KNOWN_KEYS: usize = 100_000;
+const KNOWN_KEYS: usize = 20_000;
 /// Records per Range page of scans, counts and resets.
 const PAGE: i64 = 512;
 /// How often a front end checks that etcd answers (health) and recounts
