@@ -175,7 +175,10 @@ struct Shared {
 /// The etcd backend. See the module docs.
 pub struct EtcdStore {
     shared: Arc<Shared>,
+    /// The health probe and the record count: stopped by `close`.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The read batcher: reads go on after `close`, until the store drops.
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -223,25 +226,34 @@ impl EtcdStore {
         let tasks = vec![
             tokio::spawn(Arc::clone(&shared).probe_forever()),
             tokio::spawn(Arc::clone(&shared).count_forever()),
-            tokio::spawn(batcher.run(Arc::clone(&shared))),
         ];
+        let reader = tokio::spawn(batcher.run(Arc::clone(&shared)));
         Ok(EtcdStore {
             shared,
             tasks: Mutex::new(tasks),
+            reader,
         })
     }
 }
 
-impl Drop for EtcdStore {
-    fn drop(&mut self) {
+impl EtcdStore {
+    /// Stops the probe and the count.
+    fn stop_tasks(&self) {
         for task in self
             .tasks
-            .get_mut()
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain(..)
         {
             task.abort();
         }
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.stop_tasks();
+        self.reader.abort();
     }
 }
 
@@ -1043,14 +1055,7 @@ impl Store for EtcdStore {
 
     async fn close(&self) -> Result<(), Error> {
         self.shared.closed.store(true, Ordering::Release);
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
-            task.abort();
-        }
+        self.stop_tasks();
         Ok(())
     }
 }
