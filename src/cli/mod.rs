@@ -858,12 +858,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "--store etcd needs --etcd-endpoints (SETTINGSD_ETCD_ENDPOINTS): the client \
                  URLs of the etcd members, such as http://127.0.0.1:2379"
             );
-            StoreConfig::Etcd(EtcdOptions {
+            let options = EtcdOptions {
                 endpoints: args.etcd_endpoints,
                 prefix: args.etcd_prefix,
                 timeout: args.etcd_timeout,
                 observer: None,
-            })
+            };
+            options.check().map_err(anyhow::Error::msg)?;
+            StoreConfig::Etcd(options)
         }
     };
     let config = ServerConfig {

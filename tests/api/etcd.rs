@@ -190,3 +190,47 @@ async fn etcd_compaction_bounds_watches_history_and_rollback_as_the_sled_log_doe
     );
     assert_eq!(rollback.code(), Code::NotFound, "{rollback:?}");
 }
+
+#[tokio::test]
+async fn serve_refuses_etcd_settings_that_cannot_work_naming_the_flag() {
+    let serve = [
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ];
+    let cases: [(&[&str], &str); 4] = [
+        (&["--store", "etcd"], "--etcd-endpoints"),
+        (
+            &["--etcd-endpoints", "http://127.0.0.1:2379"],
+            "--store etcd",
+        ),
+        (
+            &[
+                "--store",
+                "etcd",
+                "--etcd-endpoints",
+                "https://127.0.0.1:2379",
+            ],
+            "--etcd-endpoints",
+        ),
+        (
+            &[
+                "--store",
+                "etcd",
+                "--etcd-endpoints",
+                "http://127.0.0.1:2379",
+                "--etcd-prefix",
+                "",
+            ],
+            "--etcd-prefix",
+        ),
+    ];
+    for (args, named) in cases {
+        let out = cli(&[&serve[..], args].concat()).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must not start");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}

@@ -71,12 +71,7 @@ impl Members {
         }
         let mut channels = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            if !endpoint.starts_with("http://") {
-                return Err(format!(
-                    "etcd endpoint {endpoint:?} must be http://HOST:PORT (TLS to etcd is not \
-                     supported yet)"
-                ));
-            }
+            check_endpoint(endpoint)?;
             let channel = Channel::from_shared(endpoint.clone())
                 .map_err(|e| format!("invalid etcd endpoint {endpoint:?}: {e}"))?
                 .connect_timeout(CONNECT_TIMEOUT)
@@ -212,6 +207,25 @@ impl Members {
         })
         .await
     }
+}
+
+/// Checks that `endpoint` is an `http://HOST:PORT` URL.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    if !endpoint.starts_with("http://") {
+        return Err(format!(
+            "etcd endpoint {endpoint:?} must be http://HOST:PORT (TLS to etcd is not supported \
+             yet)"
+        ));
+    }
+    endpoint
+        .parse::<tonic::transport::Uri>()
+        .ok()
+        .filter(|uri| uri.host().is_some())
+        .map(|_| ())
+        .ok_or_else(|| format!("etcd endpoint {endpoint:?} is not a valid http://HOST:PORT URL"))
 }
 
 /// Why a call to etcd failed.

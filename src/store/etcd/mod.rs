@@ -103,6 +103,21 @@ impl EtcdOptions {
     pub const DEFAULT_PREFIX: &'static str = "/settingsd/";
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
+    /// Checks the endpoints and the prefix, for an error that names the
+    /// flag before anything starts.
+    ///
+    /// # Errors
+    /// A message naming `--etcd-endpoints` or `--etcd-prefix`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.endpoints.is_empty() {
+            return Err("--etcd-endpoints: no endpoint given".into());
+        }
+        for endpoint in &self.endpoints {
+            client::check_endpoint(endpoint).map_err(|e| format!("--etcd-endpoints: {e}"))?;
+        }
+        Keys::new(&self.prefix).map(|_| ())
+    }
+
     pub fn new(endpoints: Vec<String>) -> Self {
         EtcdOptions {
             endpoints,
@@ -197,8 +212,9 @@ impl EtcdStore {
     ///
     /// # Errors
     /// [`Error::Storage`] for invalid options (an endpoint that is not an
-    /// `http://` URL, an empty prefix).
+    /// `http://` URL, an empty prefix; see [`EtcdOptions::check`]).
     pub async fn connect(options: &EtcdOptions) -> Result<Self, Error> {
+        options.check().map_err(Error::Storage)?;
         let members = Members::new(&options.endpoints, options.timeout).map_err(Error::Storage)?;
         let keys = Keys::new(&options.prefix).map_err(Error::Storage)?;
         let (reads, batcher) = reads::Reads::new();
