@@ -260,7 +260,17 @@ impl SettingsApi {
                     Some(account) => {
                         let state = self.store.get(resource, account).await?;
                         // Every change of this account up to here is in it.
-                        let upto = durable.max(state.revision);
+                        let mut upto = durable.max(state.revision);
+                        if state.revision == 0 {
+                            // A default: never written, or reset. A reset's
+                            // revision may be past `durable` (written through
+                            // another front end of a shared store): the
+                            // stream starts after it, not before.
+                            let newest = self.store.history(resource, account, None, 1).await?;
+                            if let Some(reset) = newest.first().filter(|c| c.reset) {
+                                upto = upto.max(reset.settings.revision);
+                            }
+                        }
                         if send(change(state)).await.is_err() {
                             return Ok(Err(Gone));
                         }

@@ -316,14 +316,17 @@ pub trait Store: Send + Sync + 'static {
     /// so far behind that its position was compacted meanwhile).
     async fn watch(&self, from: u64, filter: Selector) -> Result<ChangeStream, Error>;
 
-    /// Applies every replacement in order and returns, once all of them are
-    /// durable, how many were applied: the bulk path of imports and of the
-    /// bench's preload. A replacement replaces even a record that does not
-    /// decode (importing a good record is how a bad one is repaired).
+    /// Applies every replacement and returns, once all of them are durable,
+    /// how many were given: the bulk path of imports and of the bench's
+    /// preload. Of several for one resource of one account, the last wins;
+    /// different accounts' replacements may be applied in any order (the
+    /// sled store applies them in the order given, the etcd store several at
+    /// once). A replacement replaces even a record that does not decode
+    /// (importing a good record is how a bad one is repaired).
     ///
     /// # Errors
-    /// As [`Store::set`], for the first replacement that fails; the ones
-    /// before it are still made durable.
+    /// As [`Store::set`], for a replacement that fails; those applied are
+    /// still made durable.
     async fn replace_many(&self, replacements: Vec<Replacement>) -> Result<usize, Error>;
 
     /// Deletes every stored resource that `selector` selects, so that reads

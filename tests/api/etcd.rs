@@ -234,3 +234,49 @@ async fn serve_refuses_etcd_settings_that_cannot_work_naming_the_flag() {
         assert!(stderr.contains(named), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_watch_of_a_stored_record_gets_progress_while_nothing_changes() {
+    if !etcd_available() {
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(1))
+        .await
+        .unwrap();
+    let server = front_end(&cluster, "/progress/").await;
+    let mut client = connect(server.grpc_addr).await;
+    let written = client
+        .set_recording_settings(set_request(ACCOUNT, "stored"))
+        .await
+        .unwrap()
+        .into_inner();
+    let other = client
+        .set_recording_settings(set_request(OTHER_ACCOUNT, "another key"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut watch = client
+        .watch_recording_settings(settingsd::pb::WatchRecordingSettingsRequest {
+            account_sid: ACCOUNT.into(),
+            start_revision: written.revision + 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Progress comes every few seconds (the contract); the guard is 30 s.
+    let first = tokio::time::timeout(GUARD, watch.message())
+        .await
+        .expect("progress within the guard")
+        .unwrap()
+        .unwrap();
+
+    assert!(
+        first.progress,
+        "nothing changed, so the first message is progress: {first:?}"
+    );
+    assert!(
+        first.revision >= other.revision,
+        "progress reaches the store's revision, past the watched key's: {first:?}"
+    );
+}

@@ -114,7 +114,26 @@ impl Members {
     /// of an answer that is an error.
     pub async fn call<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T, CallError>
     where
-        F: Fn(KvClient<Channel>) -> Fut,
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_counted(what, call)
+            .await
+            .map(|(answer, _)| answer)
+    }
+
+    /// [`Members::call`], also saying whether the request was sent more
+    /// than once (an earlier attempt may have been applied too).
+    ///
+    /// # Errors
+    /// As [`Members::call`].
+    pub async fn call_counted<T, F, Fut>(
+        &self,
+        what: &'static str,
+        call: F,
+    ) -> Result<(T, bool), CallError>
+    where
+        F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -134,7 +153,6 @@ impl Members {
                 tokio::time::sleep(pause).await;
             }
             let (endpoint, channel) = &self.channels[i];
-            let client = KvClient::new(channel.clone());
             // One attempt gets a third of the timeout: a follower forwards a
             // write to the leader it knows, and if that leader has just died
             // the proposal is lost and etcd answers only after its own
@@ -144,7 +162,7 @@ impl Members {
             // and `put_if` recognizes its own put.
             let attempt_timeout = (self.timeout / 3).max(MIN_ATTEMPT_TIMEOUT);
             let attempt_deadline = deadline.min(tokio::time::Instant::now() + attempt_timeout);
-            match tokio::time::timeout_at(attempt_deadline, call(client)).await {
+            match tokio::time::timeout_at(attempt_deadline, call(channel.clone())).await {
                 Err(_elapsed) if attempt_deadline < deadline => {
                     tracing::debug!(%endpoint, what, ?attempt_timeout,
                         "etcd member did not answer in time; sending again to the next");
@@ -163,7 +181,7 @@ impl Members {
                 }
                 Ok(Ok(response)) => {
                     self.preferred.store(i, Ordering::Relaxed);
-                    return Ok(response.into_inner());
+                    return Ok((response.into_inner(), attempt > 0));
                 }
                 Ok(Err(status)) if member_unavailable(&status) => {
                     tracing::debug!(%endpoint, what, code = ?status.code(), message = status.message(),
@@ -189,9 +207,9 @@ impl Members {
     /// # Errors
     /// As [`Members::call`].
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, CallError> {
-        self.call("range", move |mut kv| {
+        self.call("range", move |channel| {
             let request = request.clone();
-            async move { kv.range(request).await }
+            async move { KvClient::new(channel).range(request).await }
         })
         .await
     }
@@ -201,11 +219,52 @@ impl Members {
     /// # Errors
     /// As [`Members::call`].
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, CallError> {
-        self.call("txn", move |mut kv| {
+        self.txn_counted(request).await.map(|(answer, _)| answer)
+    }
+
+    /// A transaction, and whether it was sent more than once.
+    ///
+    /// # Errors
+    /// As [`Members::call`].
+    pub async fn txn_counted(&self, request: TxnRequest) -> Result<(TxnResponse, bool), CallError> {
+        self.call_counted("txn", move |channel| {
             let request = request.clone();
-            async move { kv.txn(request).await }
+            async move { KvClient::new(channel).txn(request).await }
         })
         .await
+    }
+
+    /// etcd's active alarms (a member out of space refuses every write,
+    /// while reads go on).
+    ///
+    /// # Errors
+    /// As [`Members::call`].
+    pub async fn alarms(&self) -> Result<Vec<String>, CallError> {
+        use pb::etcdserverpb::{
+            alarm_request::AlarmAction, maintenance_client::MaintenanceClient, AlarmRequest,
+            AlarmType,
+        };
+        let response = self
+            .call("alarm", move |channel| async move {
+                MaintenanceClient::new(channel)
+                    .alarm(AlarmRequest {
+                        action: AlarmAction::Get as i32,
+                        member_id: 0,
+                        alarm: AlarmType::None as i32,
+                    })
+                    .await
+            })
+            .await?;
+        Ok(response
+            .alarms
+            .iter()
+            .filter(|a| a.alarm != AlarmType::None as i32)
+            .map(|a| {
+                let kind = AlarmType::try_from(a.alarm)
+                    .map_or_else(|_| a.alarm.to_string(), |t| t.as_str_name().to_owned());
+                format!("{kind} on member {:x}", a.member_id)
+            })
+            .collect())
     }
 }
 

@@ -309,9 +309,31 @@ impl Shared {
             limit: 1,
             ..range_request(start, end)
         };
-        match self.members.range(request).await {
+        let answered = match self.members.range(request).await {
             Ok(response) => {
                 self.saw(response.header.as_ref());
+                // Reads work; writes also need no alarm (a member out of
+                // space refuses every write while reads go on).
+                self.members
+                    .alarms()
+                    .await
+                    .map_err(Error::from)
+                    .and_then(|alarms| {
+                        if alarms.is_empty() {
+                            Ok(())
+                        } else {
+                            Err(Error::Unavailable(format!(
+                                "etcd refuses writes: alarm {} (for NOSPACE: compact, defragment \
+                             and disarm etcd)",
+                                alarms.join(", ")
+                            )))
+                        }
+                    })
+            }
+            Err(e) => Err(Error::from(e)),
+        };
+        match answered {
+            Ok(()) => {
                 let was = self
                     .failure
                     .lock()
@@ -323,7 +345,6 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                let e = Error::from(e);
                 self.note(&e);
                 Err(e)
             }
@@ -514,8 +535,8 @@ impl Shared {
             failure: vec![range_op(key)],
         };
         let started = Instant::now();
-        let response = match self.members.txn(request).await {
-            Ok(response) => response,
+        let (response, resent) = match self.members.txn_counted(request).await {
+            Ok(answer) => answer,
             Err(e) => {
                 let e = Error::from(e);
                 self.note(&e);
@@ -536,12 +557,64 @@ impl Shared {
         }
         let now = first_range(&response).and_then(|r| r.kvs.first()).cloned();
         match now {
-            // Our own put, from an attempt whose answer was lost when its
-            // member went away (the same bytes, update time included): it
-            // was written.
+            // Our own put, from an attempt whose answer was lost (the same
+            // bytes, update time included): it was written.
             Some(kv) if kv.value == value && kv.mod_revision > base => Ok(Ok(kv.mod_revision)),
+            // Sent more than once: an earlier attempt may have been written
+            // and then overwritten by someone else. Merging again would
+            // apply this write twice, over a write that already saw it.
+            Some(kv) if resent && kv.mod_revision > base => {
+                match self.find_own(key, base, kv.mod_revision, &value).await? {
+                    Some(revision) => Ok(Ok(revision)),
+                    None => Ok(Err(Some(kv))),
+                }
+            }
             now => Ok(Err(now)),
         }
+    }
+
+    /// The revision at which `value` was put at `key` after `base` and
+    /// before `now`, if it was: walks the key's versions back from `now`.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if that history is compacted (whether the
+    /// write was applied cannot be told), as a Range.
+    async fn find_own(
+        &self,
+        key: &[u8],
+        base: i64,
+        now: i64,
+        value: &[u8],
+    ) -> Result<Option<i64>, Error> {
+        let mut at = now - 1;
+        while at > base {
+            let request = pb::etcdserverpb::RangeRequest {
+                revision: at,
+                ..range_request(key.to_vec(), Vec::new())
+            };
+            let response = match self.members.range(request).await {
+                Ok(response) => response,
+                Err(CallError::Status(_, status)) if is_compacted(&status) => {
+                    return Err(Error::Unavailable(
+                        "a write sent twice may have been applied, and etcd compacted the \
+                         history that would tell"
+                            .into(),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(old) = response.kvs.into_iter().next() else {
+                return Ok(None);
+            };
+            if old.mod_revision <= base {
+                return Ok(None);
+            }
+            if old.value == value {
+                return Ok(Some(old.mod_revision));
+            }
+            at = old.mod_revision - 1;
+        }
+        Ok(None)
     }
 
     /// The read-merge-write of a Set. See the module docs.
@@ -624,7 +697,10 @@ impl Shared {
         )))
     }
 
-    /// Replaces an account's resource with `next` whatever is stored.
+    /// Replaces an account's resource with `next` whatever is stored (a
+    /// record that does not decode included), through the same compare as
+    /// a Set: an unguarded put sent twice could land late, over a newer
+    /// write.
     async fn replace(
         &self,
         resource: Resource,
@@ -634,42 +710,41 @@ impl Shared {
         let _turn = self.stripe(&key).lock().await;
         next.revision = 0;
         next.update_time = Some(now_micros());
-        let mut put = put_op(&key, encode(&next));
-        if let Some(pb::etcdserverpb::request_op::Request::RequestPut(put)) = &mut put.request {
-            put.prev_kv = true; // to tell whether it was stored before
-        }
-        let request = TxnRequest {
-            compare: Vec::new(),
-            success: vec![put],
-            failure: Vec::new(),
+        let value = encode(&next);
+        let (mut base, mut stored_before) = match self.known(&key) {
+            Some(known) => (known.mod_revision, known.settings.revision != 0),
+            None => {
+                let (kv, revision) = self.reads.read(key.clone()).await?;
+                self.durable.fetch_max(revision, Ordering::AcqRel);
+                kv.map_or((0, false), |kv| (kv.mod_revision, !kv.value.is_empty()))
+            }
         };
-        let response = self
-            .members
-            .txn(request)
-            .await
-            .map_err(Error::from)
-            .inspect_err(|e| self.note(e))?;
-        let revision = self.saw(response.header.as_ref());
-        let mod_revision = i64::try_from(revision).unwrap_or(i64::MAX);
-        let before = response.responses.first().and_then(|r| match &r.response {
-            Some(pb::etcdserverpb::response_op::Response::ResponsePut(put)) => put.prev_kv.as_ref(),
-            _ => None,
-        });
-        if before.is_none_or(|kv| kv.value.is_empty()) {
-            self.counted(resource, mod_revision, 1);
+        for _ in 0..MAX_ATTEMPTS {
+            match self.put_if(&key, base, value.clone()).await? {
+                Ok(revision) => {
+                    if !stored_before {
+                        self.counted(resource, revision, 1);
+                    }
+                    next.revision = u64::try_from(revision).unwrap_or(0);
+                    self.remember(
+                        &key,
+                        Some(Known {
+                            mod_revision: revision,
+                            settings: next.clone(),
+                        }),
+                    );
+                    return Ok(next.revision);
+                }
+                Err(now) => {
+                    base = now.as_ref().map_or(0, |kv| kv.mod_revision);
+                    stored_before = now.is_some_and(|kv| !kv.value.is_empty());
+                }
+            }
         }
-        next.revision = revision;
-        self.remember(
-            &key,
-            Some(Known {
-                mod_revision,
-                settings: next,
-            }),
-        );
-        if let Some(observer) = &self.observer {
-            observer.published(1);
-        }
-        Ok(revision)
+        Err(Error::Unavailable(format!(
+            "the {resource} of {} changed under {MAX_ATTEMPTS} attempts to import it",
+            String::from_utf8_lossy(&key)
+        )))
     }
 
     /// Resets one record: puts its tombstone, unless it is reset already.
@@ -787,6 +862,42 @@ impl Shared {
     async fn compacted_at(&self, from: u64) -> u64 {
         watch::compact_revision(self, from).await.unwrap_or(from)
     }
+}
+
+/// Runs `writes`, at most [`WRITES_IN_FLIGHT`] at once, passing each
+/// result to `each`; returns the first failure (a write task that panicked
+/// counts as one).
+async fn write_all<T, W>(
+    writes: impl IntoIterator<Item = W>,
+    mut each: impl FnMut(T),
+) -> Option<Error>
+where
+    T: Send + 'static,
+    W: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let mut running = JoinSet::new();
+    let mut failure = None;
+    let mut done = |result: Result<Result<T, Error>, tokio::task::JoinError>| match result {
+        Ok(Ok(value)) => each(value),
+        Ok(Err(e)) => {
+            failure.get_or_insert(e);
+        }
+        Err(e) => {
+            failure.get_or_insert(Error::Storage(format!("a write task failed: {e}")));
+        }
+    };
+    for write in writes {
+        if running.len() >= WRITES_IN_FLIGHT {
+            if let Some(result) = running.join_next().await {
+                done(result);
+            }
+        }
+        running.spawn(write);
+    }
+    while let Some(result) = running.join_next().await {
+        done(result);
+    }
+    failure
 }
 
 #[async_trait::async_trait]
@@ -925,23 +1036,11 @@ impl Store for EtcdStore {
                 (r.resource, next),
             );
         }
-        let mut writes = JoinSet::new();
-        let mut failure = None;
-        for (key, (resource, next)) in last {
-            if writes.len() >= WRITES_IN_FLIGHT {
-                if let Some(Ok(Err(e))) = writes.join_next().await {
-                    failure.get_or_insert(e);
-                }
-            }
+        let writes = last.into_iter().map(|(key, (resource, next))| {
             let shared = Arc::clone(&self.shared);
-            writes.spawn(async move { shared.replace(resource, key, next).await });
-        }
-        while let Some(done) = writes.join_next().await {
-            if let Ok(Err(e)) = done {
-                failure.get_or_insert(e);
-            }
-        }
-        match failure {
+            async move { shared.replace(resource, key, next).await }
+        });
+        match write_all(writes, |_| {}).await {
             Some(e) => Err(e),
             None => Ok(total),
         }
@@ -950,43 +1049,49 @@ impl Store for EtcdStore {
     async fn reset(&self, selector: Selector) -> Result<(u64, u64), Error> {
         let shared = &self.shared;
         shared.check_open()?;
+        // A page of records at a time: a reset of everything holds one page.
         let (start, end) = shared.keys.selector_range(&selector);
-        let mut stored = Vec::new();
-        shared
-            .pages(start, end, 0, |kv| {
-                if kv.value.is_empty() {
-                    return;
-                }
-                if let Some((resource, account)) = shared.keys.parse(&kv.key) {
-                    if selector.resource.is_none_or(|r| r == resource)
-                        && selector.account.as_ref().is_none_or(|a| *a == account)
-                    {
-                        stored.push((resource, account, kv.clone()));
-                    }
+        let (mut count, mut last, mut failure) = (0, 0, None);
+        let mut from = start;
+        loop {
+            let request = pb::etcdserverpb::RangeRequest {
+                limit: PAGE,
+                ..range_request(from.clone(), end.clone())
+            };
+            let page = shared.members.range(request).await?;
+            shared.saw(page.header.as_ref());
+            let selected = page
+                .kvs
+                .iter()
+                .filter(|kv| !kv.value.is_empty())
+                .filter_map(|kv| {
+                    let (resource, account) = shared.keys.parse(&kv.key)?;
+                    let selected = selector.resource.is_none_or(|r| r == resource)
+                        && selector.account.as_ref().is_none_or(|a| *a == account);
+                    selected.then(|| {
+                        let (shared, kv) = (Arc::clone(shared), kv.clone());
+                        async move { shared.reset_one(resource, account, kv).await }
+                    })
+                });
+            let writes: Vec<_> = selected.collect();
+            let failed = write_all(writes, |reset: Option<u64>| {
+                if let Some(revision) = reset {
+                    count += 1;
+                    last = revision.max(last);
                 }
             })
-            .await?;
-        let mut writes = JoinSet::new();
-        let (mut count, mut last, mut failure) = (0, 0, None);
-        let mut done = |result: Option<Result<Result<Option<u64>, Error>, _>>| match result {
-            Some(Ok(Ok(Some(revision)))) => {
-                count += 1;
-                last = revision.max(last);
+            .await;
+            if let Some(e) = failed {
+                failure = Some(e);
+                break;
             }
-            Some(Ok(Err(e))) => {
-                failure.get_or_insert(e);
+            match page.kvs.last() {
+                Some(key) if page.more => {
+                    from = key.key.clone();
+                    from.push(0);
+                }
+                _ => break,
             }
-            _ => {}
-        };
-        for (resource, account, kv) in stored {
-            if writes.len() >= WRITES_IN_FLIGHT {
-                done(writes.join_next().await);
-            }
-            let shared = Arc::clone(shared);
-            writes.spawn(async move { shared.reset_one(resource, account, kv).await });
-        }
-        while let Some(result) = writes.join_next().await {
-            done(Some(result));
         }
         tracing::info!(deleted = count, revision = last, "settings reset");
         match failure {
@@ -1024,6 +1129,10 @@ impl Store for EtcdStore {
                             return;
                         }
                     };
+                    // What the scan read is durable: a watch snapshot that
+                    // follows it must know (see `deleted_since` in
+                    // grpc::watch).
+                    shared.saw(page.header.as_ref());
                     for kv in &page.kvs {
                         let Some((_, account)) = shared.keys.parse(&kv.key) else {
                             continue;

@@ -8,11 +8,17 @@
 //! Progress is not etcd's: etcd 3.4.23 (Debian's) can answer a progress
 //! request for a watcher still replaying history with the current revision,
 //! before the replayed events (fixed in 3.4.24), which would let a consumer
-//! skip them. Instead, every few seconds the watch asks etcd (one count-only
-//! Range) whether any key it watches changed at or after the next revision
-//! it would yield; if none did as of revision P, nothing up to P is still
-//! to come, and it yields `Progress(P)`. (A key deleted by hand, outside
-//! settingsd, is not counted: its event may come after such a progress.)
+//! skip them. Instead, every few seconds the watch asks etcd (one Range of
+//! at most one key, keys only, with `min_mod_revision`; a count-only Range
+//! ignores `min_mod_revision` in 3.4) whether any key it watches changed at
+//! or after the next revision it would yield; if none did as of revision P,
+//! nothing up to P is still to come, and it yields `Progress(P)`. (A key
+//! deleted by hand, outside settingsd, is not seen: its event may come
+//! after such a progress.) etcd 3.4 walks the watched range for that Range,
+//! so on a range of very many keys it costs a scan every few seconds.
+//!
+//! While no member answers, a watch keeps trying (with backoff) and yields
+//! nothing; the consumer sees no error, only no progress.
 
 use std::{sync::Arc, time::Duration};
 
@@ -72,8 +78,16 @@ async fn run(shared: Arc<Shared>, mut next: u64, filter: Selector, tx: Sender) {
         let (start, end) = shared.keys.selector_range(&filter);
         let _ = requests.send(create(start, end, next)).await;
         let mut client = WatchClient::new(channel.clone());
+        // A member cut off from the quorum would keep the stream open and
+        // send nothing; with "hasleader" it cancels the watch, which then
+        // moves to another member.
+        let mut request = tonic::Request::new(ReceiverStream::new(request_rx));
+        request.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
         let opened = tokio::select! {
-            opened = client.watch(ReceiverStream::new(request_rx)) => opened,
+            opened = client.watch(request) => opened,
             () = tx.closed() => return,
         };
         let ended = match opened {
@@ -220,13 +234,14 @@ fn create(key: Vec<u8>, range_end: Vec<u8>, start_revision: u64) -> WatchRequest
 async fn progress(shared: &Shared, filter: &Selector, next: u64) -> Option<u64> {
     let (start, end) = shared.keys.selector_range(filter);
     let request = RangeRequest {
-        count_only: true,
+        keys_only: true,
+        limit: 1,
         min_mod_revision: i64::try_from(next).ok()?,
         ..range_request(start, end)
     };
     let response = shared.members.range(request).await.ok()?;
     let revision = shared.saw(response.header.as_ref());
-    (response.count == 0 && revision + 1 >= next).then_some(revision)
+    (response.kvs.is_empty() && revision + 1 >= next).then_some(revision)
 }
 
 /// The revision etcd has compacted up to, if `from` is before it: asked of
