@@ -280,3 +280,120 @@ async fn a_resumed_watch_of_a_stored_record_gets_progress_while_nothing_changes(
         "progress reaches the store's revision, past the watched key's: {first:?}"
     );
 }
+
+/// POSTs `body` to etcd's JSON gateway at `path`; returns the answer.
+async fn gateway(endpoint: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{endpoint}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("etcd's gateway answers")
+        .json()
+        .await
+        .expect("etcd's gateway answers JSON")
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_out_of_space_stops_writes_not_reads_until_an_operator_frees_space() {
+    use crate::faults::health_at_becomes;
+    use tonic::Code;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    if !etcd_available() {
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(|| {
+        EtcdCluster::start_with(1, &["--quota-backend-bytes", "2097152"])
+    })
+    .await
+    .unwrap();
+    let endpoint = cluster.endpoint(0);
+    let server = front_end(&cluster, "/nospace/").await;
+    let mut client = connect(server.grpc_addr).await;
+    let written = client
+        .set_recording_settings(set_request(ACCOUNT, "before the disk filled"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Someone else's data fills etcd's quota: etcd raises its NOSPACE alarm.
+    let filler = vec![b'x'; 256 * 1024];
+    let mut full = false;
+    for i in 0..64 {
+        let key = format!("/filler/{i:03}");
+        let answer = gateway(
+            &endpoint,
+            "/v3/kv/put",
+            serde_json::json!({ "key": b64(key.as_bytes()), "value": b64(&filler) }),
+        )
+        .await;
+        if answer.to_string().contains("space exceeded") {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "etcd's 2 MiB quota fills up");
+    health_at_becomes(server.grpc_addr, ServingStatus::NotServing).await;
+    let refused = client
+        .set_recording_settings(set_request(ACCOUNT, "while full"))
+        .await
+        .expect_err("writes are refused while etcd is out of space");
+    let read = client
+        .get_recording_settings(get_request(ACCOUNT))
+        .await
+        .expect("reads go on")
+        .into_inner();
+
+    // The operator's way out: delete, compact, defragment, disarm.
+    let deleted = gateway(
+        &endpoint,
+        "/v3/kv/deleterange",
+        serde_json::json!({ "key": b64(b"/filler/"), "range_end": b64(b"/filler0") }),
+    )
+    .await;
+    let revision = deleted["header"]["revision"]
+        .as_str()
+        .expect("a revision")
+        .to_owned();
+    gateway(
+        &endpoint,
+        "/v3/kv/compaction",
+        serde_json::json!({ "revision": revision, "physical": true }),
+    )
+    .await;
+    gateway(
+        &endpoint,
+        "/v3/maintenance/defragment",
+        serde_json::json!({}),
+    )
+    .await;
+    let alarms = gateway(
+        &endpoint,
+        "/v3/maintenance/alarm",
+        serde_json::json!({ "action": "GET" }),
+    )
+    .await;
+    for alarm in alarms["alarms"].as_array().expect("the NOSPACE alarm") {
+        gateway(
+            &endpoint,
+            "/v3/maintenance/alarm",
+            serde_json::json!({ "action": "DEACTIVATE", "memberID": alarm["memberID"], "alarm": alarm["alarm"] }),
+        )
+        .await;
+    }
+    health_at_becomes(server.grpc_addr, ServingStatus::Serving).await;
+    let after = client
+        .set_recording_settings(set_request(ACCOUNT, "after the operator freed space"))
+        .await
+        .expect("writes work again, without a restart")
+        .into_inner();
+
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(read, written, "the last acknowledged write is still read");
+    assert!(after.revision > written.revision);
+}

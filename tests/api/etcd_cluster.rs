@@ -76,6 +76,8 @@ struct Member {
 /// A cluster of real etcd members on loopback; killed when dropped.
 pub struct EtcdCluster {
     members: Vec<Member>,
+    /// Extra etcd flags of every member.
+    flags: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -102,6 +104,11 @@ fn alive(pid: u32) -> bool {
 impl EtcdCluster {
     /// Starts `n` members and waits until each serves clients.
     pub fn start(n: usize) -> EtcdCluster {
+        Self::start_with(n, &[])
+    }
+
+    /// [`EtcdCluster::start`] with extra etcd flags for every member.
+    pub fn start_with(n: usize, flags: &[&str]) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let members = (0..n)
             .map(|i| Member {
@@ -113,7 +120,12 @@ impl EtcdCluster {
                 starts: 0,
             })
             .collect();
-        let mut cluster = EtcdCluster { members, _dir: dir };
+        let flags = flags.iter().map(|f| (*f).to_owned()).collect();
+        let mut cluster = EtcdCluster {
+            members,
+            flags,
+            _dir: dir,
+        };
         let all: Vec<usize> = (0..n).collect();
         cluster.start_members(&all, "new");
         cluster
@@ -194,6 +206,7 @@ impl EtcdCluster {
             .args(["--initial-cluster-token", "settingsd-test"])
             // Faster elections, so failover does not wait on the defaults.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(&self.flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
