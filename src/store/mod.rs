@@ -126,12 +126,14 @@ impl Selector {
             .filter(|r| self.resource.is_none_or(|s| s == *r))
     }
 
+    /// Whether it selects this account's resource.
+    pub fn selects(&self, resource: Resource, account: &AccountSid) -> bool {
+        self.resource.is_none_or(|r| r == resource)
+            && self.account.as_ref().is_none_or(|a| a == account)
+    }
+
     pub fn matches(&self, change: &Change) -> bool {
-        self.resource.is_none_or(|r| r == change.resource)
-            && self
-                .account
-                .as_ref()
-                .is_none_or(|a| *a == change.settings.account_sid)
+        self.selects(change.resource, &change.settings.account_sid)
     }
 }
 

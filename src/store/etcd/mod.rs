@@ -73,7 +73,10 @@ use crate::{
     error::Error,
     resource::Resource,
 };
-use pb::{etcdserverpb::TxnRequest, mvccpb::KeyValue};
+use pb::{
+    etcdserverpb::{RangeResponse, TxnRequest},
+    mvccpb::KeyValue,
+};
 
 /// How a settingsd front end reaches its etcd cluster.
 #[derive(Clone)]
@@ -303,12 +306,10 @@ impl Shared {
     /// One linearizable read of the prefix: does the cluster answer, with
     /// a quorum?
     async fn probe(&self) -> Result<(), Error> {
-        let (start, end) = self.keys.selector_range(&Selector::default());
-        let request = pb::etcdserverpb::RangeRequest {
-            count_only: true,
-            limit: 1,
-            ..range_request(start, end)
-        };
+        // One key (the prefix itself, which settingsd never writes): a
+        // linearizable read that costs etcd the same at any data size (a
+        // Range over the prefix would walk every key in 3.4).
+        let request = range_request(self.keys.prefix().as_bytes().to_vec(), Vec::new());
         let answered = match self.members.range(request).await {
             Ok(response) => {
                 self.saw(response.header.as_ref());
@@ -407,6 +408,29 @@ impl Shared {
         }
     }
 
+    /// One page of `[from, end)` as of revision `at` (0: the current one),
+    /// and where the next page starts, if there is one.
+    async fn page(
+        &self,
+        from: Vec<u8>,
+        end: &[u8],
+        at: i64,
+    ) -> Result<(RangeResponse, Option<Vec<u8>>), CallError> {
+        let request = pb::etcdserverpb::RangeRequest {
+            limit: PAGE,
+            revision: at,
+            ..range_request(from, end.to_vec())
+        };
+        let page = self.members.range(request).await?;
+        self.saw(page.header.as_ref());
+        let next = page.kvs.last().filter(|_| page.more).map(|last| {
+            let mut next = last.key.clone();
+            next.push(0);
+            next
+        });
+        Ok((page, next))
+    }
+
     /// Calls `each` for every key in `[start, end)`, a page at a time, as
     /// of revision `at` (0: as of the first page's); returns the revision
     /// it read at.
@@ -417,29 +441,16 @@ impl Shared {
         mut at: i64,
         mut each: impl FnMut(&KeyValue),
     ) -> Result<i64, Error> {
-        let mut from = start;
-        loop {
-            let request = pb::etcdserverpb::RangeRequest {
-                limit: PAGE,
-                revision: at,
-                ..range_request(from, end.clone())
-            };
-            let page = self.members.range(request).await.map_err(Error::from)?;
-            let revision = i64::try_from(self.saw(page.header.as_ref())).unwrap_or(i64::MAX);
+        let mut from = Some(start);
+        while let Some(start) = from {
+            let (page, next) = self.page(start, &end, at).await?;
             if at == 0 {
-                at = revision;
+                at = page.header.as_ref().map_or(0, |h| h.revision);
             }
-            for kv in &page.kvs {
-                each(kv);
-            }
-            match page.kvs.last() {
-                Some(last) if page.more => {
-                    from = last.key.clone();
-                    from.push(0);
-                }
-                _ => return Ok(at),
-            }
+            page.kvs.iter().for_each(&mut each);
+            from = next;
         }
+        Ok(at)
     }
 
     fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
@@ -960,7 +971,7 @@ impl Store for EtcdStore {
         let response = shared.members.range(request).await?;
         for kv in &response.kvs {
             if let Some((resource, account)) = shared.keys.parse(&kv.key) {
-                if filter.account.as_ref().is_none_or(|a| *a == account) {
+                if filter.selects(resource, &account) {
                     touched.push((resource, account));
                 }
             }
@@ -1052,23 +1063,16 @@ impl Store for EtcdStore {
         // A page of records at a time: a reset of everything holds one page.
         let (start, end) = shared.keys.selector_range(&selector);
         let (mut count, mut last, mut failure) = (0, 0, None);
-        let mut from = start;
-        loop {
-            let request = pb::etcdserverpb::RangeRequest {
-                limit: PAGE,
-                ..range_request(from.clone(), end.clone())
-            };
-            let page = shared.members.range(request).await?;
-            shared.saw(page.header.as_ref());
+        let mut from = Some(start);
+        while let Some(start) = from {
+            let (page, next) = shared.page(start, &end, 0).await?;
             let selected = page
                 .kvs
                 .iter()
                 .filter(|kv| !kv.value.is_empty())
                 .filter_map(|kv| {
                     let (resource, account) = shared.keys.parse(&kv.key)?;
-                    let selected = selector.resource.is_none_or(|r| r == resource)
-                        && selector.account.as_ref().is_none_or(|a| *a == account);
-                    selected.then(|| {
+                    selector.selects(resource, &account).then(|| {
                         let (shared, kv) = (Arc::clone(shared), kv.clone());
                         async move { shared.reset_one(resource, account, kv).await }
                     })
@@ -1085,13 +1089,7 @@ impl Store for EtcdStore {
                 failure = Some(e);
                 break;
             }
-            match page.kvs.last() {
-                Some(key) if page.more => {
-                    from = key.key.clone();
-                    from.push(0);
-                }
-                _ => break,
-            }
+            from = next;
         }
         tracing::info!(deleted = count, revision = last, "settings reset");
         match failure {
@@ -1114,13 +1112,12 @@ impl Store for EtcdStore {
         tokio::spawn(async move {
             for resource in resources {
                 let (start, end) = shared.keys.resource_range(resource);
-                let mut from = start;
-                loop {
-                    let request = pb::etcdserverpb::RangeRequest {
-                        limit: PAGE,
-                        ..range_request(from.clone(), end.clone())
-                    };
-                    let page = match shared.members.range(request).await {
+                let mut from = Some(start);
+                while let Some(start) = from {
+                    // The page tells the store the revision it read at: a
+                    // watch snapshot that follows the scan must know (see
+                    // `deleted_since` in grpc::watch).
+                    let (page, next) = match shared.page(start, &end, 0).await {
                         Ok(page) => page,
                         Err(e) => {
                             let _ = tx
@@ -1129,10 +1126,6 @@ impl Store for EtcdStore {
                             return;
                         }
                     };
-                    // What the scan read is durable: a watch snapshot that
-                    // follows it must know (see `deleted_since` in
-                    // grpc::watch).
-                    shared.saw(page.header.as_ref());
                     for kv in &page.kvs {
                         let Some((_, account)) = shared.keys.parse(&kv.key) else {
                             continue;
@@ -1149,13 +1142,7 @@ impl Store for EtcdStore {
                             return; // the consumer went away
                         }
                     }
-                    match page.kvs.last() {
-                        Some(last) if page.more => {
-                            from = last.key.clone();
-                            from.push(0);
-                        }
-                        _ => break,
-                    }
+                    from = next;
                 }
             }
         });

@@ -141,6 +141,7 @@ async fn answer(members: &Members, batch: Vec<Request>) {
             for (_, reader) in batch {
                 let _ = reader.send(Err(match &error {
                     Error::Unavailable(detail) => Error::Unavailable(detail.clone()),
+                    Error::Storage(detail) => Error::Storage(detail.clone()),
                     other => Error::Storage(other.to_string()),
                 }));
             }

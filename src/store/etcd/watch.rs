@@ -184,7 +184,7 @@ async fn deliver(
         let Some((resource, account)) = shared.keys.parse(&kv.key) else {
             continue;
         };
-        if filter.account.as_ref().is_some_and(|a| *a != account) {
+        if !filter.selects(resource, &account) {
             continue;
         }
         let change = if event.r#type == EventType::Delete as i32 {
