@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "proto/settingsd/v1/recording_settings.proto",
     "proto/settingsd/v1/composition_settings.proto",
     "proto/settingsd/v1/admin.proto",
+    "proto/settingsd/v1/settings_service.proto",
 ];
 
 /// etcd's v3 API; `rpc.proto` imports the other two by bare name.

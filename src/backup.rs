@@ -156,7 +156,7 @@ pub async fn export(
             Ok(record) => {
                 writer.write(&ExportedRecord::from_stored(
                     record.resource,
-                    record.settings,
+                    record.record.into_twilio()?,
                 ))?;
             }
             Err(Error::Corrupt {

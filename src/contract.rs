@@ -229,12 +229,20 @@ macro_rules! call {
                 let answer = $self.composition.clone().$composition(request).await?;
                 Ok(answer.into_inner().into())
             }
+            Resource::Declared(_) => Err(no_typed_service($resource)),
         }
     };
 }
 
+/// A declared kind has no typed service: it is served by SettingsService.
+fn no_typed_service(resource: Resource) -> Status {
+    Status::invalid_argument(format!(
+        "kind {resource} has no typed service; use settingsd.v1.SettingsService"
+    ))
+}
+
 /// A client of every settings service of one settingsd server, for any
-/// resource (the CLI, the standalone bridge, the bench). Cheap to clone:
+/// built-in resource (the CLI, the standalone bridge, the bench). Cheap to clone:
 /// clones share one channel (one connection pool).
 #[derive(Debug, Clone)]
 pub struct SettingsClient {
@@ -355,6 +363,7 @@ impl SettingsClient {
                     .await?;
                 Ok(shared(answer.into_inner()))
             }
+            Resource::Declared(_) => Err(no_typed_service(resource)),
         }
     }
 }
@@ -365,25 +374,35 @@ pub type ChangeMessages = std::pin::Pin<
 >;
 
 impl pb::ExportedSettings {
-    /// A record of `resource`, in that resource's own message.
+    /// A record of built-in `resource`, in that resource's own message.
+    /// (A declared kind's record is [`pb::ExportedSettings::declared`]; a
+    /// declared `resource` here gives an empty record.)
     pub fn new(resource: Resource, message: SettingsMessage) -> Self {
         use pb::exported_settings::Settings;
         let settings = match resource {
-            Resource::Recording => Settings::RecordingSettings(message.into()),
-            Resource::Composition => Settings::CompositionSettings(message.into()),
+            Resource::Recording => Some(Settings::RecordingSettings(message.into())),
+            Resource::Composition => Some(Settings::CompositionSettings(message.into())),
+            Resource::Declared(_) => None,
         };
+        pb::ExportedSettings { settings }
+    }
+
+    /// A record of a declared kind, in the generic shape.
+    pub fn declared(settings: pb::Settings) -> Self {
         pb::ExportedSettings {
-            settings: Some(settings),
+            settings: Some(pb::exported_settings::Settings::DeclaredSettings(settings)),
         }
     }
 
-    /// Which resource this record is, and the record; `None` if the server
-    /// sent a resource this client does not know (a newer server).
+    /// Which built-in resource this record is, and the record; `None` if
+    /// the server sent a resource this client does not know (a newer
+    /// server) or a declared kind's record.
     pub fn into_parts(self) -> Option<(Resource, SettingsMessage)> {
         use pb::exported_settings::Settings;
         match self.settings? {
             Settings::RecordingSettings(m) => Some((Resource::Recording, m.into())),
             Settings::CompositionSettings(m) => Some((Resource::Composition, m.into())),
+            Settings::DeclaredSettings(_) => None,
         }
     }
 }

@@ -111,6 +111,10 @@ pub enum Error {
         revision: u64,
     },
 
+    /// A request named a settings kind the server does not serve.
+    #[error("unknown settings kind {kind:?}; this server serves {}", known.join(", "))]
+    UnknownKind { kind: String, known: Vec<String> },
+
     /// A watch asked to start before the oldest retained change.
     #[error("revision {requested} is compacted; the oldest a watch can start from is {oldest}")]
     Compacted { requested: u64, oldest: u64 },

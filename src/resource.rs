@@ -13,15 +13,40 @@
 //! resource in it is served, healthy and listed by reflection. The module depends on nothing else in the crate, so every
 //! layer (including the bridge, which knows only the contract) may use it.
 
-use std::{fmt, str::FromStr};
+use std::{
+    fmt,
+    str::FromStr,
+    sync::{PoisonError, RwLock},
+};
 
-/// A settings resource. Each account has exactly one of each.
+/// A settings resource (a settings kind). Each account has exactly one of
+/// each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Resource {
     /// Twilio Video's Recording Settings.
     Recording,
     /// Twilio Video's Composition Settings.
     Composition,
+    /// A kind declared at start (`serve --kinds`): its records are messages
+    /// of a type the server learns from a .proto file. The store keeps them
+    /// as opaque bytes; the generic service validates them.
+    Declared(DeclaredId),
+}
+
+/// A declared kind's name, interned: [`Resource`] stays `Copy` and cheap to
+/// compare however long the name. The table is process-wide and only
+/// grows (by the distinct kind names a process ever declares, a handful),
+/// so a name interned once is the same [`Resource`] in every server of the
+/// process. The number is never stored: stores write the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeclaredId(u32);
+
+static DECLARED: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+
+impl DeclaredId {
+    fn name(self) -> &'static str {
+        DECLARED.read().unwrap_or_else(PoisonError::into_inner)[self.0 as usize]
+    }
 }
 
 /// What identifies a [`Resource`] in each vocabulary.
@@ -60,22 +85,68 @@ impl Resource {
     /// Every resource, in the order exports list them.
     pub const ALL: [Resource; 2] = [Resource::Recording, Resource::Composition];
 
-    /// This resource's row of the table.
-    pub fn spec(self) -> &'static ResourceSpec {
+    /// This built-in resource's row of the table; `None` for a declared
+    /// kind, which has no Twilio address or typed service.
+    pub fn built_in(self) -> Option<&'static ResourceSpec> {
         match self {
-            Resource::Recording => &RECORDING,
-            Resource::Composition => &COMPOSITION,
+            Resource::Recording => Some(&RECORDING),
+            Resource::Composition => Some(&COMPOSITION),
+            Resource::Declared(_) => None,
         }
     }
 
-    /// The stable name (`recording_settings`, `composition_settings`).
-    pub fn name(self) -> &'static str {
-        self.spec().name
+    /// This built-in resource's row of the table.
+    ///
+    /// # Panics
+    /// For a declared kind: only the Twilio edges (bridge, typed services)
+    /// call it, and they serve built-in resources only.
+    pub fn spec(self) -> &'static ResourceSpec {
+        self.built_in()
+            .expect("only built-in resources have a Twilio spec")
     }
 
-    /// The resource whose stable name is `name`.
+    /// The stable name (`recording_settings`, `composition_settings`, or
+    /// the declared kind's name): the sled tree, the etcd key, the export
+    /// line's `resource`, logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Declared(id) => id.name(),
+            builtin => builtin.spec().name,
+        }
+    }
+
+    /// The name people read, in messages.
+    pub fn title(self) -> &'static str {
+        self.built_in()
+            .map_or_else(|| self.name(), |spec| spec.title)
+    }
+
+    /// The built-in resource whose stable name is `name`.
     pub fn from_name(name: &str) -> Option<Resource> {
         Resource::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The declared kind named `name` (a validated kind name that is not a
+    /// built-in one), interned.
+    pub fn declared(name: &str) -> Resource {
+        if let Some(builtin) = Resource::from_name(name) {
+            return builtin;
+        }
+        let position = |names: &[&str]| names.iter().position(|n| *n == name);
+        if let Some(i) = position(&DECLARED.read().unwrap_or_else(PoisonError::into_inner)) {
+            return Resource::Declared(DeclaredId(u32::try_from(i).unwrap_or(u32::MAX)));
+        }
+        let mut names = DECLARED.write().unwrap_or_else(PoisonError::into_inner);
+        let i = position(&names).unwrap_or_else(|| {
+            names.push(Box::leak(name.to_owned().into_boxed_str()));
+            names.len() - 1
+        });
+        Resource::Declared(DeclaredId(u32::try_from(i).unwrap_or(u32::MAX)))
+    }
+
+    /// Whether it is one of the built-in (Twilio) resources.
+    pub fn is_built_in(self) -> bool {
+        self.built_in().is_some()
     }
 }
 
@@ -108,12 +179,19 @@ impl FromStr for Resource {
 mod tests {
     use super::*;
 
-    /// Stores and services index per-resource tables by `resource as usize`.
     #[test]
-    fn every_resource_is_its_own_index_in_all() {
-        for (i, resource) in Resource::ALL.iter().enumerate() {
-            assert_eq!(*resource as usize, i);
-        }
+    fn a_declared_name_interns_to_one_resource_and_keeps_its_name() {
+        let a = Resource::declared("test_kind_a");
+        let b = Resource::declared("test_kind_b");
+        assert_ne!(a, b);
+        assert_eq!(Resource::declared("test_kind_a"), a);
+        assert_eq!(a.name(), "test_kind_a");
+        assert_eq!(a.title(), "test_kind_a");
+        assert!(!a.is_built_in());
+        assert_eq!(
+            Resource::declared("recording_settings"),
+            Resource::Recording
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ async fn commits_for(store: &SledStore, writers: usize, each: usize) -> u64 {
             tokio::spawn(async move {
                 for i in 0..each {
                     store
-                        .set(resource(w), &account(w), patch(i), None)
+                        .set(resource(w), &account(w), patch(i).into(), None)
                         .await
                         .unwrap();
                 }

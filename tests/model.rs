@@ -183,7 +183,11 @@ fn observed(
     (account, resource): Key,
 ) -> Model {
     let account = AccountSid::parse(ACCOUNTS[account]).unwrap();
-    let s = runtime.block_on(store.get(resource, &account)).unwrap();
+    let s = runtime
+        .block_on(store.get(resource, &account))
+        .unwrap()
+        .into_twilio()
+        .unwrap();
     Model {
         friendly_name: s.friendly_name.map(|v| v.as_str().to_owned()),
         aws_credentials_sid: s.aws_credentials_sid.map(|v| v.as_str().to_owned()),
@@ -213,12 +217,12 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let sid = AccountSid::parse(ACCOUNTS[key.0]).unwrap();
                 let result = match parse_patch(&req) {
                     Err(e) => Err(Error::Invalid(e)),
-                    Ok(patch) => runtime.block_on(store.set(key.1, &sid, patch, None)),
+                    Ok(patch) => runtime.block_on(store.set(key.1, &sid, patch.into(), None)),
                 };
                 match (expected, result) {
                     (Ok(next), Ok(stored)) => {
-                        prop_assert!(stored.revision > last_revision, "revisions increase");
-                        last_revision = stored.revision;
+                        prop_assert!(stored.revision() > last_revision, "revisions increase");
+                        last_revision = stored.revision();
                         model.insert(key, next);
                     }
                     (Err(field), Err(Error::Invalid(e))) => prop_assert_eq!(e.field, field),

@@ -828,7 +828,7 @@ fn bulk_fill(dir: &Path, n: usize) -> anyhow::Result<()> {
                 Ok(Replacement {
                     resource: Resource::Recording,
                     account: AccountSid::parse(&account(k))?,
-                    patch: SettingsPatch::new(name.clone()),
+                    patch: SettingsPatch::new(name.clone()).into(),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

@@ -863,6 +863,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 prefix: args.etcd_prefix,
                 timeout: args.etcd_timeout,
                 observer: None,
+                declared: Vec::new(),
             };
             options.check().map_err(anyhow::Error::msg)?;
             StoreConfig::Etcd(options)

@@ -43,6 +43,11 @@ pub enum Field {
     DelayMs,
     /// An import's record (a stream message without one).
     Record,
+    /// The generic service's kind, settings, value and update mask.
+    Kind,
+    Settings,
+    Value,
+    UpdateMask,
 }
 
 impl Field {
@@ -67,6 +72,10 @@ impl Field {
             Field::GrpcCode => "grpc_code",
             Field::DelayMs => "delay_ms",
             Field::Record => "record",
+            Field::Kind => "kind",
+            Field::Settings => "settings",
+            Field::Value => "settings.value",
+            Field::UpdateMask => "update_mask",
         }
     }
 }

@@ -81,7 +81,7 @@ pub fn replacement(
     Ok(crate::store::Replacement {
         resource,
         account,
-        patch,
+        patch: patch.into(),
     })
 }
 

@@ -31,12 +31,12 @@ use crate::{
         GetSettingsMessage, ListRevisionsMessage, RevisionsPageMessage, RollbackMessage,
         SetSettingsMessage, SettingsMessage,
     },
-    domain::{AccountSid, Field, SettingsPatch, ValidationError, Violation},
+    domain::{AccountSid, Field, ValidationError, Violation},
     error::{Error, Unauthenticated},
     metrics::Metrics,
     request_log::{self, RecordedRequest, RequestLog},
     resource::Resource,
-    store::SharedStore,
+    store::{Patch, SharedStore},
 };
 
 /// The public base URL that resources report in their `url` field.
@@ -121,7 +121,7 @@ pub struct SettingsApi {
     /// Sheds requests past the in-flight limit (shared with the HTTP
     /// bridge, which calls these services).
     in_flight: InFlight,
-    /// Each resource's `url`, indexed by `Resource as usize`: answers carry
+    /// Each built-in resource's `url`, in [`Resource::ALL`] order: answers carry
     /// it on every call, so it is formatted once.
     urls: Arc<[Arc<str>]>,
     /// Request counts and latencies; `None` with the admin listener off.
@@ -229,7 +229,7 @@ impl SettingsApi {
         let account = self.authorize(metadata, &request.account_sid)?;
         tracing::Span::current().record("account", account.as_str());
         self.inject(resource, Method::Get, &account).await?;
-        let settings = self.store.get(resource, &account).await?;
+        let settings = self.store.get(resource, &account).await?.into_twilio()?;
         Ok(to_message(settings, self.url(resource)))
     }
 
@@ -251,7 +251,11 @@ impl SettingsApi {
         let expected = parse_etag(&request.etag)?;
         tracing::Span::current().record("account", account.as_str());
         self.inject(resource, Method::Set, &account).await?;
-        let stored = self.store.set(resource, &account, patch, expected).await?;
+        let stored = self
+            .store
+            .set(resource, &account, patch.into(), expected)
+            .await?
+            .into_twilio()?;
         tracing::debug!(revision = stored.revision, "settings stored");
         Ok(to_message(stored, self.url(resource)))
     }
@@ -267,16 +271,51 @@ impl SettingsApi {
         metadata: &MetadataMap,
         request: ListRevisionsMessage,
     ) -> Result<RevisionsPageMessage, Error> {
+        let (states, next_page_token) = self
+            .history_page(
+                resource,
+                metadata,
+                &request.account_sid,
+                request.page_size,
+                &request.page_token,
+            )
+            .await?;
+        let url = self.url(resource);
+        Ok(RevisionsPageMessage {
+            // A reset is listed as the default resource at its revision.
+            revisions: states
+                .into_iter()
+                .map(|record| Ok(to_message(record.into_twilio()?, url.clone())))
+                .collect::<Result<_, Error>>()?,
+            next_page_token,
+        })
+    }
+
+    /// A page of the account's past states of `resource`, newest first (a
+    /// reset as the default record at its revision), and the next page's
+    /// token ("" on the last page): any kind's history listing.
+    ///
+    /// # Errors
+    /// As [`SettingsApi::get`]; [`Error::Invalid`] for a bad page size or
+    /// token.
+    pub(crate) async fn history_page(
+        &self,
+        resource: Resource,
+        metadata: &MetadataMap,
+        account_sid: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<crate::store::Record>, String), Error> {
         let _slot = self.start()?;
-        let account = self.authorize(metadata, &request.account_sid)?;
-        let size = match request.page_size {
+        let account = self.authorize(metadata, account_sid)?;
+        let size = match page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n < 0 => return Err(invalid(Field::PageSize, "must not be negative").into()),
             n => usize::try_from(n)
                 .unwrap_or(MAX_PAGE_SIZE)
                 .min(MAX_PAGE_SIZE),
         };
-        let before = match request.page_token.as_str() {
+        let before = match page_token {
             "" => None,
             token => Some(token.parse::<u64>().map_err(|_| {
                 invalid(
@@ -293,19 +332,14 @@ impl SettingsApi {
             states.truncate(size);
             states
                 .last()
-                .map_or(String::new(), |c| c.settings.revision.to_string())
+                .map_or(String::new(), |c| c.record.revision().to_string())
         } else {
             String::new()
         };
-        let url = self.url(resource);
-        Ok(RevisionsPageMessage {
-            // A reset is listed as the default resource at its revision.
-            revisions: states
-                .into_iter()
-                .map(|c| to_message(c.settings, url.clone()))
-                .collect(),
+        Ok((
+            states.into_iter().map(|c| c.record).collect(),
             next_page_token,
-        })
+        ))
     }
 
     /// Writes a new revision equal to the account's state at a past one.
@@ -318,29 +352,48 @@ impl SettingsApi {
         metadata: &MetadataMap,
         request: RollbackMessage,
     ) -> Result<SettingsMessage, Error> {
+        let stored = self
+            .rollback_record(
+                resource,
+                metadata,
+                &request.account_sid,
+                request.revision,
+                &request.etag,
+            )
+            .await?
+            .into_twilio()?;
+        Ok(to_message(stored, self.url(resource)))
+    }
+
+    /// Any kind's rollback: writes a new revision equal to the account's
+    /// state at `revision`.
+    ///
+    /// # Errors
+    /// As [`SettingsApi::set`]; [`Error::RevisionNotFound`].
+    pub(crate) async fn rollback_record(
+        &self,
+        resource: Resource,
+        metadata: &MetadataMap,
+        account_sid: &str,
+        revision: u64,
+        etag: &str,
+    ) -> Result<crate::store::Record, Error> {
         let _slot = self.start()?;
-        let account = self.authorize(metadata, &request.account_sid)?;
-        if request.revision == 0 {
+        let account = self.authorize(metadata, account_sid)?;
+        if revision == 0 {
             return Err(ValidationError {
                 field: Field::Revision,
                 violation: Violation::Missing,
             }
             .into());
         }
-        let expected = parse_etag(&request.etag)?;
+        let expected = parse_etag(etag)?;
         tracing::Span::current().record("account", account.as_str());
-        let past = self
-            .store
-            .revision(resource, &account, request.revision)
-            .await?;
-        let patch = SettingsPatch::replacing(&past)?;
+        let past = self.store.revision(resource, &account, revision).await?;
+        let patch = Patch::replacing(&past)?;
         let stored = self.store.set(resource, &account, patch, expected).await?;
-        tracing::info!(
-            from = request.revision,
-            revision = stored.revision,
-            "rolled back"
-        );
-        Ok(to_message(stored, self.url(resource)))
+        tracing::info!(from = revision, revision = stored.revision(), "rolled back");
+        Ok(stored)
     }
 
     /// The in-flight limit the services share.
@@ -348,8 +401,12 @@ impl SettingsApi {
         &self.in_flight
     }
 
+    /// A built-in resource's `url`.
     fn url(&self, resource: Resource) -> String {
-        self.urls[resource as usize].to_string()
+        Resource::ALL
+            .iter()
+            .position(|r| *r == resource)
+            .map_or_else(String::new, |i| self.urls[i].to_string())
     }
 
     /// Claims an in-flight slot for one request, held until it is dropped.

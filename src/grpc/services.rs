@@ -201,7 +201,7 @@ impl AdminGrpc {
         &self,
         request: &Request<impl Sized>,
         resources: &[Resource],
-        message: impl Fn(&SettingsApi, StoredSettings) -> T + Send + 'static,
+        message: impl Fn(&SettingsApi, StoredSettings) -> Result<T, Error> + Send + 'static,
     ) -> Result<ReceiverStream<Result<T, Status>>, Status> {
         let slot = self.0.start()?;
         if let Caller::Account(caller) = self.0.caller(request.metadata())? {
@@ -215,7 +215,7 @@ impl AdminGrpc {
             let mut exported = 0_u64;
             while let Some(record) = scan.next().await {
                 let item = record
-                    .map(|record| message(&api, record))
+                    .and_then(|record| message(&api, record))
                     .map_err(Status::from);
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() {
@@ -346,8 +346,8 @@ impl AdminService for AdminGrpc {
         request: Request<pb::ExportSettingsRequest>,
     ) -> Result<Response<Self::ExportSettingsStream>, Status> {
         let stream = self.export(&request, &Resource::ALL, |api, record| {
-            let message = to_message(record.settings, api.url(record.resource));
-            pb::ExportedSettings::new(record.resource, message)
+            let message = to_message(record.record.into_twilio()?, api.url(record.resource));
+            Ok(pb::ExportedSettings::new(record.resource, message))
         })?;
         Ok(Response::new(stream))
     }
@@ -360,7 +360,7 @@ impl AdminService for AdminGrpc {
         // Only Recording Settings: a bad record of another resource must
         // not fail the export of clients that know nothing of it.
         let stream = self.export(&request, &[Resource::Recording], |api, record| {
-            to_message(record.settings, api.url(record.resource)).into()
+            Ok(to_message(record.record.into_twilio()?, api.url(record.resource)).into())
         })?;
         Ok(Response::new(stream))
     }

@@ -40,7 +40,7 @@ impl From<Error> for Status {
                 Status::data_loss(format!(
                     "the stored {} of account {account} cannot be read; \
                      other accounts are unaffected",
-                    resource.spec().title
+                    resource.title()
                 ))
             }
             Error::Storage(detail) => {
@@ -55,7 +55,7 @@ impl From<Error> for Status {
             } => Status::aborted(format!(
                 "the {} of account {account} changed since it was read: its etag is {current}, \
                  not {expected}; read it again and retry",
-                resource.spec().title
+                resource.title()
             )),
             Error::RevisionNotFound {
                 resource,
@@ -64,9 +64,10 @@ impl From<Error> for Status {
             } => Status::not_found(format!(
                 "revision {revision} is not in the retained history of the {} of account \
                  {account}",
-                resource.spec().title
+                resource.title()
             )),
             Error::Compacted { requested, oldest } => compacted(requested, oldest),
+            e @ Error::UnknownKind { .. } => Status::not_found(e.to_string()),
             Error::Injected { code } => Status::new(
                 Code::from_i32(code),
                 "a fault injected by an operator (InjectFault); ClearFaults removes it",

@@ -20,10 +20,10 @@ use super::{convert::to_message, SettingsApi};
 use crate::{
     auth::Caller,
     contract::{SettingsChangeMessage, WatchSettingsMessage},
-    domain::{AccountSid, Settings},
+    domain::AccountSid,
     error::Error,
     resource::Resource,
-    store::{ChangeStream, Selector, WatchEvent},
+    store::{ChangeStream, Record, Selector, WatchEvent},
 };
 
 /// `account_sid` that watches every account (AIP-159's wildcard).
@@ -34,7 +34,49 @@ pub const ALL_ACCOUNTS: &str = "-";
 const WATCH_BUFFER: usize = 64;
 
 /// A watch stream's messages, as the services send them.
-pub type WatchMessages = mpsc::Receiver<Result<SettingsChangeMessage, Error>>;
+pub type WatchMessages<M = SettingsChangeMessage> = mpsc::Receiver<Result<M, Error>>;
+
+/// How a watch renders what it sends: the typed services and the generic
+/// one answer in different messages, over the same stream of records.
+pub(crate) trait WatchRender: Send + Sync + 'static {
+    type Message: Send + 'static;
+    /// A change to `record` (for a reset, the default record that reads
+    /// answer after it, revision 0), at `revision`.
+    ///
+    /// # Errors
+    /// A record that cannot be rendered (its kind's message does not
+    /// decode, say): the stream ends with it.
+    fn change(&self, record: Record, revision: u64, reset: bool) -> Result<Self::Message, Error>;
+    /// Every change up to `revision` has been sent.
+    fn progress(&self, revision: u64) -> Self::Message;
+}
+
+/// The typed services' rendering: a built-in resource's message with its
+/// `url`.
+pub(crate) struct TypedRender {
+    pub url: String,
+}
+
+impl WatchRender for TypedRender {
+    type Message = SettingsChangeMessage;
+
+    fn change(&self, record: Record, revision: u64, reset: bool) -> Result<Self::Message, Error> {
+        Ok(SettingsChangeMessage {
+            revision,
+            settings: Some(to_message(record.into_twilio()?, self.url.clone())),
+            progress: false,
+            reset,
+        })
+    }
+
+    fn progress(&self, revision: u64) -> Self::Message {
+        SettingsChangeMessage {
+            revision,
+            progress: true,
+            ..SettingsChangeMessage::default()
+        }
+    }
+}
 
 /// The client went away: stop quietly.
 struct Gone;
@@ -48,7 +90,7 @@ impl SettingsApi {
         filter: &Selector,
         durable: u64,
         sent: &HashSet<AccountSid>,
-    ) -> Result<Vec<Settings>, Error> {
+    ) -> Result<Vec<Record>, Error> {
         let now = self.store.durable_revision();
         let mut states = Vec::new();
         if now <= durable {
@@ -56,7 +98,7 @@ impl SettingsApi {
         }
         let mut seen = HashSet::new();
         for reset in self.store.changes(durable + 1, now, filter.clone()).await? {
-            let account = reset.settings.account_sid;
+            let account = reset.record.account_sid().clone();
             if !reset.reset || sent.contains(&account) || !seen.insert(account.clone()) {
                 continue;
             }
@@ -65,7 +107,7 @@ impl SettingsApi {
                 .history(resource, &account, Some(durable + 1), 1)
                 .await?;
             if let Some(then) = then.into_iter().next().filter(|c| !c.reset) {
-                states.push(then.settings);
+                states.push(then.record);
             }
         }
         Ok(states)
@@ -165,6 +207,23 @@ impl SettingsApi {
         metadata: &MetadataMap,
         request: WatchSettingsMessage,
     ) -> Result<WatchMessages, Error> {
+        let render = TypedRender {
+            url: self.url(resource),
+        };
+        self.watch_with(resource, metadata, request, render).await
+    }
+
+    /// [`SettingsApi::watch`], rendering with `render`.
+    ///
+    /// # Errors
+    /// As [`SettingsApi::watch`].
+    pub(crate) async fn watch_with<R: WatchRender>(
+        &self,
+        resource: Resource,
+        metadata: &MetadataMap,
+        request: WatchSettingsMessage,
+        render: R,
+    ) -> Result<WatchMessages<R::Message>, Error> {
         // A slot while the watch starts, not for its life: a watch is a
         // subscription, not a request in progress.
         let _slot = self.start()?;
@@ -197,7 +256,7 @@ impl SettingsApi {
             // Ends as soon as the client goes, even on an idle stream: its
             // slot and subscription are freed at once.
             let followed = tokio::select! {
-                followed = api.follow(resource, filter, resumed, &tx) => followed,
+                followed = api.follow(resource, filter, resumed, &render, &tx) => followed,
                 () = tx.closed() => Ok(Err(Gone)),
             };
             match followed {
@@ -212,46 +271,35 @@ impl SettingsApi {
 
     /// Sends the snapshot (if not resuming), then the store's stream, which
     /// yields only what `filter` matches.
-    async fn follow(
+    async fn follow<R: WatchRender>(
         &self,
         resource: Resource,
         filter: Selector,
         resumed: Option<ChangeStream>,
-        tx: &mpsc::Sender<Result<SettingsChangeMessage, Error>>,
+        render: &R,
+        tx: &mpsc::Sender<Result<R::Message, Error>>,
     ) -> Result<Result<(), Gone>, Error> {
-        let url = self.url(resource);
         let metrics = self.metrics.as_ref();
-        let send = |message: SettingsChangeMessage| async move {
+        let send = |message: R::Message| async move {
             tx.send(Ok(message)).await.map_err(|_| Gone)?;
             if let Some(metrics) = metrics {
                 metrics.watch_event();
             }
             Ok::<(), Gone>(())
         };
-        let change = |settings: Settings| SettingsChangeMessage {
-            revision: settings.revision,
-            settings: Some(to_message(settings, url.clone())),
-            progress: false,
-            reset: false,
+        let change = |record: Record| {
+            let revision = record.revision();
+            render.change(record, revision, false)
         };
         // A reset's resource is what reads answer after it: the default,
         // revision 0 (so its etag is the one a Get gives); the message's
         // revision is the reset's.
-        let reset = |mut settings: Settings| {
-            let revision = settings.revision;
-            settings.revision = 0;
-            settings.update_time = None;
-            SettingsChangeMessage {
-                revision,
-                reset: true,
-                ..change(settings)
-            }
+        let reset = |mut record: Record| {
+            let revision = record.revision();
+            record.stamp(0, None);
+            render.change(record, revision, true)
         };
-        let progress = |revision| SettingsChangeMessage {
-            revision,
-            progress: true,
-            ..SettingsChangeMessage::default()
-        };
+        let progress = |revision| render.progress(revision);
         let mut changes = match resumed {
             Some(changes) => changes,
             None => {
@@ -260,18 +308,18 @@ impl SettingsApi {
                     Some(account) => {
                         let state = self.store.get(resource, account).await?;
                         // Every change of this account up to here is in it.
-                        let mut upto = durable.max(state.revision);
-                        if state.revision == 0 {
+                        let mut upto = durable.max(state.revision());
+                        if state.revision() == 0 {
                             // A default: never written, or reset. A reset's
                             // revision may be past `durable` (written through
                             // another front end of a shared store): the
                             // stream starts after it, not before.
                             let newest = self.store.history(resource, account, None, 1).await?;
                             if let Some(reset) = newest.first().filter(|c| c.reset) {
-                                upto = upto.max(reset.settings.revision);
+                                upto = upto.max(reset.record.revision());
                             }
                         }
-                        if send(change(state)).await.is_err() {
+                        if send(change(state)?).await.is_err() {
                             return Ok(Err(Gone));
                         }
                         upto
@@ -287,9 +335,9 @@ impl SettingsApi {
                         let mut scan = self.store.scan(&[resource]);
                         let mut sent = HashSet::new();
                         while let Some(record) = scan.next().await {
-                            let mut state = record?.settings;
-                            if state.revision > durable {
-                                let account = state.account_sid.clone();
+                            let mut state = record?.record;
+                            if state.revision() > durable {
+                                let account = state.account_sid().clone();
                                 let then = self
                                     .store
                                     .history(resource, &account, Some(durable + 1), 1)
@@ -298,12 +346,12 @@ impl SettingsApi {
                                 // before and set again since): it comes on
                                 // the stream only.
                                 match then.into_iter().next() {
-                                    Some(then) if !then.reset => state = then.settings,
+                                    Some(then) if !then.reset => state = then.record,
                                     _ => continue,
                                 }
                             }
-                            sent.insert(state.account_sid.clone());
-                            if send(change(state)).await.is_err() {
+                            sent.insert(state.account_sid().clone());
+                            if send(change(state)?).await.is_err() {
                                 return Ok(Err(Gone));
                             }
                         }
@@ -315,7 +363,7 @@ impl SettingsApi {
                             .deleted_since(resource, &filter, durable, &sent)
                             .await?
                         {
-                            if send(change(state)).await.is_err() {
+                            if send(change(state)?).await.is_err() {
                                 return Ok(Err(Gone));
                             }
                         }
@@ -331,8 +379,8 @@ impl SettingsApi {
         while let Some(event) = changes.next().await {
             let message = match event? {
                 WatchEvent::Progress(revision) => progress(revision),
-                WatchEvent::Change(c) if c.reset => reset(c.settings.clone()),
-                WatchEvent::Change(c) => change(c.settings.clone()),
+                WatchEvent::Change(c) if c.reset => reset(c.record.clone())?,
+                WatchEvent::Change(c) => change(c.record.clone())?,
             };
             if send(message).await.is_err() {
                 return Ok(Err(Gone));

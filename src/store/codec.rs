@@ -1,6 +1,7 @@
 //! The stored encoding of a settings record: one format-version byte, then
-//! a prost message ([`StoredSettingsV1`]), so the encoding can evolve without
-//! guessing what an old record means. Every resource and every backend uses
+//! a prost message ([`StoredSettingsV1`] for a built-in resource,
+//! [`StoredMessageV1`] for a declared kind), so the encoding can evolve
+//! without guessing what an old record means. Every resource and every backend uses
 //! it (a record exported from sled and imported on etcd is the same bytes);
 //! the key (tree or etcd key, and account) says whose record it is, so
 //! neither is repeated in the value.
@@ -13,10 +14,14 @@ use crate::{
     domain::{AccountSid, Settings, SettingsText, ValidationError},
     error::Error,
     resource::Resource,
+    store::record::{MessageRecord, Record},
 };
 
-/// First byte of every stored value; bump it when the encoding changes.
+/// First byte of every stored built-in resource; bump it when the encoding
+/// changes.
 const FORMAT_V1: u8 = 1;
+/// First byte of every stored declared kind's record.
+const FORMAT_MESSAGE_V1: u8 = 2;
 
 /// Now, truncated to the microseconds the encoding keeps, so that a Set's
 /// answer equals what a later Get reads back.
@@ -49,8 +54,44 @@ struct StoredSettingsV1 {
     update_time_unix_micros: i64,
 }
 
+/// The on-disk encoding of one account's record of a declared kind,
+/// version 1. Revision and time keep the tags they have in
+/// [`StoredSettingsV1`].
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredMessageV1 {
+    /// The kind's message, protobuf-encoded.
+    #[prost(bytes = "bytes", tag = "1")]
+    value: bytes::Bytes,
+    #[prost(uint64, tag = "7")]
+    revision: u64,
+    /// Microseconds since the Unix epoch.
+    #[prost(int64, tag = "8")]
+    update_time_unix_micros: i64,
+}
+
+fn unix_micros(time: Option<SystemTime>) -> i64 {
+    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// Encodes a record as stored: the format byte, then the prost message.
-pub fn encode(settings: &Settings) -> Vec<u8> {
+pub fn encode(record: &Record) -> Vec<u8> {
+    let settings = match record {
+        Record::Twilio(settings) => settings,
+        Record::Message(message) => {
+            let stored = StoredMessageV1 {
+                value: message.value.clone(),
+                revision: message.revision,
+                update_time_unix_micros: unix_micros(message.update_time),
+            };
+            let mut bytes = Vec::with_capacity(1 + stored.encoded_len());
+            bytes.push(FORMAT_MESSAGE_V1);
+            stored
+                .encode(&mut bytes)
+                .expect("a Vec grows to fit any message");
+            return bytes;
+        }
+    };
     let stored = StoredSettingsV1 {
         friendly_name: settings
             .friendly_name
@@ -68,10 +109,7 @@ pub fn encode(settings: &Settings) -> Vec<u8> {
             .map(|v| v.as_str().to_owned()),
         encryption_enabled: settings.encryption_enabled,
         revision: settings.revision,
-        update_time_unix_micros: settings
-            .update_time
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        update_time_unix_micros: unix_micros(settings.update_time),
     };
     let mut bytes = Vec::with_capacity(1 + stored.encoded_len());
     bytes.push(FORMAT_V1);
@@ -86,7 +124,7 @@ pub fn encode(settings: &Settings) -> Vec<u8> {
 ///
 /// # Errors
 /// [`Error::Corrupt`] naming the resource and the account.
-pub fn decode(resource: Resource, account: &AccountSid, bytes: &[u8]) -> Result<Settings, Error> {
+pub fn decode(resource: Resource, account: &AccountSid, bytes: &[u8]) -> Result<Record, Error> {
     decode_at(resource, account, bytes, None)
 }
 
@@ -100,22 +138,39 @@ pub fn decode_at(
     account: &AccountSid,
     bytes: &[u8],
     revision: Option<u64>,
-) -> Result<Settings, Error> {
+) -> Result<Record, Error> {
     let corrupt = |detail: String| Error::Corrupt {
         resource,
         account: account.clone(),
         detail,
     };
     let invalid = |e: ValidationError| corrupt(e.to_string());
+    let time = |micros: i64, revision: u64| {
+        let micros = u64::try_from(micros).map_err(|_| corrupt("negative update time".into()))?;
+        Ok::<_, Error>((revision > 0).then(|| UNIX_EPOCH + Duration::from_micros(micros)))
+    };
     let (version, body) = bytes
         .split_first()
         .ok_or_else(|| corrupt("empty record".into()))?;
-    if *version != FORMAT_V1 {
+    let expected = if resource.is_built_in() {
+        FORMAT_V1
+    } else {
+        FORMAT_MESSAGE_V1
+    };
+    if *version != expected {
         return Err(corrupt(format!("unknown format version {version}")));
     }
+    if !resource.is_built_in() {
+        let stored = StoredMessageV1::decode(body).map_err(|e| corrupt(e.to_string()))?;
+        let revision = revision.unwrap_or(stored.revision);
+        return Ok(Record::Message(MessageRecord {
+            account_sid: account.clone(),
+            value: stored.value,
+            revision,
+            update_time: time(stored.update_time_unix_micros, revision)?,
+        }));
+    }
     let stored = StoredSettingsV1::decode(body).map_err(|e| corrupt(e.to_string()))?;
-    let micros = u64::try_from(stored.update_time_unix_micros)
-        .map_err(|_| corrupt("negative update time".into()))?;
     // Every field re-validated, cross-field rules included: a record the
     // API could never have written (say, storage enabled with no URL) would
     // make every later Set fail over a field its caller never sent.
@@ -129,11 +184,11 @@ pub fn decode_at(
     };
     let settings = Settings::parse(account.clone(), text).map_err(invalid)?;
     let revision = revision.unwrap_or(stored.revision);
-    Ok(Settings {
+    Ok(Record::Twilio(Settings {
         revision,
-        update_time: (revision > 0).then(|| UNIX_EPOCH + Duration::from_micros(micros)),
+        update_time: time(stored.update_time_unix_micros, revision)?,
         ..settings
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -148,10 +203,10 @@ mod tests {
         record.friendly_name = Some(FriendlyName::parse("x").unwrap());
         record.revision = 1;
         let resource = Resource::Composition;
-        assert!(decode(resource, &account, &encode(&record)).is_ok());
+        assert!(decode(resource, &account, &encode(&record.clone().into())).is_ok());
         record.aws_storage_enabled = true;
 
-        let error = decode(resource, &account, &encode(&record)).unwrap_err();
+        let error = decode(resource, &account, &encode(&record.into())).unwrap_err();
 
         assert!(
             matches!(&error, Error::Corrupt { resource: r, account: a, detail }

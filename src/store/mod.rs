@@ -49,14 +49,17 @@
 
 pub mod codec;
 pub mod etcd;
+mod record;
 pub mod sled;
+
+pub use record::{MergeFn, MessagePatch, MessageRecord, Patch, Record};
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use tokio_stream::Stream;
 
 use crate::{
-    domain::{AccountSid, Etag, Settings, SettingsPatch},
+    domain::{AccountSid, Etag},
     error::Error,
     resource::Resource,
 };
@@ -68,7 +71,7 @@ pub type SharedStore = Arc<dyn Store>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSettings {
     pub resource: Resource,
-    pub settings: Settings,
+    pub record: Record,
 }
 
 /// A write of [`Store::replace_many`]: this account's resource becomes the
@@ -77,11 +80,11 @@ pub struct StoredSettings {
 pub struct Replacement {
     pub resource: Resource,
     pub account: AccountSid,
-    pub patch: SettingsPatch,
+    pub patch: Patch,
 }
 
 /// Every stored record of the resources scanned, resource by resource in
-/// [`Resource::ALL`] order, accounts in SID order. A record that does not
+/// the order given, accounts in SID order. A record that does not
 /// decode is yielded as [`Error::Corrupt`] and the scan goes on; any other
 /// error ends it (a scan that dies part way ends with [`Error::ScanFailed`]).
 pub type Scan = Pin<Box<dyn Stream<Item = Result<StoredSettings, Error>> + Send>>;
@@ -90,10 +93,10 @@ pub type Scan = Pin<Box<dyn Stream<Item = Result<StoredSettings, Error>> + Send>
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub resource: Resource,
-    /// The state written; its `revision` is the change's.
-    pub settings: Settings,
+    /// The state written; its revision is the change's.
+    pub record: Record,
     /// The write was a [`Store::reset`]: the record was deleted, and
-    /// `settings` is the default resource (with the reset's revision).
+    /// `record` is the default record (with the reset's revision).
     pub reset: bool,
 }
 
@@ -119,10 +122,11 @@ pub struct Selector {
 }
 
 impl Selector {
-    /// The resources it selects, in [`Resource::ALL`] order.
-    pub fn resources(&self) -> impl Iterator<Item = Resource> + '_ {
-        Resource::ALL
-            .into_iter()
+    /// The resources of `all` (a store's [`Store::resources`]) it
+    /// selects, in that order.
+    pub fn resources<'a>(&'a self, all: &'a [Resource]) -> impl Iterator<Item = Resource> + 'a {
+        all.iter()
+            .copied()
             .filter(|r| self.resource.is_none_or(|s| s == *r))
     }
 
@@ -133,7 +137,7 @@ impl Selector {
     }
 
     pub fn matches(&self, change: &Change) -> bool {
-        self.selects(change.resource, &change.settings.account_sid)
+        self.selects(change.resource, change.record.account_sid())
     }
 }
 
@@ -220,13 +224,10 @@ pub async fn replace_changed(
             }
             stored => stored?,
         };
-        let given = Settings::default_for(record.account.clone()).merged(record.patch.clone())?;
-        let same = stored.revision > 0
-            && Settings {
-                revision: stored.revision,
-                update_time: stored.update_time,
-                ..given
-            } == stored;
+        let mut given =
+            Record::default_for(record.resource, record.account.clone()).merged(&record.patch)?;
+        given.stamp(stored.revision(), stored.update_time());
+        let same = stored.revision() > 0 && given == stored;
         if !same {
             changed.push(record);
         }
@@ -245,7 +246,7 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`Error::Corrupt`] if the stored record does not decode;
     /// [`Error::Storage`], [`Error::Reopening`] if the store cannot read now.
-    async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error>;
+    async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Record, Error>;
 
     /// Merges `patch` into the account's stored resource, atomically, and
     /// returns the result once it is durable.
@@ -260,9 +261,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         resource: Resource,
         account: &AccountSid,
-        patch: SettingsPatch,
+        patch: Patch,
         expected: Option<Etag>,
-    ) -> Result<Settings, Error>;
+    ) -> Result<Record, Error>;
 
     /// The account's past changes of `resource` (its states, and its
     /// resets), newest first, from the retained change log: at most `limit`,
@@ -302,7 +303,7 @@ pub trait Store: Send + Sync + 'static {
         resource: Resource,
         account: &AccountSid,
         revision: u64,
-    ) -> Result<Settings, Error>;
+    ) -> Result<Record, Error>;
 
     /// The highest revision that is durable (and so visible to reads).
     fn durable_revision(&self) -> u64;
@@ -342,6 +343,11 @@ pub trait Store: Send + Sync + 'static {
     /// As [`Store::set`]; deletions made before a failure are still made
     /// durable.
     async fn reset(&self, selector: Selector) -> Result<(u64, u64), Error>;
+
+    /// Every resource this store was opened for: the built-in ones, then
+    /// the declared kinds given when it opened. A reset or watch of every
+    /// resource covers these.
+    fn resources(&self) -> &[Resource];
 
     /// How many resources of `resource` are stored, for metrics; cheap.
     /// `None` until the backend has counted them (a backend may count in

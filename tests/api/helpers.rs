@@ -222,6 +222,7 @@ pub async fn open_store(options: StoreOptions) -> SharedStore {
             prefix: format!("/test{}/", options.data_dir.display()),
             timeout: Duration::from_secs(5),
             observer: options.observer.clone(),
+            declared: options.declared.clone(),
         })
         .await
         .expect("connect to etcd");

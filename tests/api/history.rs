@@ -126,7 +126,7 @@ fn log_cut_off_change(
         let db = sled::open(dir).unwrap();
         let mut value = vec![kind, ACCOUNT.len() as u8];
         value.extend_from_slice(ACCOUNT.as_bytes());
-        value.extend_from_slice(&settingsd::store::codec::encode(state));
+        value.extend_from_slice(&settingsd::store::codec::encode(&state.clone().into()));
         db.open_tree("changes")
             .unwrap()
             .insert(state.revision.to_be_bytes(), value)
@@ -157,7 +157,7 @@ async fn a_change_whose_record_a_crash_cut_off_is_replayed_when_the_store_opens(
     cut_off.update_time = Some(std::time::SystemTime::now());
     log_cut_off_change(
         dir.path(),
-        Resource::Recording as u8,
+        0, // Recording Settings, the first built-in resource
         &cut_off,
         written.revision,
     );
@@ -187,7 +187,7 @@ async fn a_reset_whose_record_removal_a_crash_cut_off_is_replayed_when_the_store
     // 0x80 in the resource byte marks a reset.
     log_cut_off_change(
         dir.path(),
-        Resource::Recording as u8 | 0x80,
+        0x80, // Recording Settings (0) reset
         &reset,
         written.revision,
     );

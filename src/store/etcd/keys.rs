@@ -17,6 +17,9 @@ use crate::{domain::AccountSid, resource::Resource, store::Selector};
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    /// The resources whose keys [`Keys::parse`] recognises: a key of a kind
+    /// this front end does not serve is not its record.
+    resources: Vec<Resource>,
 }
 
 impl Keys {
@@ -33,7 +36,15 @@ impl Keys {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        Ok(Keys { prefix })
+        Ok(Keys {
+            prefix,
+            resources: Resource::ALL.to_vec(),
+        })
+    }
+
+    /// The same layout, recognising `resources`' keys.
+    pub fn serving(self, resources: Vec<Resource>) -> Self {
+        Keys { resources, ..self }
     }
 
     pub fn prefix(&self) -> &str {
@@ -71,10 +82,8 @@ impl Keys {
     pub fn parse(&self, key: &[u8]) -> Option<(Resource, AccountSid)> {
         let key = std::str::from_utf8(key).ok()?;
         let (resource, account) = key.strip_prefix(&self.prefix)?.split_once('/')?;
-        Some((
-            Resource::from_name(resource)?,
-            AccountSid::parse(account).ok()?,
-        ))
+        let resource = *self.resources.iter().find(|r| r.name() == resource)?;
+        Some((resource, AccountSid::parse(account).ok()?))
     }
 }
 

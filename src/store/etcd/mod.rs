@@ -65,11 +65,11 @@ use self::{
 };
 use super::{
     codec::{decode_at, encode, now_micros},
-    Change, ChangeStream, Replacement, Scan, Selector, Store, StoreHealth, StoreObserver,
-    StoredSettings,
+    Change, ChangeStream, Patch, Record, Replacement, Scan, Selector, Store, StoreHealth,
+    StoreObserver, StoredSettings,
 };
 use crate::{
-    domain::{AccountSid, Etag, Settings, SettingsPatch},
+    domain::{AccountSid, Etag},
     error::Error,
     resource::Resource,
 };
@@ -90,6 +90,8 @@ pub struct EtcdOptions {
     pub timeout: Duration,
     /// Told about every write, for metrics.
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// The declared kinds to serve besides the built-in resources.
+    pub declared: Vec<Resource>,
 }
 
 impl std::fmt::Debug for EtcdOptions {
@@ -127,6 +129,7 @@ impl EtcdOptions {
             prefix: Self::DEFAULT_PREFIX.to_owned(),
             timeout: Self::DEFAULT_TIMEOUT,
             observer: None,
+            declared: Vec::new(),
         }
     }
 }
@@ -156,7 +159,7 @@ const SCAN_BUFFER: usize = 256;
 struct Known {
     /// 0: the key did not exist.
     mod_revision: i64,
-    settings: Settings,
+    record: Record,
 }
 
 /// How many records of each resource are stored (the gauge): recounted
@@ -164,8 +167,9 @@ struct Known {
 /// end's writes), and moved by this front end's own writes at once.
 #[derive(Debug, Default)]
 struct Counts {
-    /// `None` until the first count.
-    stored: Option<[i64; Resource::ALL.len()]>,
+    /// `None` until the first count; per resource, in the order of
+    /// [`Shared::resources`].
+    stored: Option<Vec<i64>>,
     /// While a recount runs: this front end's writes since it began, as
     /// (revision, resource, +1 or -1), to add to what it counts if they
     /// came after the revision it reads at.
@@ -174,6 +178,8 @@ struct Counts {
 
 /// What the store's tasks and methods share.
 struct Shared {
+    /// Every resource it serves: the built-in ones, then the declared.
+    resources: Vec<Resource>,
     members: Members,
     keys: Keys,
     /// The highest revision etcd has told this front end of.
@@ -219,9 +225,18 @@ impl EtcdStore {
     pub async fn connect(options: &EtcdOptions) -> Result<Self, Error> {
         options.check().map_err(Error::Storage)?;
         let members = Members::new(&options.endpoints, options.timeout).map_err(Error::Storage)?;
-        let keys = Keys::new(&options.prefix).map_err(Error::Storage)?;
+        let mut resources = Resource::ALL.to_vec();
+        for kind in &options.declared {
+            if !resources.contains(kind) {
+                resources.push(*kind);
+            }
+        }
+        let keys = Keys::new(&options.prefix)
+            .map_err(Error::Storage)?
+            .serving(resources.clone());
         let (reads, batcher) = reads::Reads::new();
         let shared = Arc::new(Shared {
+            resources,
             reads,
             members,
             keys,
@@ -362,14 +377,14 @@ impl Shared {
     async fn count_forever(self: Arc<Self>) {
         loop {
             self.counts().during_recount = Some(Vec::new());
-            let mut counted = [0_i64; Resource::ALL.len()];
+            let mut counted = vec![0_i64; self.resources.len()];
             let mut at = 0; // the first page's revision, then pinned
             let mut complete = true;
-            for resource in Resource::ALL {
-                let (start, end) = self.keys.resource_range(resource);
+            for (slot, resource) in self.resources.iter().enumerate() {
+                let (start, end) = self.keys.resource_range(*resource);
                 let pages = self.pages(start, end, at, |kv| {
                     if !kv.value.is_empty() {
-                        counted[resource as usize] += 1;
+                        counted[slot] += 1;
                     }
                 });
                 match pages.await {
@@ -382,8 +397,8 @@ impl Shared {
                 let during = counts.during_recount.take().unwrap_or_default();
                 if complete {
                     for (revision, resource, delta) in during {
-                        if revision > at {
-                            counted[resource as usize] += delta;
+                        if let Some(slot) = self.slot(resource).filter(|_| revision > at) {
+                            counted[slot] += delta;
                         }
                     }
                     counts.stored = Some(counted);
@@ -393,6 +408,11 @@ impl Shared {
         }
     }
 
+    /// `resource`'s place in [`Shared::resources`].
+    fn slot(&self, resource: Resource) -> Option<usize> {
+        self.resources.iter().position(|r| *r == resource)
+    }
+
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -400,8 +420,8 @@ impl Shared {
     /// Moves the gauge for a write of this front end.
     fn counted(&self, resource: Resource, revision: i64, delta: i64) {
         let mut counts = self.counts();
-        if let Some(stored) = &mut counts.stored {
-            stored[resource as usize] += delta;
+        if let (Some(stored), Some(slot)) = (&mut counts.stored, self.slot(resource)) {
+            stored[slot] += delta;
         }
         if let Some(during) = &mut counts.during_recount {
             during.push((revision, resource, delta));
@@ -484,8 +504,8 @@ impl Shared {
     /// A stored key-value as the account's resource: the default resource
     /// for a reset's tombstone.
     fn decode(resource: Resource, account: &AccountSid, kv: &KeyValue) -> Result<Known, Error> {
-        let settings = if kv.value.is_empty() {
-            Settings::default_for(account.clone())
+        let record = if kv.value.is_empty() {
+            Record::default_for(resource, account.clone())
         } else {
             decode_at(
                 resource,
@@ -496,7 +516,7 @@ impl Shared {
         };
         Ok(Known {
             mod_revision: kv.mod_revision,
-            settings,
+            record,
         })
     }
 
@@ -504,10 +524,13 @@ impl Shared {
     fn change(resource: Resource, account: &AccountSid, kv: &KeyValue) -> Result<Change, Error> {
         let mut known = Self::decode(resource, account, kv)?;
         let reset = kv.value.is_empty();
-        known.settings.revision = u64::try_from(kv.mod_revision).unwrap_or(0);
+        let time = known.record.update_time();
+        known
+            .record
+            .stamp(u64::try_from(kv.mod_revision).unwrap_or(0), time);
         Ok(Change {
             resource,
-            settings: known.settings,
+            record: known.record,
             reset,
         })
     }
@@ -524,7 +547,7 @@ impl Shared {
         let known = match kv {
             None => Known {
                 mod_revision: 0,
-                settings: Settings::default_for(account.clone()),
+                record: Record::default_for(resource, account.clone()),
             },
             Some(kv) => Self::decode(resource, account, &kv)?,
         };
@@ -633,9 +656,9 @@ impl Shared {
         &self,
         resource: Resource,
         account: &AccountSid,
-        patch: SettingsPatch,
+        patch: Patch,
         expected: Option<Etag>,
-    ) -> Result<Settings, Error> {
+    ) -> Result<Record, Error> {
         self.check_open()?;
         let key = self.keys.key(resource, account);
         let _turn = self.stripe(&key).lock().await;
@@ -650,7 +673,7 @@ impl Shared {
                 }
             };
             if let Some(expected) = expected {
-                let current = Etag::of_revision(known.settings.revision);
+                let current = Etag::of_revision(known.record.revision());
                 if current != expected {
                     if !fresh {
                         continue; // what this front end knew may be old: read
@@ -663,20 +686,20 @@ impl Shared {
                     });
                 }
             }
-            let mut next = known.settings.merged(patch.clone())?;
-            next.revision = 0;
-            next.update_time = Some(now_micros());
+            let mut next = known.record.merged(&patch)?;
+            let time = Some(now_micros());
+            next.stamp(0, time);
             match self.put_if(&key, known.mod_revision, encode(&next)).await? {
                 Ok(revision) => {
-                    if known.settings.revision == 0 {
+                    if known.record.revision() == 0 {
                         self.counted(resource, revision, 1); // stored anew
                     }
-                    next.revision = u64::try_from(revision).unwrap_or(0);
+                    next.stamp(u64::try_from(revision).unwrap_or(0), time);
                     self.remember(
                         &key,
                         Some(Known {
                             mod_revision: revision,
-                            settings: next.clone(),
+                            record: next.clone(),
                         }),
                     );
                     return Ok(next);
@@ -691,7 +714,7 @@ impl Shared {
                         base = Some(match now {
                             None => Known {
                                 mod_revision: 0,
-                                settings: Settings::default_for(account.clone()),
+                                record: Record::default_for(resource, account.clone()),
                             },
                             Some(kv) => Self::decode(resource, account, &kv)?,
                         });
@@ -716,14 +739,14 @@ impl Shared {
         &self,
         resource: Resource,
         key: Vec<u8>,
-        mut next: Settings,
+        mut next: Record,
     ) -> Result<u64, Error> {
         let _turn = self.stripe(&key).lock().await;
-        next.revision = 0;
-        next.update_time = Some(now_micros());
+        let time = Some(now_micros());
+        next.stamp(0, time);
         let value = encode(&next);
         let (mut base, mut stored_before) = match self.known(&key) {
-            Some(known) => (known.mod_revision, known.settings.revision != 0),
+            Some(known) => (known.mod_revision, known.record.revision() != 0),
             None => {
                 let (kv, revision) = self.reads.read(key.clone()).await?;
                 self.durable.fetch_max(revision, Ordering::AcqRel);
@@ -736,15 +759,15 @@ impl Shared {
                     if !stored_before {
                         self.counted(resource, revision, 1);
                     }
-                    next.revision = u64::try_from(revision).unwrap_or(0);
+                    next.stamp(u64::try_from(revision).unwrap_or(0), time);
                     self.remember(
                         &key,
                         Some(Known {
                             mod_revision: revision,
-                            settings: next.clone(),
+                            record: next.clone(),
                         }),
                     );
-                    return Ok(next.revision);
+                    return Ok(next.revision());
                 }
                 Err(now) => {
                     base = now.as_ref().map_or(0, |kv| kv.mod_revision);
@@ -779,7 +802,7 @@ impl Shared {
                         &key,
                         Some(Known {
                             mod_revision: revision,
-                            settings: Settings::default_for(account),
+                            record: Record::default_for(resource, account),
                         }),
                     );
                     return Ok(Some(u64::try_from(revision).unwrap_or(0)));
@@ -913,17 +936,17 @@ where
 
 #[async_trait::async_trait]
 impl Store for EtcdStore {
-    async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error> {
-        Ok(self.shared.read(resource, account).await?.settings)
+    async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Record, Error> {
+        Ok(self.shared.read(resource, account).await?.record)
     }
 
     async fn set(
         &self,
         resource: Resource,
         account: &AccountSid,
-        patch: SettingsPatch,
+        patch: Patch,
         expected: Option<Etag>,
-    ) -> Result<Settings, Error> {
+    ) -> Result<Record, Error> {
         // The whole Set within --etcd-timeout: its turn on the key's lock
         // included. Concurrent Sets of one key take turns, and without
         // quorum each would otherwise spend a whole timeout in its turn.
@@ -985,7 +1008,7 @@ impl Store for EtcdStore {
                     .await?,
             );
         }
-        changes.sort_by_key(|c| c.settings.revision);
+        changes.sort_by_key(|c| c.record.revision());
         Ok(changes)
     }
 
@@ -994,7 +1017,7 @@ impl Store for EtcdStore {
         resource: Resource,
         account: &AccountSid,
         revision: u64,
-    ) -> Result<Settings, Error> {
+    ) -> Result<Record, Error> {
         let shared = &self.shared;
         let not_found = || Error::RevisionNotFound {
             resource,
@@ -1016,7 +1039,7 @@ impl Store for EtcdStore {
         };
         match response.kvs.first() {
             Some(kv) if u64::try_from(kv.mod_revision).ok() == Some(revision) => {
-                Ok(Shared::change(resource, account, kv)?.settings)
+                Ok(Shared::change(resource, account, kv)?.record)
             }
             _ => Err(not_found()),
         }
@@ -1041,7 +1064,7 @@ impl Store for EtcdStore {
         // the last counts (writes to different keys have no order to keep).
         let mut last = HashMap::new();
         for r in replacements {
-            let next = Settings::default_for(r.account.clone()).merged(r.patch)?;
+            let next = Record::default_for(r.resource, r.account.clone()).merged(&r.patch)?;
             last.insert(
                 self.shared.keys.key(r.resource, &r.account),
                 (r.resource, next),
@@ -1098,11 +1121,17 @@ impl Store for EtcdStore {
         }
     }
 
+    fn resources(&self) -> &[Resource] {
+        &self.shared.resources
+    }
+
     fn stored_count(&self, resource: Resource) -> Option<u64> {
         self.shared
             .counts()
             .stored
-            .map(|stored| u64::try_from(stored[resource as usize]).unwrap_or(0))
+            .as_ref()
+            .zip(self.shared.slot(resource))
+            .map(|(stored, slot)| u64::try_from(stored[slot]).unwrap_or(0))
     }
 
     fn scan(&self, resources: &[Resource]) -> Scan {
@@ -1136,7 +1165,7 @@ impl Store for EtcdStore {
                         let record =
                             Shared::decode(resource, &account, kv).map(|known| StoredSettings {
                                 resource,
-                                settings: known.settings,
+                                record: known.record,
                             });
                         if tx.send(record).await.is_err() {
                             return; // the consumer went away

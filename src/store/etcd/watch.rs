@@ -37,9 +37,8 @@ use super::{
     Shared,
 };
 use crate::{
-    domain::Settings,
     error::Error,
-    store::{Change, ChangeStream, Selector, WatchEvent},
+    store::{Change, ChangeStream, Record, Selector, WatchEvent},
 };
 
 /// How often a watch checks for progress it can report.
@@ -189,11 +188,11 @@ async fn deliver(
         }
         let change = if event.r#type == EventType::Delete as i32 {
             // Deleted by hand (etcdctl): to a reader, the same as a reset.
-            let mut settings = Settings::default_for(account);
-            settings.revision = revision;
+            let mut record = Record::default_for(resource, account);
+            record.stamp(revision, None);
             Change {
                 resource,
-                settings,
+                record,
                 reset: true,
             }
         } else {

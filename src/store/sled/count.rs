@@ -21,15 +21,16 @@ use crate::resource::Resource;
 const CHUNK: usize = 1024;
 
 /// The stored records of every resource.
-#[derive(Default)]
 pub(super) struct StoredCounts {
-    /// Per resource (indexed by `Resource as usize`): records counted so far.
-    counts: [AtomicU64; Resource::ALL.len()],
+    /// The resources counted, in the order of the store's trees.
+    resources: Vec<Resource>,
+    /// Per resource (in the order of `resources`): records counted so far.
+    counts: Vec<AtomicU64>,
     /// Every tree has been walked: `counts` is exact.
     done: AtomicBool,
     /// While walking: per resource, how far the walk has got. Changed only
     /// under the store's write lock.
-    walked: Mutex<[Walked; Resource::ALL.len()]>,
+    walked: Mutex<Vec<Walked>>,
     /// Tells the walk to stop: its trees keep the database open, which must
     /// close when the store does (or reopens after a failure).
     stop: AtomicBool,
@@ -47,19 +48,40 @@ enum Walked {
 }
 
 impl StoredCounts {
+    /// Counts of `resources`, whose trees the walk will be given in the
+    /// same order.
+    pub(super) fn new(resources: Vec<Resource>) -> StoredCounts {
+        StoredCounts {
+            counts: resources.iter().map(|_| AtomicU64::new(0)).collect(),
+            walked: Mutex::new(vec![Walked::Nothing; resources.len()]),
+            resources,
+            done: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            walker: Mutex::new(None),
+        }
+    }
+
+    fn slot(&self, resource: Resource) -> Option<usize> {
+        self.resources.iter().position(|r| *r == resource)
+    }
+
     /// The count of `resource`, once every tree has been walked.
     pub(super) fn get(&self, resource: Resource) -> Option<u64> {
+        let slot = self.slot(resource)?;
         self.done
             .load(Ordering::SeqCst)
-            .then(|| self.counts[resource as usize].load(Ordering::SeqCst))
+            .then(|| self.counts[slot].load(Ordering::SeqCst))
     }
 
     /// A write (under the store's write lock) added (`true`) or removed
     /// (`false`) `key`'s record in `resource`'s tree.
     pub(super) fn changed(&self, resource: Resource, key: &[u8], added: bool) {
+        let Some(slot) = self.slot(resource) else {
+            return;
+        };
         if !self.done.load(Ordering::SeqCst) {
             let walked = self.walked.lock().unwrap_or_else(PoisonError::into_inner);
-            let passed = match &walked[resource as usize] {
+            let passed = match &walked[slot] {
                 Walked::Nothing => false,
                 Walked::Through(last) => key <= last.as_slice(),
                 Walked::Everything => true,
@@ -68,7 +90,7 @@ impl StoredCounts {
                 return;
             }
         }
-        let count = &self.counts[resource as usize];
+        let count = &self.counts[slot];
         if added {
             count.fetch_add(1, Ordering::SeqCst);
         } else {
@@ -122,31 +144,27 @@ impl StoredCounts {
     /// read under it finds the keys in the cache rather than on disk (Sets
     /// wait for the lock on the async workers).
     fn walk_chunk(&self, trees: &[sled::Tree], write_lock: &Mutex<()>) -> sled::Result<bool> {
-        let next = |walked: &[Walked; Resource::ALL.len()]| {
-            Resource::ALL
-                .into_iter()
-                .find(|r| !matches!(walked[*r as usize], Walked::Everything))
-        };
+        let next = |walked: &[Walked]| walked.iter().position(|w| !matches!(w, Walked::Everything));
         let chunk = |tree: &sled::Tree, from: &Walked| match from {
             Walked::Through(last) => keys_after(tree, Some(last), CHUNK),
             _ => keys_after(tree, None, CHUNK),
         };
         let from = {
             let walked = self.walked.lock().unwrap_or_else(PoisonError::into_inner);
-            next(&walked).map(|r| (r, walked[r as usize].clone()))
+            next(&walked).map(|slot| (slot, walked[slot].clone()))
         };
-        if let Some((resource, from)) = from {
-            chunk(&trees[resource as usize], &from)?;
+        if let Some((slot, from)) = from {
+            chunk(&trees[slot], &from)?;
         }
         let _writes = write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut walked = self.walked.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(resource) = next(&walked) else {
+        let Some(slot) = next(&walked) else {
             self.done.store(true, Ordering::SeqCst);
             return Ok(true);
         };
-        let keys = chunk(&trees[resource as usize], &walked[resource as usize])?;
-        self.counts[resource as usize].fetch_add(keys.len() as u64, Ordering::SeqCst);
-        walked[resource as usize] = match keys.last() {
+        let keys = chunk(&trees[slot], &walked[slot])?;
+        self.counts[slot].fetch_add(keys.len() as u64, Ordering::SeqCst);
+        walked[slot] = match keys.last() {
             Some(last) if keys.len() == CHUNK => Walked::Through(last.to_vec()),
             _ => Walked::Everything,
         };
@@ -169,12 +187,12 @@ mod tests {
             .iter()
             .map(|r| db.open_tree(r.name()).unwrap())
             .collect();
-        let tree = &trees[Resource::Recording as usize];
+        let tree = &trees[0];
         let key = |i: usize| format!("AC{i:032x}").into_bytes();
         for i in 0..3 * CHUNK {
             tree.insert(key(2 * i), b"x").unwrap();
         }
-        let counts = StoredCounts::default();
+        let counts = StoredCounts::new(Resource::ALL.to_vec());
         let lock = Mutex::new(());
         // What a write does under the write lock.
         let write = |k: Vec<u8>, add: bool| {

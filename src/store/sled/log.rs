@@ -27,18 +27,24 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::store::codec::decode;
 use crate::{
-    domain::{AccountSid, Settings},
+    domain::AccountSid,
     error::Error,
     resource::Resource,
-    store::{Change, ChangeStream, Selector, StoreObserver, WatchEvent},
+    store::{Change, ChangeStream, Record, Selector, StoreObserver, WatchEvent},
 };
 
-/// The tree holding the log: big-endian revision -> resource byte (with
-/// [`RESET_FLAG`] for a reset), account SID length and SID, encoded record.
+/// The tree holding the log: big-endian revision -> the resource (see
+/// [`resource_header`]; [`RESET_FLAG`] in its first byte for a reset),
+/// account SID length and SID, encoded record.
 pub(super) const CHANGES_TREE: &str = "changes";
 /// Set in a change's resource byte when the change is a reset (the record
 /// was deleted).
 const RESET_FLAG: u8 = 0x80;
+/// A change's resource byte for a declared kind, whose name (its length,
+/// then the name) follows: a built-in resource is its index in
+/// [`Resource::ALL`], a declared kind is written by name, since which kinds
+/// a server declares changes from one start to the next.
+const DECLARED_KIND: u8 = 0x7f;
 /// Bookkeeping that must survive restarts.
 const META_TREE: &str = "meta";
 /// In `meta`: the highest revision compaction has removed (big-endian).
@@ -171,17 +177,16 @@ impl ChangeLog {
     /// `record` (for a reset, the default record it leaves).
     pub(super) fn entry(
         resource: Resource,
-        settings: &Settings,
+        settings: &Record,
         record: &[u8],
         reset: bool,
     ) -> ([u8; 8], Vec<u8>) {
-        let account = settings.account_sid.as_str().as_bytes();
-        let mut value = Vec::with_capacity(2 + account.len() + record.len());
-        value.push(resource as u8 | if reset { RESET_FLAG } else { 0 });
-        value.push(u8::try_from(account.len()).unwrap_or(u8::MAX));
-        value.extend_from_slice(account);
+        let mut value = resource_header(resource, settings.account_sid());
+        if reset {
+            value[0] |= RESET_FLAG;
+        }
         value.extend_from_slice(record);
-        (settings.revision.to_be_bytes(), value)
+        (settings.revision().to_be_bytes(), value)
     }
 
     /// Makes every record at least as new as its latest change: a crash
@@ -189,10 +194,7 @@ impl ChangeLog {
     /// leaves the change alone, and this writes its record (or, for a
     /// reset, deletes it). Only changes after the last commit recorded as
     /// durable can be in that state.
-    pub(super) fn repair<'t>(
-        &self,
-        tree: impl Fn(Resource) -> &'t sled::Tree,
-    ) -> Result<(), Error> {
+    pub(super) fn repair(&self, db: &sled::Db) -> Result<(), Error> {
         let after = self
             .meta
             .get(DURABLE_THROUGH)?
@@ -202,18 +204,20 @@ impl ChangeLog {
             let (key, value) = entry?;
             let revision = be_u64(&key).unwrap_or(0);
             let change = decode_change(revision, &value)?;
-            let tree = tree(change.resource);
-            let account = change.settings.account_sid.as_str();
-            let stored = match tree.get(account)? {
-                Some(bytes) => decode(change.resource, &change.settings.account_sid, &bytes)
-                    .map_or(0, |s| s.revision),
+            // Opened here, not taken from the store's: the change may be of
+            // a kind this start does not declare.
+            let tree = db.open_tree(super::tree_name(change.resource))?;
+            let account = change.record.account_sid();
+            let stored = match tree.get(account.as_str())? {
+                Some(bytes) => decode(change.resource, account, &bytes).map_or(0, |s| s.revision()),
                 None => 0,
             };
             if stored < revision {
                 if !change.reset {
-                    tree.insert(account, &value[2 + account.len()..])?;
+                    let header = resource_header(change.resource, account).len();
+                    tree.insert(account.as_str(), &value[header..])?;
                     repaired += 1;
-                } else if tree.remove(account)?.is_some() {
+                } else if tree.remove(account.as_str())?.is_some() {
                     repaired += 1;
                 }
             }
@@ -247,8 +251,8 @@ impl ChangeLog {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .rev()
-            .find(|c| c.reset && c.resource == resource && c.settings.account_sid == *account)
-            .map(|c| c.settings.revision)
+            .find(|c| c.reset && c.resource == resource && c.record.account_sid() == account)
+            .map(|c| c.record.revision())
     }
 
     pub(super) fn durable(&self) -> u64 {
@@ -268,7 +272,7 @@ impl ChangeLog {
             self.durable.fetch_max(durable, Ordering::SeqCst);
             let ready = pending
                 .iter()
-                .take_while(|c| c.settings.revision <= durable)
+                .take_while(|c| c.record.revision() <= durable)
                 .count();
             pending.drain(..ready).collect()
         };
@@ -288,7 +292,7 @@ impl ChangeLog {
                     }
                 }
                 self.published
-                    .fetch_max(change.settings.revision, Ordering::SeqCst);
+                    .fetch_max(change.record.revision(), Ordering::SeqCst);
                 self.retained.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -431,7 +435,7 @@ impl ChangeLog {
         resource: Resource,
         account: &AccountSid,
         revision: u64,
-    ) -> Result<Settings, Error> {
+    ) -> Result<Record, Error> {
         let not_found = || Error::RevisionNotFound {
             resource,
             account: account.clone(),
@@ -442,7 +446,7 @@ impl ChangeLog {
         }
         match self.changes.get(revision.to_be_bytes())? {
             Some(value) if is_for(&value, resource, account) => {
-                Ok(decode_change(revision, &value)?.settings)
+                Ok(decode_change(revision, &value)?.record)
             }
             _ => Err(not_found()),
         }
@@ -527,7 +531,7 @@ impl ChangeLog {
                     break;
                 }
                 for change in chunk {
-                    next = change.settings.revision + 1;
+                    next = change.record.revision() + 1;
                     if filter.matches(&change)
                         && tx.send(Ok(WatchEvent::Change(change))).await.is_err()
                     {
@@ -551,10 +555,10 @@ impl ChangeLog {
                             if lag.lagged.swap(false, Ordering::SeqCst) {
                                 break; // dropped before this one: disk first
                             }
-                            if change.settings.revision < next {
+                            if change.record.revision() < next {
                                 continue;
                             }
-                            next = change.settings.revision + 1;
+                            next = change.record.revision() + 1;
                             if tx.send(Ok(WatchEvent::Change(change))).await.is_err() {
                                 return Ok(());
                             }
@@ -619,12 +623,32 @@ impl Lag {
     }
 }
 
+/// What a change entry starts with (before its record): the resource (a
+/// built-in one's index, or [`DECLARED_KIND`] and the kind's name), then
+/// the account SID's length and the SID.
+fn resource_header(resource: Resource, account: &AccountSid) -> Vec<u8> {
+    let account = account.as_str().as_bytes();
+    let mut header = Vec::with_capacity(2 + account.len() + 64);
+    match Resource::ALL.iter().position(|r| *r == resource) {
+        Some(index) => header.push(u8::try_from(index).unwrap_or(DECLARED_KIND)),
+        None => {
+            let name = resource.name().as_bytes();
+            header.push(DECLARED_KIND);
+            header.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+            header.extend_from_slice(name);
+        }
+    }
+    header.push(u8::try_from(account.len()).unwrap_or(u8::MAX));
+    header.extend_from_slice(account);
+    header
+}
+
 /// Whether a change entry is for this resource of this account.
 fn is_for(value: &[u8], resource: Resource, account: &AccountSid) -> bool {
-    let account = account.as_str().as_bytes();
-    value.first().map(|kind| kind & !RESET_FLAG) == Some(resource as u8)
-        && value.get(1).map(|n| usize::from(*n)) == Some(account.len())
-        && value.get(2..2 + account.len()) == Some(account)
+    let header = resource_header(resource, account);
+    value.len() >= header.len()
+        && value[0] & !RESET_FLAG == header[0]
+        && value[1..header.len()] == header[1..]
 }
 
 /// Decodes a change entry.
@@ -632,20 +656,33 @@ fn decode_change(revision: u64, value: &[u8]) -> Result<Change, Error> {
     let bad = |what: &str| Error::Storage(format!("change {revision} is malformed: {what}"));
     let (&kind, rest) = value.split_first().ok_or_else(|| bad("empty"))?;
     let reset = kind & RESET_FLAG != 0;
-    let resource = Resource::ALL
-        .get(usize::from(kind & !RESET_FLAG))
-        .copied()
-        .ok_or_else(|| bad("unknown resource"))?;
+    let (resource, rest) = match kind & !RESET_FLAG {
+        DECLARED_KIND => {
+            let (&len, rest) = rest.split_first().ok_or_else(|| bad("no kind"))?;
+            let (name, rest) = rest
+                .split_at_checked(usize::from(len))
+                .ok_or_else(|| bad("short kind"))?;
+            let name = std::str::from_utf8(name).map_err(|_| bad("kind not UTF-8"))?;
+            (Resource::declared(name), rest)
+        }
+        index => (
+            Resource::ALL
+                .get(usize::from(index))
+                .copied()
+                .ok_or_else(|| bad("unknown resource"))?,
+            rest,
+        ),
+    };
     let (&len, rest) = rest.split_first().ok_or_else(|| bad("no account"))?;
     let (account, record) = rest
         .split_at_checked(usize::from(len))
         .ok_or_else(|| bad("short account"))?;
     let account = AccountSid::parse(&String::from_utf8_lossy(account))
         .map_err(|_| bad("not an account SID"))?;
-    let settings = decode(resource, &account, record)?;
+    let record = decode(resource, &account, record)?;
     Ok(Change {
         resource,
-        settings,
+        record,
         reset,
     })
 }

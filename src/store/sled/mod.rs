@@ -1,8 +1,9 @@
 //! The embedded store: settings in a sled database in one data directory.
 //!
-//! Layout: one sled tree per resource (named by [`Resource::name`], so
-//! `recording_settings` and `composition_settings`), keyed by account SID;
-//! values in the versioned encoding of [`crate::store::codec`].
+//! Layout: one sled tree per resource (see [`tree_name`]: the built-in
+//! `recording_settings` and `composition_settings`, and `kind:NAME` for a
+//! declared kind), keyed by account SID; values in the versioned encoding
+//! of [`crate::store::codec`].
 //!
 //! Durability: a Set returns only once its write is on stable storage. sled's
 //! `flush()` on Linux ends in `sync_file_range`, which reaches neither the
@@ -58,11 +59,11 @@ use self::{
 };
 use super::{
     codec::{decode, encode, now_micros},
-    Change, ChangeStream, Replacement, Scan, Selector, Store, StoreHealth, StoreObserver,
-    StoredSettings,
+    Change, ChangeStream, Patch, Record, Replacement, Scan, Selector, Store, StoreHealth,
+    StoreObserver, StoredSettings,
 };
 use crate::{
-    domain::{AccountSid, Etag, Settings, SettingsPatch},
+    domain::{AccountSid, Etag},
     error::Error,
     resource::Resource,
 };
@@ -100,6 +101,9 @@ pub struct StoreOptions {
     pub history_revisions: u64,
     /// Told about commits, for metrics.
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// The declared kinds to serve besides the built-in resources (which
+    /// are always there). A kind left out keeps its records on disk, unread.
+    pub declared: Vec<Resource>,
 }
 
 /// How a Set's write reaches stable storage. Both modes flush sled and
@@ -137,6 +141,7 @@ impl StoreOptions {
             stall_commits: None,
             history_revisions: Self::DEFAULT_HISTORY_REVISIONS,
             observer: None,
+            declared: Vec::new(),
         }
     }
 }
@@ -149,6 +154,8 @@ pub struct SledStore {
 }
 struct Shared {
     options: StoreOptions,
+    /// Every resource it serves (as each open [`Inner`] has them).
+    resources: Vec<Resource>,
     /// The open database; `None` while [`Store::recover`] reopens it.
     current: RwLock<Option<Arc<Inner>>>,
     /// Completed flush+fdatasync commits, across reopens (see [`SledStore::syncs`]).
@@ -162,7 +169,9 @@ struct Shared {
 /// One open sled database and its committer.
 struct Inner {
     db: sled::Db,
-    /// One tree per resource, indexed by `Resource as usize`.
+    /// Every resource it serves: the built-in ones, then the declared.
+    resources: Vec<Resource>,
+    /// Each resource's tree, in the order of `resources`.
     trees: Vec<sled::Tree>,
     /// Serialises read-merge-write so that concurrent Sets of one resource
     /// never lose an update, and so revisions are assigned in the order
@@ -199,6 +208,7 @@ impl SledStore {
         tracing::info!(data_dir = %options.data_dir.display(), "store opened");
         Ok(SledStore {
             shared: Arc::new(Shared {
+                resources: inner.resources.clone(),
                 options: options.clone(),
                 current: RwLock::new(Some(Arc::new(inner))),
                 syncs,
@@ -294,9 +304,15 @@ impl Inner {
             sled::Error::Io(io) => open_err(io),
             other => open_err(std::io::Error::other(other.to_string())),
         })?;
-        let trees = Resource::ALL
+        let mut resources = Resource::ALL.to_vec();
+        for kind in &options.declared {
+            if !resources.contains(kind) {
+                resources.push(*kind);
+            }
+        }
+        let trees = resources
             .iter()
-            .map(|r| db.open_tree(r.name()))
+            .map(|r| db.open_tree(tree_name(*r)))
             .collect::<Result<Vec<_>, _>>()?;
         let data_file = File::open(options.data_dir.join(SLED_DATA_FILE)).map_err(open_err)?;
         // Make the directory entries of sled's files (and its configuration)
@@ -314,7 +330,7 @@ impl Inner {
             options.history_revisions,
             options.observer.clone(),
         )?);
-        log.repair(|resource| &trees[resource as usize])?;
+        log.repair(&db)?;
         // What sled read back may be only in the page cache (after a
         // SIGKILL between a flush and its fdatasync): sync it (and the
         // repair) before calling any of it durable.
@@ -327,10 +343,11 @@ impl Inner {
         log.count_retained(durable);
         let commit = GroupCommit::start(Arc::clone(&syncer), Arc::clone(&log) as _);
         let write_lock = Arc::new(Mutex::new(()));
-        let stored = Arc::new(StoredCounts::default());
+        let stored = Arc::new(StoredCounts::new(resources.clone()));
         stored.count_in_background(trees.clone(), Arc::clone(&write_lock));
         Ok(Inner {
             db,
+            resources,
             trees,
             write_lock,
             stored,
@@ -349,15 +366,11 @@ impl Inner {
     /// while a reset that may have deleted the record commits. If that
     /// commit failed, the newest durable state from the log instead: faults
     /// stop writes, not reads.
-    async fn durable_state(
-        &self,
-        resource: Resource,
-        settings: Settings,
-    ) -> Result<Settings, Error> {
-        let written = match settings.revision {
+    async fn durable_state(&self, resource: Resource, settings: Record) -> Result<Record, Error> {
+        let written = match settings.revision() {
             0 if self.last_reset.load(Ordering::SeqCst) > self.log.durable() => self
                 .log
-                .pending_reset(resource, &settings.account_sid)
+                .pending_reset(resource, settings.account_sid())
                 .unwrap_or(0),
             0 => 0,
             revision => revision,
@@ -369,29 +382,35 @@ impl Inner {
             Ok(()) => Ok(settings),
             Err(failed) => {
                 let durable = self.log.durable();
-                let before =
-                    self.log
-                        .history(resource, &settings.account_sid, Some(durable + 1), 1)?;
+                let account = settings.account_sid().clone();
+                let before = self.log.history(resource, &account, Some(durable + 1), 1)?;
                 match before.into_iter().next() {
-                    Some(change) if change.reset => Ok(Settings::default_for(settings.account_sid)),
-                    Some(change) => Ok(change.settings),
-                    None if self.log.is_complete() => {
-                        Ok(Settings::default_for(settings.account_sid))
-                    }
+                    Some(change) if change.reset => Ok(Record::default_for(resource, account)),
+                    Some(change) => Ok(change.record),
+                    None if self.log.is_complete() => Ok(Record::default_for(resource, account)),
                     None => Err(failed),
                 }
             }
         }
     }
 
-    fn tree(&self, resource: Resource) -> &sled::Tree {
-        &self.trees[resource as usize]
+    /// `resource`'s tree.
+    ///
+    /// # Errors
+    /// A kind the store was not opened for (the services check the kind
+    /// first, so this is a bug, reported rather than panicked on).
+    fn tree(&self, resource: Resource) -> Result<&sled::Tree, Error> {
+        self.resources
+            .iter()
+            .position(|r| *r == resource)
+            .map(|i| &self.trees[i])
+            .ok_or_else(|| Error::Storage(format!("the store was not opened for {resource}")))
     }
 
-    fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error> {
-        match self.tree(resource).get(account.as_str())? {
+    fn get(&self, resource: Resource, account: &AccountSid) -> Result<Record, Error> {
+        match self.tree(resource)?.get(account.as_str())? {
             Some(bytes) => decode(resource, account, &bytes),
-            None => Ok(Settings::default_for(account.clone())),
+            None => Ok(Record::default_for(resource, account.clone())),
         }
     }
 
@@ -435,17 +454,18 @@ impl Inner {
         &self,
         resource: Resource,
         account: &AccountSid,
-        patch: SettingsPatch,
+        patch: &Patch,
         merge: Merge,
         expected: Option<Etag>,
-    ) -> Result<Settings, Error> {
+    ) -> Result<Record, Error> {
+        let tree = self.tree(resource)?;
         let _guard = self.lock_for_writes()?;
         let base = match merge {
             Merge::IntoStored => self.get(resource, account)?,
-            Merge::IntoDefault => Settings::default_for(account.clone()),
+            Merge::IntoDefault => Record::default_for(resource, account.clone()),
         };
         if let Some(expected) = expected {
-            let current = Etag::of_revision(base.revision);
+            let current = Etag::of_revision(base.revision());
             if current != expected {
                 return Err(Error::EtagMismatch {
                     resource,
@@ -458,8 +478,7 @@ impl Inner {
         let mut next = base.merged(patch)?;
         // sled's IDs are strictly increasing across restarts (it persists
         // the counter and skips ahead on recovery); +1 keeps 0 for "never set".
-        next.revision = self.db.generate_id()? + 1;
-        next.update_time = Some(now_micros());
+        next.stamp(self.db.generate_id()? + 1, Some(now_micros()));
         // The change first, then the record. sled recovers a prefix of its
         // log, so a crash can keep the change without the record, never the
         // reverse; opening the store replays such a change into its record
@@ -472,10 +491,10 @@ impl Inner {
         // record and waits for its commit finds its change published.
         self.log.written(Change {
             resource,
-            settings: next.clone(),
+            record: next.clone(),
             reset: false,
         });
-        match self.tree(resource).insert(account.as_str(), record) {
+        match tree.insert(account.as_str(), record) {
             Ok(None) => self
                 .stored
                 .changed(resource, account.as_str().as_bytes(), true),
@@ -485,7 +504,7 @@ impl Inner {
         // In per-write mode the writer syncs for itself; waking the committer
         // too would run a second sync beside it and skew the comparison.
         if self.sync_mode == SyncMode::Group {
-            self.commit.written(next.revision);
+            self.commit.written(next.revision());
         }
         Ok(next)
     }
@@ -509,8 +528,11 @@ impl Inner {
     fn reset(&self, selector: &Selector) -> (u64, u64, Option<Error>) {
         let mut deleted = 0;
         let mut last = 0;
-        for resource in selector.resources() {
-            let tree = self.tree(resource);
+        for resource in selector.resources(&self.resources) {
+            let tree = match self.tree(resource) {
+                Ok(tree) => tree,
+                Err(e) => return (deleted, last, Some(e)),
+            };
             let mut after: Option<sled::IVec> = None;
             loop {
                 // Listed before taking the lock (the reads may go to disk),
@@ -553,7 +575,7 @@ impl Inner {
         let _guard = self.lock_for_writes()?;
         for key in keys {
             // Deleted since the keys were listed: nothing to do.
-            if !self.tree(resource).contains_key(key)? {
+            if !self.tree(resource)?.contains_key(key)? {
                 continue;
             }
             *last = self.delete(resource, key)?;
@@ -564,20 +586,19 @@ impl Inner {
 
     /// One deletion of a reset, under the write lock; returns its revision.
     fn delete(&self, resource: Resource, key: &[u8]) -> Result<u64, Error> {
-        let mut default = Settings::default_for(key_account(resource, key)?);
-        default.revision = self.db.generate_id()? + 1;
-        default.update_time = Some(now_micros());
-        let revision = default.revision;
+        let mut default = Record::default_for(resource, key_account(resource, key)?);
+        let revision = self.db.generate_id()? + 1;
+        default.stamp(revision, Some(now_micros()));
         let record = encode(&default);
         let (change_key, change) = ChangeLog::entry(resource, &default, &record, true);
         self.log.changes().insert(change_key, change)?;
         self.last_reset.store(revision, Ordering::SeqCst);
         self.log.written(Change {
             resource,
-            settings: default,
+            record: default,
             reset: true,
         });
-        match self.tree(resource).remove(key) {
+        match self.tree(resource)?.remove(key) {
             Ok(Some(_)) => self.stored.changed(resource, key, false),
             Ok(None) => {}
             Err(e) => return Err(self.cut_off(&e)),
@@ -590,6 +611,17 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The record count's walk holds the database open.
         self.stored.stop();
+    }
+}
+
+/// The sled tree of `resource`'s records. A declared kind's tree is
+/// prefixed so that no kind name can collide with the store's own trees
+/// (`changes`, `meta`) or a built-in resource.
+pub(super) fn tree_name(resource: Resource) -> String {
+    if resource.is_built_in() {
+        resource.name().to_owned()
+    } else {
+        format!("kind:{}", resource.name())
     }
 }
 
@@ -673,7 +705,7 @@ fn is_lock_error(e: &std::io::Error) -> bool {
 
 #[async_trait::async_trait]
 impl Store for SledStore {
-    async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Settings, Error> {
+    async fn get(&self, resource: Resource, account: &AccountSid) -> Result<Record, Error> {
         let inner = self.current()?;
         let settings = inner.get(resource, account)?;
         inner.durable_state(resource, settings).await
@@ -683,12 +715,12 @@ impl Store for SledStore {
         &self,
         resource: Resource,
         account: &AccountSid,
-        patch: SettingsPatch,
+        patch: Patch,
         expected: Option<Etag>,
-    ) -> Result<Settings, Error> {
+    ) -> Result<Record, Error> {
         let inner = self.current()?;
-        let stored = inner.apply(resource, account, patch, Merge::IntoStored, expected)?;
-        inner.wait_durable(stored.revision).await?;
+        let stored = inner.apply(resource, account, &patch, Merge::IntoStored, expected)?;
+        inner.wait_durable(stored.revision()).await?;
         Ok(stored)
     }
 
@@ -699,9 +731,9 @@ impl Store for SledStore {
             let mut applied = 0;
             let mut last = None;
             for r in replacements {
-                match writer.apply(r.resource, &r.account, r.patch, Merge::IntoDefault, None) {
+                match writer.apply(r.resource, &r.account, &r.patch, Merge::IntoDefault, None) {
                     Ok(stored) => {
-                        last = Some(stored.revision);
+                        last = Some(stored.revision());
                         applied += 1;
                     }
                     Err(e) => return Ok((applied, last, Some(e))),
@@ -731,6 +763,10 @@ impl Store for SledStore {
             Some(e) => Err(e),
             None => Ok((deleted, last)),
         }
+    }
+
+    fn resources(&self) -> &[Resource] {
+        &self.shared.resources
     }
 
     fn stored_count(&self, resource: Resource) -> Option<u64> {
@@ -795,7 +831,7 @@ impl Store for SledStore {
         resource: Resource,
         account: &AccountSid,
         revision: u64,
-    ) -> Result<Settings, Error> {
+    ) -> Result<Record, Error> {
         self.current()?.log.at(resource, account, revision)
     }
 
@@ -872,14 +908,14 @@ impl Scanner {
     /// that a crash could undo (it waits for the commit in flight). Runs on
     /// the scan's blocking thread, inside the runtime that spawned it.
     fn durable(&self, record: StoredSettings) -> Result<StoredSettings, Error> {
-        if record.settings.revision <= self.inner.log.durable() {
+        if record.record.revision() <= self.inner.log.durable() {
             return Ok(record);
         }
-        let settings = tokio::runtime::Handle::current()
-            .block_on(self.inner.durable_state(record.resource, record.settings))?;
+        let durable = tokio::runtime::Handle::current()
+            .block_on(self.inner.durable_state(record.resource, record.record))?;
         Ok(StoredSettings {
             resource: record.resource,
-            settings,
+            record: durable,
         })
     }
 }
@@ -918,7 +954,13 @@ impl Iterator for Scanner {
                 }
             }
             let resource = self.remaining.next()?;
-            self.current = Some((resource, self.inner.tree(resource).iter()));
+            match self.inner.tree(resource) {
+                Ok(tree) => self.current = Some((resource, tree.iter())),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
         }
     }
 }
@@ -929,8 +971,8 @@ fn decode_entry(
 ) -> Result<StoredSettings, Error> {
     let (key, value) = entry?;
     let account = key_account(resource, &key)?;
-    let settings = decode(resource, &account, &value)?;
-    Ok(StoredSettings { resource, settings })
+    let record = decode(resource, &account, &value)?;
+    Ok(StoredSettings { resource, record })
 }
 
 impl Drop for Scanner {
