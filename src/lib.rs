@@ -26,6 +26,9 @@
 //! - [`auth`]: credentials (accounts file or open mode) and who a caller is.
 //! - [`contract`]: the code generated from `proto/` ([`pb`]) and one shape
 //!   for every resource's messages.
+//! - [`kinds`]: declared settings kinds (a kinds file, its .proto files
+//!   compiled at start), their schema evolution rules and AIP-134 update
+//!   masks, and the catalog of every kind a server serves.
 //! - [`domain`], [`resource`], [`error`]: validated values, the settings
 //!   record and patch, the table of resources, the one domain error.
 
@@ -38,6 +41,7 @@ pub mod contract;
 pub mod domain;
 pub mod error;
 mod grpc;
+pub mod kinds;
 pub mod metrics;
 pub mod request_log;
 pub mod resource;

@@ -3,7 +3,7 @@
 //! resource as the REST API's JSON; `export` and `import` back up and
 //! restore; `bench` load-tests.
 
-use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf};
+use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -24,6 +24,7 @@ use crate::{
         GetSettingsMessage, ListRevisionsMessage, RollbackMessage, SetSettingsMessage,
         SettingsClient, SettingsMessage, WatchSettingsMessage,
     },
+    kinds::{Catalog, DeclaredKinds},
     metrics::Metrics,
     resource::Resource,
     server::{self, Limits, Listeners, PublicUrl, Ready, ServerConfig, StoreConfig},
@@ -152,6 +153,19 @@ pub struct ServeArgs {
     /// again with the same file changes nothing. For test fixtures.
     #[arg(long, env = "SETTINGSD_SEED")]
     pub seed: Option<PathBuf>,
+    /// Serve your own settings kinds: a TOML file naming .proto files
+    /// (compiled at start, no protoc needed) and the messages that become
+    /// kinds, served by settingsd.v1.SettingsService and the JSON API
+    /// (README, "Your own settings"). A mistake in it stops the start,
+    /// naming the file and line.
+    #[arg(long, env = "SETTINGSD_KINDS", value_name = "FILE")]
+    pub kinds: Option<PathBuf>,
+    /// Serve a declared kind even if its schema changed in a way that
+    /// stored records cannot be read under (a field number whose type
+    /// changed, a removed field whose number is not reserved). Without it,
+    /// such a change stops the start, naming the kind and the field.
+    #[arg(long, env = "SETTINGSD_ALLOW_INCOMPATIBLE_KINDS")]
+    pub allow_incompatible_kinds: bool,
     /// How many of the latest settings requests to keep in memory for
     /// `settingsd admin requests` (AdminService/ListRecentRequests); 0
     /// keeps none.
@@ -835,6 +849,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
+    let kinds = match &args.kinds {
+        Some(path) => DeclaredKinds::load(path).map_err(|e| anyhow::anyhow!("--kinds: {e}"))?,
+        None => DeclaredKinds::empty(),
+    };
     let store = match args.store {
         StoreKind::Sled => {
             anyhow::ensure!(
@@ -885,6 +903,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics_public: args.metrics_public,
         seed: args.seed,
         request_log: args.request_log,
+        kinds: Arc::new(Catalog::new(kinds)),
+        allow_incompatible_kinds: args.allow_incompatible_kinds,
     };
     let (ready, announced) = tokio::sync::oneshot::channel();
     tokio::spawn(print_ready_line(announced));

@@ -9,6 +9,7 @@
 
 mod convert;
 mod faults;
+mod generic;
 mod in_flight;
 mod services;
 mod status;
@@ -21,6 +22,7 @@ use tonic::metadata::MetadataMap;
 use self::faults::{Faults, Method};
 pub use self::{
     convert::{parse_etag, parse_patch, replacement, to_message},
+    generic::SettingsGrpc,
     in_flight::InFlight,
     services::{AdminGrpc, CompositionSettingsGrpc, RecordingSettingsGrpc, WatchStream},
     watch::WatchSlots,

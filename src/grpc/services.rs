@@ -114,7 +114,7 @@ macro_rules! settings_service {
 
 /// Runs a handler and counts it: its method, its status code, its time (for
 /// a watch, the time to start the stream).
-async fn observed<T>(
+pub(super) async fn observed<T>(
     api: &SettingsApi,
     method: &'static str,
     handler: impl std::future::Future<Output = Result<T, Status>>,

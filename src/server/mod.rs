@@ -11,6 +11,7 @@ mod idle;
 mod limits;
 mod local;
 mod observe;
+mod schemas;
 mod supervise;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -45,16 +46,19 @@ use crate::{
         pb::{
             admin_service_server::AdminServiceServer,
             composition_settings_service_server::CompositionSettingsServiceServer,
-            recording_settings_service_server::RecordingSettingsServiceServer, FILE_DESCRIPTOR_SET,
+            recording_settings_service_server::RecordingSettingsServiceServer,
+            settings_service_server::SettingsServiceServer, FILE_DESCRIPTOR_SET,
         },
         SettingsClient,
     },
     grpc::{
         AdminGrpc, CompositionSettingsGrpc, InFlight, RecordingSettingsGrpc, SettingsApi,
-        WatchSlots,
+        SettingsGrpc, WatchSlots,
     },
+    kinds::Catalog,
     metrics::Metrics,
     request_log::RequestLog,
+    resource::Resource,
     store::{
         etcd::{EtcdOptions, EtcdStore},
         sled::{SledStore, StoreOptions},
@@ -72,21 +76,28 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
-    /// Opens the store, telling `metrics` (if any) about its writes.
+    /// Opens the store for the built-in resources and `declared` kinds,
+    /// telling `metrics` (if any) about its writes.
     ///
     /// # Errors
     /// The sled store's open errors (a data directory held by another
     /// settingsd...); invalid etcd options.
-    pub async fn open(&self, metrics: Option<&Metrics>) -> anyhow::Result<SharedStore> {
+    pub async fn open(
+        &self,
+        metrics: Option<&Metrics>,
+        declared: Vec<Resource>,
+    ) -> anyhow::Result<SharedStore> {
         let observer = metrics.map(|m| Arc::new(m.clone()) as _);
         Ok(match self.clone() {
             StoreConfig::Sled(mut options) => {
+                options.declared = declared;
                 options.observer = observer.or(options.observer);
                 let store =
                     tokio::task::spawn_blocking(move || SledStore::open(&options)).await??;
                 Arc::new(store)
             }
             StoreConfig::Etcd(mut options) => {
+                options.declared = declared;
                 options.observer = observer.or(options.observer);
                 Arc::new(EtcdStore::connect(&options).await?)
             }
@@ -116,6 +127,11 @@ pub struct ServerConfig {
     pub seed: Option<std::path::PathBuf>,
     /// How many requests the request log keeps (0: none).
     pub request_log: usize,
+    /// Every kind it serves: the built-in ones and those of `--kinds`.
+    pub kinds: Arc<Catalog>,
+    /// Serve a declared kind whose schema changed incompatibly with its
+    /// stored records (`--allow-incompatible-kinds`).
+    pub allow_incompatible_kinds: bool,
 }
 
 /// The bound sockets `run` serves on.
@@ -201,7 +217,10 @@ pub async fn run(
              use this only as a local emulator"
         );
     }
-    let store = config.store.open(config.metrics.as_ref()).await?;
+    let store = config
+        .store
+        .open(config.metrics.as_ref(), config.kinds.declared_resources())
+        .await?;
     if let Some(path) = &config.seed {
         let file = std::fs::File::open(path)
             .with_context(|| format!("cannot open --seed {}", path.display()))?;
@@ -230,6 +249,13 @@ pub async fn run_on(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    if let Err(e) =
+        schemas::check_and_record(&*store, &config.kinds, config.allow_incompatible_kinds).await
+    {
+        let _ = store.close().await;
+        let source = config.kinds.declared().source().display().to_string();
+        return Err(e.context(format!("--kinds {source}")));
+    }
     let in_flight = InFlight::new(config.limits.max_in_flight);
     let requests = Arc::new(RequestLog::new(config.request_log));
     let api = SettingsApi::new(
@@ -283,11 +309,15 @@ async fn serve(
         limits.commit_stall_limit,
     )));
 
+    let declared_files = config.kinds.declared().file_descriptor_set_bytes();
     // grpcurl 1.8 asks for v1alpha, newer clients for v1: serve both.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The declared kinds' messages, so that grpcurl can describe
+            // them and read and write their Any values as JSON.
+            .register_encoded_file_descriptor_set(&declared_files)
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -326,6 +356,10 @@ async fn serve(
         )
         .add_service(
             AdminServiceServer::new(AdminGrpc(api.clone()))
+                .max_decoding_message_size(limits.max_grpc_message_bytes),
+        )
+        .add_service(
+            SettingsServiceServer::new(SettingsGrpc::new(api.clone(), Arc::clone(&config.kinds)))
                 .max_decoding_message_size(limits.max_grpc_message_bytes),
         )
         .serve_with_incoming_shutdown(

@@ -344,6 +344,21 @@ pub trait Store: Send + Sync + 'static {
     /// durable.
     async fn reset(&self, selector: Selector) -> Result<(u64, u64), Error>;
 
+    /// The schema that `kind`'s records were last written with, as
+    /// [`Store::put_schema`] recorded it (an encoded
+    /// `google.protobuf.FileDescriptorSet`); `None` if none was.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Unavailable`].
+    async fn schema(&self, kind: Resource) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Records `schema` as the one `kind`'s records are written with from
+    /// now on, durably. Called when a server starts, before it serves.
+    ///
+    /// # Errors
+    /// As [`Store::set`].
+    async fn put_schema(&self, kind: Resource, schema: Vec<u8>) -> Result<(), Error>;
+
     /// Every resource this store was opened for: the built-in ones, then
     /// the declared kinds given when it opened. A reset or watch of every
     /// resource covers these.

@@ -29,6 +29,7 @@ pub use settingsd::{
         ChangeMessages, GetSettingsMessage, SetSettingsMessage, SettingsChangeMessage,
         SettingsClient, SettingsMessage, WatchSettingsMessage,
     },
+    kinds::{Catalog, DeclaredKinds},
     resource::Resource,
 };
 use tokio::{
@@ -236,6 +237,76 @@ pub async fn open_store(options: StoreOptions) -> SharedStore {
 }
 
 async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> TestApp {
+    start_with(store, auth, limits, Arc::new(Catalog::built_in()), false).await
+}
+
+/// The kinds of `tests/kinds/kinds.toml` (or another kinds file under
+/// `tests/kinds`).
+pub fn test_kinds(file: &str) -> Arc<Catalog> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kinds")
+        .join(file);
+    Arc::new(Catalog::new(
+        DeclaredKinds::load(&path).expect("the test kinds load"),
+    ))
+}
+
+/// An open-mode server on `data_dir` serving `kinds`.
+pub async fn spawn_app_with_kinds(data_dir: &Path, kinds: Arc<Catalog>) -> TestApp {
+    start_with(
+        StoreOptions::new(data_dir),
+        Authenticator::Open,
+        Limits::default(),
+        kinds,
+        false,
+    )
+    .await
+}
+
+/// What `server::run_on` answers for a start on `data_dir` with `kinds`
+/// that must fail before serving.
+pub async fn start_error_with_kinds(
+    data_dir: &Path,
+    kinds: Arc<Catalog>,
+    allow_incompatible_kinds: bool,
+) -> Option<anyhow::Error> {
+    let options = StoreOptions {
+        declared: kinds.declared_resources(),
+        ..StoreOptions::new(data_dir)
+    };
+    let config = ServerConfig {
+        metrics: None,
+        metrics_public: false,
+        seed: None,
+        request_log: 0,
+        store: StoreConfig::Sled(options.clone()),
+        public_url: PublicUrl::default(),
+        auth: Authenticator::Open,
+        allow_open: false,
+        limits: Limits::default(),
+        kinds,
+        allow_incompatible_kinds,
+    };
+    let listeners = Listeners {
+        grpc: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        http: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        admin: None,
+        ready: None,
+    };
+    let opened = open_store(options).await;
+    // A start that succeeds serves until told to stop: stop it at once.
+    server::run_on(opened, config, listeners, async {})
+        .await
+        .err()
+}
+
+async fn start_with(
+    store: StoreOptions,
+    auth: Authenticator,
+    limits: Limits,
+    kinds: Arc<Catalog>,
+    allow_incompatible_kinds: bool,
+) -> TestApp {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -245,6 +316,7 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
     let metrics = settingsd::metrics::Metrics::new();
     let store = StoreOptions {
         observer: Some(Arc::new(metrics.clone())),
+        declared: kinds.declared_resources(),
         ..store
     };
     let config = ServerConfig {
@@ -257,6 +329,8 @@ async fn start(store: StoreOptions, auth: Authenticator, limits: Limits) -> Test
         auth,
         allow_open: false,
         limits,
+        kinds,
+        allow_incompatible_kinds,
     };
     let data_dir = store.data_dir.clone();
     let (tx, rx) = oneshot::channel::<()>();

@@ -18,6 +18,7 @@ mod grpc_settings;
 mod history;
 mod http_bridge;
 mod introspection;
+mod kinds;
 mod limits;
 mod powerloss;
 mod process;

@@ -56,6 +56,12 @@ impl Keys {
         format!("{}{}/{}", self.prefix, resource.name(), account.as_str()).into_bytes()
     }
 
+    /// The key of a declared kind's schema (see `Store::schema`): under
+    /// `_schemas/`, which no kind name can be (they start with a letter).
+    pub fn schema_key(&self, resource: Resource) -> Vec<u8> {
+        format!("{}_schemas/{}", self.prefix, resource.name()).into_bytes()
+    }
+
     /// The key range `[start, end)` holding every record of `resource`.
     pub fn resource_range(&self, resource: Resource) -> (Vec<u8>, Vec<u8>) {
         let start = format!("{}{}/", self.prefix, resource.name()).into_bytes();

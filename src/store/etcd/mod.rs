@@ -1121,6 +1121,30 @@ impl Store for EtcdStore {
         }
     }
 
+    async fn schema(&self, kind: Resource) -> Result<Option<Vec<u8>>, Error> {
+        let key = self.shared.keys.schema_key(kind);
+        let (kv, _) = self.shared.reads.read(key).await?;
+        Ok(kv.map(|kv| kv.value))
+    }
+
+    async fn put_schema(&self, kind: Resource, schema: Vec<u8>) -> Result<(), Error> {
+        let key = self.shared.keys.schema_key(kind);
+        let (mut seen, _) = self.shared.reads.read(key.clone()).await?;
+        for _ in 0..MAX_ATTEMPTS {
+            if seen.as_ref().is_some_and(|kv| kv.value == schema) {
+                return Ok(());
+            }
+            let base = seen.as_ref().map_or(0, |kv| kv.mod_revision);
+            match self.shared.put_if(&key, base, schema.clone()).await? {
+                Ok(_) => return Ok(()),
+                Err(now) => seen = now,
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the schema of {kind} changed under {MAX_ATTEMPTS} attempts to record it"
+        )))
+    }
+
     fn resources(&self) -> &[Resource] {
         &self.shared.resources
     }

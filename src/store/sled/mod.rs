@@ -614,6 +614,10 @@ impl Drop for Inner {
     }
 }
 
+/// The tree of each declared kind's schema (see [`Store::schema`]), by
+/// kind name.
+const SCHEMAS_TREE: &str = "schemas";
+
 /// The sled tree of `resource`'s records. A declared kind's tree is
 /// prefixed so that no kind name can collide with the store's own trees
 /// (`changes`, `meta`) or a built-in resource.
@@ -763,6 +767,29 @@ impl Store for SledStore {
             Some(e) => Err(e),
             None => Ok((deleted, last)),
         }
+    }
+
+    async fn schema(&self, kind: Resource) -> Result<Option<Vec<u8>>, Error> {
+        let inner = self.current()?;
+        blocking(move || {
+            let schemas = inner.db.open_tree(SCHEMAS_TREE)?;
+            Ok(schemas.get(kind.name())?.map(|v| v.to_vec()))
+        })
+        .await
+    }
+
+    async fn put_schema(&self, kind: Resource, schema: Vec<u8>) -> Result<(), Error> {
+        let inner = self.current()?;
+        blocking(move || {
+            let schemas = inner.db.open_tree(SCHEMAS_TREE)?;
+            if schemas.get(kind.name())?.as_deref() == Some(schema.as_slice()) {
+                return Ok(());
+            }
+            schemas.insert(kind.name(), schema)?;
+            // Before serving, so no commit is running beside this one.
+            inner.syncer.sync().map_err(Error::WritesStopped)
+        })
+        .await
     }
 
     fn resources(&self) -> &[Resource] {

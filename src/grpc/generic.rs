@@ -1,0 +1,452 @@
+//! `settingsd.v1.SettingsService`: every kind (built-in and declared)
+//! through one service, its values as `google.protobuf.Any`.
+//!
+//! It is a binding of the same core as the typed services ([`SettingsApi`]:
+//! in-flight limit, auth, faults, the store, watch, history, rollback), so
+//! every kind gets the same guarantees. What it adds is the value's
+//! conversion:
+//!
+//! - a **declared kind**'s value is its message's encoding, which the store
+//!   keeps as is. An update decodes the value with the kind's descriptor
+//!   (so a value of another type, or one that does not decode, is refused
+//!   before the store is touched), checks the mask's paths, and hands the
+//!   store a merge that decodes the stored message, applies the update
+//!   (AIP-134, [`crate::kinds::mask`]) and encodes the result, inside the
+//!   store's atomic read-merge-write.
+//! - a **built-in kind** keeps its own rules: the update is applied to the
+//!   stored resource as a message, and the result is validated exactly as a
+//!   typed Set validates (every field, then the cross-field rules), and
+//!   written conditionally on the revision it was computed from (retried
+//!   if another write came first), so it is as atomic as a typed Set.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message as _;
+use prost_reflect::DynamicMessage;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::{metadata::MetadataMap, Request, Response, Status};
+
+use super::{
+    convert::{parse_etag, to_message},
+    faults::Method,
+    services::{observed, WatchStream},
+    watch::WatchRender,
+    SettingsApi,
+};
+use crate::{
+    contract::{pb, SettingsMessage, WatchSettingsMessage},
+    domain::{
+        AccountSid, Etag, Field, Settings, SettingsPatch, SettingsText, ValidationError, Violation,
+    },
+    error::Error,
+    kinds::{mask, Catalog, Kind},
+    resource::Resource,
+    store::{MessagePatch, Patch, Record},
+};
+
+/// How many times an update of a built-in kind computes its result again
+/// after another write changed the resource under it.
+const MAX_BUILT_IN_ATTEMPTS: usize = 16;
+
+/// The fields of a built-in resource's message that the server sets: an
+/// update's values for them are ignored (AIP-203 output only).
+const OUTPUT_ONLY: [&str; 5] = ["account_sid", "url", "revision", "update_time", "etag"];
+
+/// `settingsd.v1.SettingsService`. Cheap to clone.
+#[derive(Clone)]
+pub struct SettingsGrpc {
+    api: SettingsApi,
+    catalog: Arc<Catalog>,
+}
+
+fn malformed(field: Field, why: String) -> Error {
+    Error::Invalid(ValidationError {
+        field,
+        violation: Violation::Malformed(why),
+    })
+}
+
+fn mask_error(e: &mask::MaskError) -> Error {
+    malformed(
+        Field::UpdateMask,
+        format!("path {:?}: {}", e.path, e.reason),
+    )
+}
+
+impl SettingsGrpc {
+    pub fn new(api: SettingsApi, catalog: Arc<Catalog>) -> SettingsGrpc {
+        SettingsGrpc { api, catalog }
+    }
+
+    fn kind(&self, name: &str) -> Result<&Kind, Error> {
+        if name.is_empty() {
+            return Err(Error::Invalid(ValidationError {
+                field: Field::Kind,
+                violation: Violation::Missing,
+            }));
+        }
+        self.catalog.get(name)
+    }
+
+    /// A record as the service answers it.
+    fn render(&self, kind: &Kind, record: Record) -> Result<pb::Settings, Error> {
+        let revision = record.revision();
+        let update_time = record.update_time();
+        let (account, value) = match record {
+            Record::Message(m) => (m.account_sid, m.value.to_vec()),
+            Record::Twilio(s) => {
+                let account = s.account_sid.clone();
+                let message = to_message(s, self.api.url(kind.resource));
+                (account, encode_built_in(kind.resource, message))
+            }
+        };
+        Ok(pb::Settings {
+            kind: kind.name().to_owned(),
+            account_sid: account.as_str().to_owned(),
+            value: Some(prost_types::Any {
+                type_url: kind.type_url(),
+                value,
+            }),
+            revision,
+            etag: Etag::of_revision(revision).to_string(),
+            update_time: update_time.map(prost_types::Timestamp::from),
+        })
+    }
+
+    /// `value` as a message of `kind`'s type.
+    fn decode_value(kind: &Kind, value: Option<prost_types::Any>) -> Result<DynamicMessage, Error> {
+        let expected = kind.message.full_name();
+        let any = value.ok_or(Error::Invalid(ValidationError {
+            field: Field::Value,
+            violation: Violation::Missing,
+        }))?;
+        let named = any.type_url.rsplit('/').next().unwrap_or_default();
+        if named != expected {
+            return Err(malformed(
+                Field::Value,
+                format!(
+                    "must be a {expected} (type_url {:?}) for kind {}, not {:?}",
+                    kind.type_url(),
+                    kind.name(),
+                    any.type_url
+                ),
+            ));
+        }
+        DynamicMessage::decode(kind.message.clone(), any.value.as_slice()).map_err(|e| {
+            malformed(
+                Field::Value,
+                format!("does not decode as a {expected}: {e}"),
+            )
+        })
+    }
+
+    async fn get(
+        &self,
+        metadata: &MetadataMap,
+        request: pb::GetSettingsRequest,
+    ) -> Result<pb::Settings, Error> {
+        let kind = self.kind(&request.kind)?;
+        let _slot = self.api.start()?;
+        let account = self.api.authorize(metadata, &request.account_sid)?;
+        tracing::Span::current().record("account", account.as_str());
+        self.api
+            .inject(kind.resource, Method::Get, &account)
+            .await?;
+        let record = self.api.store.get(kind.resource, &account).await?;
+        self.render(kind, record)
+    }
+
+    async fn update(
+        &self,
+        metadata: &MetadataMap,
+        request: pb::UpdateSettingsRequest,
+    ) -> Result<pb::Settings, Error> {
+        let settings = request.settings.ok_or(Error::Invalid(ValidationError {
+            field: Field::Settings,
+            violation: Violation::Missing,
+        }))?;
+        let kind = self.kind(&settings.kind)?;
+        let _slot = self.api.start()?;
+        let account = self.api.authorize(metadata, &settings.account_sid)?;
+        let update = Self::decode_value(kind, settings.value)?;
+        let paths = request
+            .update_mask
+            .map(|m| m.paths)
+            .filter(|paths| !paths.is_empty());
+        if let Some(paths) = &paths {
+            mask::validate(&kind.message, paths).map_err(|e| mask_error(&e))?;
+        }
+        let expected = parse_etag(&settings.etag)?;
+        tracing::Span::current().record("account", account.as_str());
+        self.api
+            .inject(kind.resource, Method::Set, &account)
+            .await?;
+        let stored = if kind.resource.is_built_in() {
+            self.update_built_in(kind, &account, update, paths, expected)
+                .await?
+        } else {
+            let patch = declared_patch(kind, &account, update, paths);
+            self.api
+                .store
+                .set(kind.resource, &account, patch, expected)
+                .await?
+        };
+        tracing::debug!(revision = stored.revision(), "settings stored");
+        self.render(kind, stored)
+    }
+
+    /// An update of a built-in kind: see the module docs.
+    async fn update_built_in(
+        &self,
+        kind: &Kind,
+        account: &AccountSid,
+        mut update: DynamicMessage,
+        paths: Option<Vec<String>>,
+        expected: Option<Etag>,
+    ) -> Result<Record, Error> {
+        for field in OUTPUT_ONLY {
+            update.clear_field_by_name(field);
+        }
+        for _ in 0..MAX_BUILT_IN_ATTEMPTS {
+            let current = self
+                .api
+                .store
+                .get(kind.resource, account)
+                .await?
+                .into_twilio()?;
+            let base = Etag::of_revision(current.revision);
+            let message = encode_built_in(kind.resource, to_message(current, String::new()));
+            let mut merged = DynamicMessage::decode(kind.message.clone(), message.as_slice())
+                .map_err(|e| Error::Storage(format!("a built-in resource does not decode: {e}")))?;
+            mask::apply(&mut merged, &update, paths.as_deref()).map_err(|e| mask_error(&e))?;
+            let merged = pb::RecordingSettings::decode(merged.encode_to_vec().as_slice())
+                .map_err(|e| Error::Storage(format!("a built-in resource does not decode: {e}")))?;
+            let state = Settings::parse(
+                account.clone(),
+                SettingsText {
+                    friendly_name: merged.friendly_name.as_deref(),
+                    aws_credentials_sid: merged.aws_credentials_sid.as_deref(),
+                    aws_s3_url: merged.aws_s3_url.as_deref(),
+                    aws_storage_enabled: merged.aws_storage_enabled,
+                    encryption_key_sid: merged.encryption_key_sid.as_deref(),
+                    encryption_enabled: merged.encryption_enabled,
+                },
+            )?;
+            let patch = Patch::Twilio(SettingsPatch::replacing(&state)?);
+            let condition = expected.unwrap_or(base);
+            match self
+                .api
+                .store
+                .set(kind.resource, account, patch, Some(condition))
+                .await
+            {
+                // Changed since it was read: compute the update again on the
+                // newer state (unless the caller asked for this etag).
+                Err(Error::EtagMismatch { .. }) if expected.is_none() => continue,
+                result => return result,
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the {} of account {account} changed under {MAX_BUILT_IN_ATTEMPTS} attempts to \
+             update it",
+            kind.resource.title()
+        )))
+    }
+}
+
+/// A built-in resource's message, encoded as its own type (Recording and
+/// Composition Settings have the same wire shape, but each its own name).
+fn encode_built_in(resource: Resource, message: SettingsMessage) -> Vec<u8> {
+    match resource {
+        Resource::Composition => pb::CompositionSettings::from(message).encode_to_vec(),
+        _ => pb::RecordingSettings::from(message).encode_to_vec(),
+    }
+}
+
+/// The store's merge for an update of a declared kind.
+fn declared_patch(
+    kind: &Kind,
+    account: &AccountSid,
+    update: DynamicMessage,
+    paths: Option<Vec<String>>,
+) -> Patch {
+    let (resource, descriptor, account) = (kind.resource, kind.message.clone(), account.clone());
+    Patch::Message(MessagePatch(Arc::new(move |stored: &[u8]| {
+        let mut message =
+            DynamicMessage::decode(descriptor.clone(), stored).map_err(|e| Error::Corrupt {
+                resource,
+                account: account.clone(),
+                detail: e.to_string(),
+            })?;
+        mask::apply(&mut message, &update, paths.as_deref()).map_err(|e| mask_error(&e))?;
+        Ok(Bytes::from(message.encode_to_vec()))
+    })))
+}
+
+/// A watch of one kind, answered in the generic shape.
+struct GenericRender {
+    service: SettingsGrpc,
+    kind: Kind,
+}
+
+impl WatchRender for GenericRender {
+    type Message = pb::SettingsChange;
+
+    fn change(&self, record: Record, revision: u64, reset: bool) -> Result<Self::Message, Error> {
+        Ok(pb::SettingsChange {
+            revision,
+            settings: Some(self.service.render(&self.kind, record)?),
+            progress: false,
+            reset,
+        })
+    }
+
+    fn progress(&self, revision: u64) -> Self::Message {
+        pb::SettingsChange {
+            revision,
+            progress: true,
+            ..pb::SettingsChange::default()
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::settings_service_server::SettingsService for SettingsGrpc {
+    type WatchSettingsStream = WatchStream<pb::SettingsChange>;
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_kinds(
+        &self,
+        request: Request<pb::ListKindsRequest>,
+    ) -> Result<Response<pb::ListKindsResponse>, Status> {
+        observed(&self.api, "ListKinds", async {
+            let _slot = self.api.start()?;
+            // Any caller that may call anything: kinds are no secret, but
+            // an accounts-file server answers only callers it knows.
+            self.api.caller(request.metadata())?;
+            let kinds = self
+                .catalog
+                .kinds()
+                .iter()
+                .map(|k| pb::Kind {
+                    name: k.name().to_owned(),
+                    message_type: k.message.full_name().to_owned(),
+                })
+                .collect();
+            Ok(Response::new(pb::ListKindsResponse { kinds }))
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(kind, account))]
+    async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        observed(&self.api, "GetSettings", async {
+            let (metadata, _, message) = request.into_parts();
+            tracing::Span::current().record("kind", message.kind.as_str());
+            Ok(Response::new(self.get(&metadata, message).await?))
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(kind, account))]
+    async fn update_settings(
+        &self,
+        request: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        observed(&self.api, "UpdateSettings", async {
+            let (metadata, _, message) = request.into_parts();
+            if let Some(settings) = &message.settings {
+                tracing::Span::current().record("kind", settings.kind.as_str());
+            }
+            Ok(Response::new(self.update(&metadata, message).await?))
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(kind, account))]
+    async fn watch_settings(
+        &self,
+        request: Request<pb::WatchSettingsRequest>,
+    ) -> Result<Response<Self::WatchSettingsStream>, Status> {
+        observed(&self.api, "WatchSettings", async {
+            let (metadata, _, message) = request.into_parts();
+            tracing::Span::current().record("kind", message.kind.as_str());
+            let kind = self.kind(&message.kind)?.clone();
+            let render = GenericRender {
+                service: self.clone(),
+                kind: kind.clone(),
+            };
+            let watch = WatchSettingsMessage {
+                account_sid: message.account_sid,
+                start_revision: message.start_revision,
+            };
+            let messages = self
+                .api
+                .watch_with(kind.resource, &metadata, watch, render)
+                .await?;
+            let stream: Self::WatchSettingsStream =
+                Box::pin(ReceiverStream::new(messages).map(|m| m.map_err(Status::from)));
+            Ok(Response::new(stream))
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(kind, account))]
+    async fn list_settings_revisions(
+        &self,
+        request: Request<pb::ListSettingsRevisionsRequest>,
+    ) -> Result<Response<pb::ListSettingsRevisionsResponse>, Status> {
+        observed(&self.api, "ListSettingsRevisions", async {
+            let (metadata, _, message) = request.into_parts();
+            tracing::Span::current().record("kind", message.kind.as_str());
+            let kind = self.kind(&message.kind)?;
+            let (records, next_page_token) = self
+                .api
+                .history_page(
+                    kind.resource,
+                    &metadata,
+                    &message.account_sid,
+                    message.page_size,
+                    &message.page_token,
+                )
+                .await?;
+            let revisions = records
+                .into_iter()
+                .map(|record| self.render(kind, record))
+                .collect::<Result<_, Error>>()?;
+            Ok(Response::new(pb::ListSettingsRevisionsResponse {
+                revisions,
+                next_page_token,
+            }))
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(kind, account))]
+    async fn rollback_settings(
+        &self,
+        request: Request<pb::RollbackSettingsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        observed(&self.api, "RollbackSettings", async {
+            let (metadata, _, message) = request.into_parts();
+            tracing::Span::current().record("kind", message.kind.as_str());
+            let kind = self.kind(&message.kind)?;
+            let record = self
+                .api
+                .rollback_record(
+                    kind.resource,
+                    &metadata,
+                    &message.account_sid,
+                    message.revision,
+                    &message.etag,
+                )
+                .await?;
+            Ok(Response::new(self.render(kind, record)?))
+        })
+        .await
+    }
+}
