@@ -263,6 +263,23 @@ pub async fn spawn_app_with_kinds(data_dir: &Path, kinds: Arc<Catalog>) -> TestA
     .await
 }
 
+/// An authenticated server (see [`accounts_toml`]) serving `kinds`.
+#[allow(dead_code)] // used by the kinds suite
+pub async fn spawn_authenticated_app_with_kinds(kinds: Arc<Catalog>) -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let auth = Authenticator::parse(&accounts_toml()).unwrap();
+    let mut app = start_with(
+        StoreOptions::new(temp.path()),
+        auth,
+        Limits::default(),
+        kinds,
+        false,
+    )
+    .await;
+    app._temp = Some(temp);
+    app
+}
+
 /// What `server::run_on` answers for a start on `data_dir` with `kinds`
 /// that must fail before serving.
 pub async fn start_error_with_kinds(
