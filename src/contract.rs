@@ -17,6 +17,7 @@ use crate::resource::Resource;
 use pb::{
     composition_settings_service_client::CompositionSettingsServiceClient,
     recording_settings_service_client::RecordingSettingsServiceClient,
+    settings_service_client::SettingsServiceClient,
 };
 
 /// Generated from `proto/settingsd/v1` by `build.rs`.
@@ -248,14 +249,48 @@ fn no_typed_service(resource: Resource) -> Status {
 pub struct SettingsClient {
     recording: RecordingSettingsServiceClient<Channel>,
     composition: CompositionSettingsServiceClient<Channel>,
+    generic: SettingsServiceClient<Channel>,
 }
 
 impl SettingsClient {
     pub fn new(channel: Channel) -> Self {
         SettingsClient {
             recording: RecordingSettingsServiceClient::new(channel.clone()),
-            composition: CompositionSettingsServiceClient::new(channel),
+            composition: CompositionSettingsServiceClient::new(channel.clone()),
+            generic: SettingsServiceClient::new(channel),
         }
+    }
+
+    /// `SettingsService/GetSettings`.
+    ///
+    /// # Errors
+    /// The server's status.
+    pub async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<pb::Settings, Status> {
+        Ok(self
+            .generic
+            .clone()
+            .get_settings(request)
+            .await?
+            .into_inner())
+    }
+
+    /// `SettingsService/UpdateSettings`.
+    ///
+    /// # Errors
+    /// The server's status.
+    pub async fn update_settings(
+        &self,
+        request: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<pb::Settings, Status> {
+        Ok(self
+            .generic
+            .clone()
+            .update_settings(request)
+            .await?
+            .into_inner())
     }
 
     /// `resource`'s Get RPC.

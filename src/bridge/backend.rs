@@ -5,7 +5,7 @@
 use tonic::{Request, Status};
 
 use crate::{
-    contract::{GetSettingsMessage, SetSettingsMessage, SettingsClient, SettingsMessage},
+    contract::{pb, GetSettingsMessage, SetSettingsMessage, SettingsClient, SettingsMessage},
     resource::Resource,
 };
 
@@ -25,6 +25,18 @@ pub trait SettingsBackend: Send + Sync + 'static {
         resource: Resource,
         request: Request<SetSettingsMessage>,
     ) -> Result<SettingsMessage, Status>;
+
+    /// `SettingsService/GetSettings`, for any kind (the JSON API).
+    async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<pb::Settings, Status>;
+
+    /// `SettingsService/UpdateSettings`, for any kind (the JSON API).
+    async fn update_settings(
+        &self,
+        request: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<pb::Settings, Status>;
 }
 
 #[tonic::async_trait]
@@ -43,5 +55,19 @@ impl SettingsBackend for SettingsClient {
         request: Request<SetSettingsMessage>,
     ) -> Result<SettingsMessage, Status> {
         SettingsClient::set(self, resource, request).await
+    }
+
+    async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<pb::Settings, Status> {
+        SettingsClient::get_settings(self, request).await
+    }
+
+    async fn update_settings(
+        &self,
+        request: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<pb::Settings, Status> {
+        SettingsClient::update_settings(self, request).await
     }
 }

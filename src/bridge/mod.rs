@@ -20,6 +20,7 @@ mod backend;
 mod error;
 mod form;
 mod json;
+mod kinds;
 
 use std::{sync::Arc, time::Duration};
 
@@ -42,6 +43,7 @@ pub use self::{
 };
 use crate::{
     contract::{GetSettingsMessage, SetSettingsMessage, SettingsMessage},
+    kinds::Catalog,
     resource::Resource,
 };
 
@@ -53,12 +55,14 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 type Backend = Arc<dyn SettingsBackend>;
 
-/// The bridge's routes, over `backend`: every resource's REST path. Unknown
-/// paths answer Twilio's 404, other methods on a resource Twilio's 405.
-/// A request not answered within `request_timeout` (for example, a client
-/// trickling its body) gets Twilio's 503.
+/// The bridge's routes, over `backend`: every resource's REST path, and
+/// the JSON API of `catalog`'s kinds (see [`kinds`]). Unknown paths answer
+/// Twilio's 404, other methods on a resource Twilio's 405. A request not
+/// answered within `request_timeout` (for example, a client trickling its
+/// body) gets Twilio's 503.
 pub fn router(
     backend: Arc<dyn SettingsBackend>,
+    catalog: Arc<Catalog>,
     request_timeout: Duration,
     max_header_bytes: usize,
 ) -> Router {
@@ -79,7 +83,8 @@ pub fn router(
     }
     router
         .fallback(not_found)
-        .with_state(backend)
+        .with_state(Arc::clone(&backend))
+        .merge(kinds::routes(backend, catalog))
         .layer(middleware::from_fn_with_state(request_timeout, time_limit))
         .layer(middleware::from_fn_with_state(
             max_header_bytes,

@@ -141,7 +141,11 @@ impl SettingsGrpc {
         })
     }
 
-    async fn get(
+    /// `GetSettings`, for the gRPC binding and the JSON API.
+    ///
+    /// # Errors
+    /// As the typed Get; [`Error::UnknownKind`].
+    pub(crate) async fn get(
         &self,
         metadata: &MetadataMap,
         request: pb::GetSettingsRequest,
@@ -157,7 +161,12 @@ impl SettingsGrpc {
         self.render(kind, record)
     }
 
-    async fn update(
+    /// `UpdateSettings`, for the gRPC binding and the JSON API.
+    ///
+    /// # Errors
+    /// As the typed Set; [`Error::UnknownKind`]; [`Error::Invalid`] naming
+    /// the value or the mask path.
+    pub(crate) async fn update(
         &self,
         metadata: &MetadataMap,
         request: pb::UpdateSettingsRequest,

@@ -373,7 +373,15 @@ async fn serve(
         );
     let http = serve_http(
         listeners.http,
-        bridge_router(Arc::new(LocalBackend(api)), limits, observers),
+        bridge_router(
+            Arc::new(LocalBackend(
+                api.clone(),
+                SettingsGrpc::new(api, Arc::clone(&config.kinds)),
+            )),
+            Arc::clone(&config.kinds),
+            limits,
+            observers,
+        ),
         limits.clone(),
         gauge("http"),
         stopped(),
@@ -525,12 +533,20 @@ async fn serve_http(
 /// `observers`.
 fn bridge_router(
     backend: Arc<dyn SettingsBackend>,
+    catalog: Arc<Catalog>,
     limits: &Limits,
     observers: HttpObservers,
 ) -> axum::Router {
-    bridge::router(backend, limits.request_timeout, limits.max_header_bytes).layer(
-        axum::middleware::from_fn_with_state(observers, observe_http),
+    bridge::router(
+        backend,
+        catalog,
+        limits.request_timeout,
+        limits.max_header_bytes,
     )
+    .layer(axum::middleware::from_fn_with_state(
+        observers,
+        observe_http,
+    ))
 }
 
 /// Runs the HTTP bridge alone, in front of the settingsd gRPC server at
@@ -563,7 +579,14 @@ pub async fn run_bridge(
     // A standalone bridge keeps no metrics or request log: the server
     // behind it does.
     let limits = Limits::default();
-    let router = bridge::router(backend, limits.request_timeout, limits.max_header_bytes);
+    // Only the built-in kinds' JSON API: the kinds declared upstream are
+    // not known here (their descriptors are the upstream server's).
+    let router = bridge::router(
+        backend,
+        Arc::new(Catalog::built_in()),
+        limits.request_timeout,
+        limits.max_header_bytes,
+    );
     serve_http(http, router, limits, None, async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
