@@ -46,10 +46,11 @@ use crate::{
         recording_settings_service_server::{
             RecordingSettingsService, RecordingSettingsServiceServer,
         },
-        GetRecordingSettingsRequest, ListRecordingSettingsRevisionsRequest,
+        settings_service_client::SettingsServiceClient,
+        GetRecordingSettingsRequest, GetSettingsRequest, ListRecordingSettingsRevisionsRequest,
         ListRecordingSettingsRevisionsResponse, RecordingSettings, RecordingSettingsChange,
         ResetSettingsRequest, RollbackRecordingSettingsRequest, SetRecordingSettingsRequest,
-        WatchRecordingSettingsRequest,
+        Settings as GenericSettings, UpdateSettingsRequest, WatchRecordingSettingsRequest,
     },
     resource::Resource,
     server::Ready,
@@ -79,10 +80,67 @@ pub enum Scenario {
     /// changes per second (all watchers together) and the latency from each
     /// Set's acknowledgement to each watcher's receipt.
     GrpcWatchFanout,
+    /// grpc_get through SettingsService/GetSettings of a declared kind
+    /// shaped like Recording Settings ([`BENCH_KIND`]).
+    GrpcGetGeneric,
+    /// grpc_set through SettingsService/UpdateSettings of that kind.
+    GrpcSetGeneric,
+}
+
+/// The declared kind the generic scenarios use: the bench writes this
+/// kinds file and .proto for the servers it starts (a `--target` must
+/// declare the same). Its message has Recording Settings' fields and
+/// numbers, so a record is the same size.
+const BENCH_KIND: &str = "bench_settings";
+const BENCH_KINDS_TOML: &str = "files = [\"settingsd/bench/v1/bench.proto\"]\n\
+    [[kinds]]\nname = \"bench_settings\"\nmessage = \"settingsd.bench.v1.BenchSettings\"\n";
+const BENCH_PROTO: &str = "syntax = \"proto3\";\npackage settingsd.bench.v1;\n\
+    message BenchSettings {\n  optional string friendly_name = 2;\n\
+    optional string aws_credentials_sid = 3;\n  optional string aws_s3_url = 4;\n\
+    bool aws_storage_enabled = 5;\n  optional string encryption_key_sid = 6;\n\
+    bool encryption_enabled = 7;\n}\n";
+
+/// A [`BENCH_KIND`] value: `friendly_name` only, as the typed scenarios
+/// set.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BenchSettings {
+    #[prost(string, optional, tag = "2")]
+    friendly_name: Option<String>,
+}
+
+/// The `UpdateSettings` of the generic scenarios.
+fn bench_update(account_sid: String, friendly_name: String) -> UpdateSettingsRequest {
+    use prost::Message as _;
+    let value = BenchSettings {
+        friendly_name: Some(friendly_name),
+    };
+    UpdateSettingsRequest {
+        settings: Some(GenericSettings {
+            kind: BENCH_KIND.into(),
+            account_sid,
+            value: Some(prost_types::Any {
+                type_url: "type.googleapis.com/settingsd.bench.v1.BenchSettings".into(),
+                value: value.encode_to_vec(),
+            }),
+            ..GenericSettings::default()
+        }),
+        update_mask: None,
+    }
+}
+
+/// Writes the bench's kinds file (and its .proto) into `dir`; returns the
+/// kinds file's path.
+fn write_bench_kinds(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let proto = dir.join("settingsd/bench/v1");
+    std::fs::create_dir_all(&proto)?;
+    std::fs::write(proto.join("bench.proto"), BENCH_PROTO)?;
+    let kinds = dir.join("kinds.toml");
+    std::fs::write(&kinds, BENCH_KINDS_TOML)?;
+    Ok(kinds)
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 10] = [
         Scenario::Noop,
         Scenario::GrpcGet,
         Scenario::GrpcSet,
@@ -91,6 +149,8 @@ impl Scenario {
         Scenario::HttpPost,
         Scenario::GrpcSetWatched,
         Scenario::GrpcWatchFanout,
+        Scenario::GrpcGetGeneric,
+        Scenario::GrpcSetGeneric,
     ];
 
     fn name(self) -> &'static str {
@@ -103,6 +163,8 @@ impl Scenario {
             Scenario::HttpPost => "http_post",
             Scenario::GrpcSetWatched => "grpc_set_watched",
             Scenario::GrpcWatchFanout => "grpc_watch_fanout",
+            Scenario::GrpcGetGeneric => "grpc_get_generic",
+            Scenario::GrpcSetGeneric => "grpc_set_generic",
         }
     }
 
@@ -113,7 +175,10 @@ impl Scenario {
             Scenario::GrpcSetWatched => Some(Scenario::GrpcSet),
             Scenario::GrpcGet => Some(Scenario::Noop),
             Scenario::GrpcSet => Some(Scenario::GrpcSetSyncEach),
-            Scenario::HttpGet | Scenario::HttpPost => Some(Scenario::GrpcGet),
+            Scenario::HttpGet | Scenario::HttpPost | Scenario::GrpcGetGeneric => {
+                Some(Scenario::GrpcGet)
+            }
+            Scenario::GrpcSetGeneric => Some(Scenario::GrpcSet),
         }
     }
 }
@@ -312,6 +377,7 @@ type Op = Box<dyn FnMut(usize) -> std::pin::Pin<Box<dyn Future<Output = bool> + 
 async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<ScenarioResult> {
     // Servers this scenario owns; dropped (killed) when it ends.
     let mut _servers: Vec<ChildServer> = Vec::new();
+    let mut _kinds_dir: Option<tempfile::TempDir> = None;
     let (grpc_target, http_target) = match (scenario, &args.target) {
         (Scenario::Noop, _) => {
             let server = ChildServer::start(&["bench-noop-server"], None).await?;
@@ -334,9 +400,16 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
             } else {
                 &[]
             };
+            // Every server the bench starts declares the generic
+            // scenarios' kind, so that all scenarios run the same server.
+            let kinds_dir = tempfile::tempdir()?;
+            let kinds = write_bench_kinds(kinds_dir.path())?;
+            let kinds = kinds.to_str().context("a temporary path is not UTF-8")?;
             let mut serve = serve_args(args);
             serve.extend_from_slice(extra);
+            serve.extend_from_slice(&["--kinds", kinds]);
             let server = ChildServer::start(&serve, Some(dir)).await?;
+            _kinds_dir = Some(kinds_dir);
             let targets = (server.grpc.clone(), server.http.clone());
             _servers.push(server);
             targets
@@ -373,7 +446,10 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
     };
     // Every account exists before reads, so Gets read real records.
     if matches!(scenario, Scenario::GrpcGet | Scenario::HttpGet) {
-        preload_over_grpc(&channels, args.accounts, credentials.as_ref()).await?;
+        preload_over_grpc(&channels, args.accounts, credentials.as_ref(), false).await?;
+    }
+    if scenario == Scenario::GrpcGetGeneric {
+        preload_over_grpc(&channels, args.accounts, credentials.as_ref(), true).await?;
     }
     let accounts = args.accounts;
     let make_op: Box<dyn Fn(usize) -> Op> = match scenario {
@@ -412,6 +488,36 @@ async fn run_scenario(args: &BenchArgs, scenario: Scenario) -> anyhow::Result<Sc
             })
         }
         Scenario::GrpcWatchFanout => unreachable!("run above"),
+        Scenario::GrpcGetGeneric => Box::new(move |worker| {
+            let client = SettingsServiceClient::new(channels[worker % channels.len()].clone());
+            let credentials = credentials.clone();
+            Box::new(move |n| {
+                let mut client = client.clone();
+                let request = BasicCredentials::request(
+                    credentials.as_ref(),
+                    GetSettingsRequest {
+                        kind: BENCH_KIND.into(),
+                        account_sid: request_account(n, accounts, credentials.as_ref()),
+                    },
+                );
+                Box::pin(async move { client.get_settings(request).await.is_ok() })
+            })
+        }),
+        Scenario::GrpcSetGeneric => Box::new(move |worker| {
+            let client = SettingsServiceClient::new(channels[worker % channels.len()].clone());
+            let credentials = credentials.clone();
+            Box::new(move |n| {
+                let mut client = client.clone();
+                let request = BasicCredentials::request(
+                    credentials.as_ref(),
+                    bench_update(
+                        request_account(n, accounts, credentials.as_ref()),
+                        format!("bench {n}"),
+                    ),
+                );
+                Box::pin(async move { client.update_settings(request).await.is_ok() })
+            })
+        }),
         Scenario::HttpGet | Scenario::HttpPost => {
             let base =
                 http_target.context("the http_* scenarios need --http-target with --target")?;
@@ -619,20 +725,29 @@ async fn preload_over_grpc(
     channels: &[Channel],
     accounts: usize,
     credentials: Option<&BasicCredentials>,
+    generic: bool,
 ) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (w, channel) in channels.iter().enumerate() {
         let mut client = RecordingSettingsServiceClient::new(channel.clone());
+        let mut generic_client = SettingsServiceClient::new(channel.clone());
         let credentials = credentials.cloned();
         let stride = channels.len();
         // With credentials there is one account to fill: the caller's own.
         let accounts = if credentials.is_some() { 1 } else { accounts };
         tasks.push(tokio::spawn(async move {
             for n in (w..accounts).step_by(stride) {
+                let account_sid = request_account(n, accounts, credentials.as_ref());
+                if generic {
+                    let update = bench_update(account_sid, "preloaded".into());
+                    let request = BasicCredentials::request(credentials.as_ref(), update);
+                    generic_client.update_settings(request).await?;
+                    continue;
+                }
                 let request = BasicCredentials::request(
                     credentials.as_ref(),
                     SetRecordingSettingsRequest {
-                        account_sid: request_account(n, accounts, credentials.as_ref()),
+                        account_sid,
                         friendly_name: "preloaded".into(),
                         ..Default::default()
                     },

@@ -47,6 +47,20 @@ use crate::{
     resource::Resource,
 };
 
+/// The JSON API's route, as metrics label it (one label for every
+/// account and kind).
+pub const KINDS_ROUTE: &str = kinds::ROUTE;
+
+/// Whether `path` is one of the JSON API's (`/v1/accounts/A/settings/K`).
+pub fn is_kinds_path(path: &str) -> bool {
+    let mut parts = path.split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(""), Some("v1"), Some("accounts"), Some(a), Some("settings"), Some(k), None)
+            if !a.is_empty() && !k.is_empty()
+    )
+}
+
 /// The largest POST body accepted, in bytes. Twilio's form for a settings
 /// resource is well under 1 KiB even with a 2048-character URL; 16 KiB leaves
 /// room for unknown parameters without letting a client make the server

@@ -99,7 +99,7 @@ async fn metrics(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Re
     state
         .metrics
         .set_writes_stopped(state.store.health().write_failure.is_some());
-    for resource in crate::resource::Resource::ALL {
+    for resource in state.store.resources().to_vec() {
         if let Some(count) = state.store.stored_count(resource) {
             state.metrics.set_stored(resource, count);
         }

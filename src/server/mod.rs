@@ -11,7 +11,7 @@ mod idle;
 mod limits;
 mod local;
 mod observe;
-mod schemas;
+pub(crate) mod schemas;
 mod supervise;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -62,7 +62,7 @@ use crate::{
     store::{
         etcd::{EtcdOptions, EtcdStore},
         sled::{SledStore, StoreOptions},
-        SharedStore,
+        SharedStore, Store,
     },
 };
 
@@ -221,28 +221,17 @@ pub async fn run(
         .store
         .open(config.metrics.as_ref(), config.kinds.declared_resources())
         .await?;
-    if let Some(path) = &config.seed {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("cannot open --seed {}", path.display()))?;
-        let seeded = crate::backup::seed(&*store, std::io::BufReader::new(file)).await;
-        let (written, unchanged) = match seeded {
-            Ok(counts) => counts,
-            Err(e) => {
-                let _ = store.close().await;
-                return Err(e.context(format!("invalid --seed {}", path.display())));
-            }
-        };
-        tracing::info!(seed = %path.display(), written, unchanged, "seeded");
-    }
     run_on(store, config, listeners, shutdown).await
 }
 
 /// [`run`] on a store that is already open (any [`crate::store::Store`]
-/// implementation; `config.store` is not used). Closes the store when it
+/// implementation; `config.store` is not used): checks the declared kinds'
+/// schemas, loads `config.seed`, then serves. Closes the store when it
 /// stops.
 ///
 /// # Errors
-/// As [`run`], but for opening the store.
+/// As [`run`], but for opening the store; an incompatible schema or an
+/// invalid seed line.
 pub async fn run_on(
     store: SharedStore,
     config: ServerConfig,
@@ -255,6 +244,15 @@ pub async fn run_on(
         let _ = store.close().await;
         let source = config.kinds.declared().source().display().to_string();
         return Err(e.context(format!("--kinds {source}")));
+    }
+    // After the schema check: a seed's declared values are written in the
+    // schema the server serves, so it must first be known to fit the
+    // stored records.
+    if let Some(path) = &config.seed {
+        if let Err(e) = seed(&*store, &config.kinds, path).await {
+            let _ = store.close().await;
+            return Err(e);
+        }
     }
     let in_flight = InFlight::new(config.limits.max_in_flight);
     let requests = Arc::new(RequestLog::new(config.request_log));
@@ -282,6 +280,18 @@ pub async fn run_on(
     result?;
     closed?;
     tracing::info!("stopped; every acknowledged write is on disk");
+    Ok(())
+}
+
+/// Loads a `--seed` file into `store`, its declared kinds' lines read with
+/// the server's `catalog`.
+async fn seed(store: &dyn Store, catalog: &Catalog, path: &std::path::Path) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open --seed {}", path.display()))?;
+    let (written, unchanged) = crate::backup::seed(store, catalog, std::io::BufReader::new(file))
+        .await
+        .with_context(|| format!("invalid --seed {}", path.display()))?;
+    tracing::info!(seed = %path.display(), written, unchanged, "seeded");
     Ok(())
 }
 
@@ -355,7 +365,7 @@ async fn serve(
                 .max_decoding_message_size(limits.max_grpc_message_bytes),
         )
         .add_service(
-            AdminServiceServer::new(AdminGrpc(api.clone()))
+            AdminServiceServer::new(AdminGrpc::new(api.clone(), Arc::clone(&config.kinds)))
                 .max_decoding_message_size(limits.max_grpc_message_bytes),
         )
         .add_service(

@@ -47,6 +47,7 @@ pub(super) async fn observe_http(
         .iter()
         .map(|r| r.spec().rest_path)
         .find(|p| *p == path)
+        .or_else(|| bridge::is_kinds_path(path).then_some(bridge::KINDS_ROUTE))
         .unwrap_or("other");
     let method = format!("{} {route}", request.method());
     // The body is copied only for a request log that keeps it.

@@ -8,6 +8,9 @@
 //! or messages renamed), and refused otherwise (a field number that
 //! changes type, say), naming the kind and the field, unless the operator
 //! passes `--allow-incompatible-kinds`.
+//!
+//! The offline `export` and `import` read and write a data directory with a
+//! kinds file too, so they hold the same line ([`check_offline`]).
 
 use prost::Message as _;
 
@@ -38,6 +41,61 @@ pub(super) async fn check_and_record(
     catalog: &Catalog,
     allow_incompatible: bool,
 ) -> anyhow::Result<()> {
+    let schemas = check(store, catalog, |kind, e| {
+        if allow_incompatible {
+            tracing::warn!(
+                %kind,
+                error = %e,
+                "schema changed incompatibly; serving it anyway (--allow-incompatible-kinds)"
+            );
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{e}. Records of this kind stored under the old schema would be misread; \
+             fix the schema (reserve removed field numbers, keep each number's type), \
+             or start with --allow-incompatible-kinds to serve it anyway"
+        )
+    })
+    .await?;
+    record(store, schemas).await
+}
+
+/// The check of an offline export or import with a kinds file: an
+/// incompatible change is always refused (there is no serving it anyway:
+/// an export would misread the stored records, an import would write
+/// records that the stored ones' schema misreads). An import, which writes
+/// records in this schema, records it (`record`), as a start does.
+///
+/// # Errors
+/// As [`check_and_record`].
+pub(crate) async fn check_offline(
+    store: &dyn Store,
+    catalog: &Catalog,
+    record_schema: bool,
+) -> anyhow::Result<()> {
+    let schemas = check(store, catalog, |_, e| {
+        anyhow::bail!(
+            "{e}. The data directory's records of this kind were written under an \
+             incompatible schema and would be misread: use the kinds file the server \
+             serves them with"
+        )
+    })
+    .await?;
+    if record_schema {
+        record(store, schemas).await?;
+    }
+    Ok(())
+}
+
+/// Each declared kind's schema, encoded as the store keeps it, once checked
+/// against the stored one; `incompatible` decides about an incompatible
+/// change (an error refuses it).
+async fn check(
+    store: &dyn Store,
+    catalog: &Catalog,
+    incompatible: impl Fn(&str, compat::Incompatibility) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<(Resource, Vec<u8>)>> {
+    let mut schemas = Vec::new();
     for kind in catalog.declared().kinds() {
         let resource = Resource::declared(kind.name.as_str());
         let schema = StoredSchema {
@@ -54,19 +112,19 @@ pub(super) async fn check_and_record(
                     .map_err(|e| anyhow::anyhow!("kind {}: the stored schema: {e}", kind.name))?;
                 match compat::check(kind.name.as_str(), &old, &kind.message) {
                     Ok(()) => tracing::info!(kind = %kind.name, "schema changed compatibly"),
-                    Err(e) if allow_incompatible => tracing::warn!(
-                        kind = %kind.name,
-                        error = %e,
-                        "schema changed incompatibly; serving it anyway (--allow-incompatible-kinds)"
-                    ),
-                    Err(e) => anyhow::bail!(
-                        "{e}. Records of this kind stored under the old schema would be misread; \
-                         fix the schema (reserve removed field numbers, keep each number's type), \
-                         or start with --allow-incompatible-kinds to serve it anyway"
-                    ),
+                    Err(e) => incompatible(kind.name.as_str(), e)?,
                 }
             }
         }
+        schemas.push((resource, schema));
+    }
+    Ok(schemas)
+}
+
+/// Records each checked schema as the one its kind's records are written
+/// with from now on.
+async fn record(store: &dyn Store, schemas: Vec<(Resource, Vec<u8>)>) -> anyhow::Result<()> {
+    for (resource, schema) in schemas {
         store.put_schema(resource, schema).await?;
     }
     Ok(())
