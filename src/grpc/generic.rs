@@ -19,7 +19,7 @@
 //!   written conditionally on the revision it was computed from (retried
 //!   if another write came first), so it is as atomic as a typed Set.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -28,7 +28,7 @@ use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 
 use super::{
-    convert::{parse_etag, to_message},
+    convert::{parse_etag, replacement, to_message},
     faults::Method,
     services::{observed, WatchStream},
     watch::WatchRender,
@@ -42,8 +42,14 @@ use crate::{
     error::Error,
     kinds::{mask, Catalog, Kind},
     resource::Resource,
-    store::{MessagePatch, Patch, Record},
+    store::{MessagePatch, MessageRecord, Patch, Record, Replacement},
 };
+
+/// The largest a declared kind's stored value may grow, encoded: a merge
+/// can combine fields sent in different updates, each within the request
+/// limit, so the result is bounded here too (a settings record is small;
+/// a large one is a mistake, and would slow every read of it).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// How many times an update of a built-in kind computes its result again
 /// after another write changed the resource under it.
@@ -91,53 +97,15 @@ impl SettingsGrpc {
 
     /// A record as the service answers it.
     fn render(&self, kind: &Kind, record: Record) -> Result<pb::Settings, Error> {
-        let revision = record.revision();
-        let update_time = record.update_time();
-        let (account, value) = match record {
-            Record::Message(m) => (m.account_sid, m.value.to_vec()),
+        Ok(match record {
+            Record::Message(m) => render_declared(kind, m),
             Record::Twilio(s) => {
-                let account = s.account_sid.clone();
+                let (account, revision, update_time) =
+                    (s.account_sid.clone(), s.revision, s.update_time);
                 let message = to_message(s, self.api.url(kind.resource));
-                (account, encode_built_in(kind.resource, message))
+                let value = encode_built_in(kind.resource, message);
+                settings_of(kind, &account, value, revision, update_time)
             }
-        };
-        Ok(pb::Settings {
-            kind: kind.name().to_owned(),
-            account_sid: account.as_str().to_owned(),
-            value: Some(prost_types::Any {
-                type_url: kind.type_url(),
-                value,
-            }),
-            revision,
-            etag: Etag::of_revision(revision).to_string(),
-            update_time: update_time.map(prost_types::Timestamp::from),
-        })
-    }
-
-    /// `value` as a message of `kind`'s type.
-    fn decode_value(kind: &Kind, value: Option<prost_types::Any>) -> Result<DynamicMessage, Error> {
-        let expected = kind.message.full_name();
-        let any = value.ok_or(Error::Invalid(ValidationError {
-            field: Field::Value,
-            violation: Violation::Missing,
-        }))?;
-        let named = any.type_url.rsplit('/').next().unwrap_or_default();
-        if named != expected {
-            return Err(malformed(
-                Field::Value,
-                format!(
-                    "must be a {expected} (type_url {:?}) for kind {}, not {:?}",
-                    kind.type_url(),
-                    kind.name(),
-                    any.type_url
-                ),
-            ));
-        }
-        DynamicMessage::decode(kind.message.clone(), any.value.as_slice()).map_err(|e| {
-            malformed(
-                Field::Value,
-                format!("does not decode as a {expected}: {e}"),
-            )
         })
     }
 
@@ -178,7 +146,7 @@ impl SettingsGrpc {
         let kind = self.kind(&settings.kind)?;
         let _slot = self.api.start()?;
         let account = self.api.authorize(metadata, &settings.account_sid)?;
-        let update = Self::decode_value(kind, settings.value)?;
+        let update = decode_value(kind, settings.value.as_ref())?;
         let paths = request
             .update_mask
             .map(|m| m.paths)
@@ -273,6 +241,152 @@ fn encode_built_in(resource: Resource, message: SettingsMessage) -> Vec<u8> {
     }
 }
 
+/// A built-in resource's message from its encoding (either message type:
+/// they have the same wire shape).
+fn decode_built_in(value: &[u8]) -> Result<SettingsMessage, prost::DecodeError> {
+    pb::RecordingSettings::decode(value).map(SettingsMessage::from)
+}
+
+/// A record in the generic shape: `value` (the encoding of the kind's
+/// message) in an `Any` of the kind's type.
+fn settings_of(
+    kind: &Kind,
+    account: &AccountSid,
+    value: Vec<u8>,
+    revision: u64,
+    update_time: Option<SystemTime>,
+) -> pb::Settings {
+    pb::Settings {
+        kind: kind.name().to_owned(),
+        account_sid: account.as_str().to_owned(),
+        value: Some(prost_types::Any {
+            type_url: kind.type_url(),
+            value,
+        }),
+        revision,
+        etag: Etag::of_revision(revision).to_string(),
+        update_time: update_time.map(prost_types::Timestamp::from),
+    }
+}
+
+/// A declared kind's stored record in the generic shape, as
+/// `SettingsService` answers it and `AdminService/ExportSettings` streams
+/// it. The stored bytes are the message's encoding, so they go out as they
+/// are: nothing is decoded, and a record written under an older schema
+/// keeps the fields this one no longer declares.
+pub fn render_declared(kind: &Kind, record: MessageRecord) -> pb::Settings {
+    settings_of(
+        kind,
+        &record.account_sid,
+        record.value.to_vec(),
+        record.revision,
+        record.update_time,
+    )
+}
+
+/// `value` as a message of `kind`'s type.
+///
+/// # Errors
+/// A [`Field::Value`] error if it is missing, names another type, or does
+/// not decode as this one.
+pub fn decode_value(
+    kind: &Kind,
+    value: Option<&prost_types::Any>,
+) -> Result<DynamicMessage, ValidationError> {
+    let expected = kind.message.full_name();
+    let any = value.ok_or(ValidationError {
+        field: Field::Value,
+        violation: Violation::Missing,
+    })?;
+    let named = any.type_url.rsplit('/').next().unwrap_or_default();
+    if named != expected {
+        return Err(ValidationError {
+            field: Field::Value,
+            violation: Violation::Malformed(format!(
+                "must be a {expected} (type_url {:?}) for kind {}, not {:?}",
+                kind.type_url(),
+                kind.name(),
+                any.type_url
+            )),
+        });
+    }
+    DynamicMessage::decode(kind.message.clone(), any.value.as_slice()).map_err(|e| {
+        ValidationError {
+            field: Field::Value,
+            violation: Violation::Malformed(format!("does not decode as a {expected}: {e}")),
+        }
+    })
+}
+
+/// The write that makes an account's record of declared `kind` hold
+/// exactly `value` (an encoded message of its type): an import's, a
+/// seed's.
+///
+/// A load of records leaves equal ones alone
+/// ([`crate::store::replace_changed`]), and the store can only compare
+/// bytes. One message has many encodings (a map's entries in any order,
+/// for one: prost-reflect encodes them in hash order), so an equal value
+/// may come with other bytes than the stored ones. The merge therefore
+/// keeps the stored encoding when the stored message equals `value` as a
+/// message, and writes `value` otherwise. (A stored record that does not
+/// decode is replaced: an import is how one is repaired.)
+pub fn declared_replacement(kind: &Kind, account: AccountSid, value: Bytes) -> Replacement {
+    let descriptor = kind.message.clone();
+    let merge = move |stored: &[u8]| {
+        let decode = |bytes: &[u8]| DynamicMessage::decode(descriptor.clone(), bytes).ok();
+        let same = stored == value.as_ref()
+            || (!stored.is_empty() && decode(stored).is_some_and(|s| decode(&value) == Some(s)));
+        Ok(if same {
+            Bytes::copy_from_slice(stored)
+        } else {
+            value.clone()
+        })
+    };
+    Replacement {
+        resource: kind.resource,
+        account,
+        patch: Patch::Message(MessagePatch(Arc::new(merge))),
+    }
+}
+
+/// An import's record in the generic shape (`ExportedSettings`'s
+/// `declared_settings`) as the write it asks for: its kind must be one
+/// `catalog` serves, its account valid, and its value a message of the
+/// kind's type that decodes. A declared kind's value is written as given
+/// (so an export imported elsewhere has the same bytes); a built-in kind's
+/// value is validated as a Set would be.
+///
+/// # Errors
+/// The first invalid field: `kind` (missing or unknown, listing the kinds
+/// there are), `account_sid`, `settings.value`, or a built-in field.
+pub fn settings_replacement(
+    catalog: &Catalog,
+    settings: pb::Settings,
+) -> Result<Replacement, ValidationError> {
+    if settings.kind.is_empty() {
+        return Err(ValidationError {
+            field: Field::Kind,
+            violation: Violation::Missing,
+        });
+    }
+    let kind = catalog.get(&settings.kind).map_err(|e| ValidationError {
+        field: Field::Kind,
+        violation: Violation::Malformed(e.to_string()),
+    })?;
+    let account = AccountSid::parse(&settings.account_sid)?;
+    decode_value(kind, settings.value.as_ref())?;
+    let value = settings.value.map(|any| any.value).unwrap_or_default();
+    if !kind.resource.is_built_in() {
+        return Ok(declared_replacement(kind, account, Bytes::from(value)));
+    }
+    let mut message = decode_built_in(&value).map_err(|e| ValidationError {
+        field: Field::Value,
+        violation: Violation::Malformed(format!("does not decode: {e}")),
+    })?;
+    message.account_sid = account.as_str().to_owned();
+    replacement(kind.resource, &message)
+}
+
 /// The store's merge for an update of a declared kind.
 fn declared_patch(
     kind: &Kind,
@@ -289,7 +403,17 @@ fn declared_patch(
                 detail: e.to_string(),
             })?;
         mask::apply(&mut message, &update, paths.as_deref()).map_err(|e| mask_error(&e))?;
-        Ok(Bytes::from(message.encode_to_vec()))
+        let encoded = message.encode_to_vec();
+        if encoded.len() > MAX_VALUE_BYTES {
+            return Err(malformed(
+                Field::Value,
+                format!(
+                    "the merged value would be {} bytes; a value may hold at most {MAX_VALUE_BYTES}",
+                    encoded.len()
+                ),
+            ));
+        }
+        Ok(Bytes::from(encoded))
     })))
 }
 
