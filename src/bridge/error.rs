@@ -91,26 +91,38 @@ impl ApiError {
     pub fn from_status(status: &Status) -> Self {
         match status.code() {
             Code::InvalidArgument => invalid_argument(status),
-            Code::Unauthenticated => ApiError::unauthenticated("Authenticate"),
-            Code::PermissionDenied => ApiError::new(StatusCode::FORBIDDEN, 20403, "Forbidden"),
-            // UNIMPLEMENTED: a standalone bridge in front of a settingsd
-            // that predates the resource.
-            Code::NotFound | Code::Unimplemented => ApiError::new(
-                StatusCode::NOT_FOUND,
-                20404,
-                "The requested resource was not found",
-            ),
-            Code::ResourceExhausted => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests")
-            }
+            _ => ApiError::mapped(status, |http| {
+                match http {
+                    StatusCode::FORBIDDEN => "Forbidden",
+                    StatusCode::NOT_FOUND => "The requested resource was not found",
+                    StatusCode::TOO_MANY_REQUESTS => "Too Many Requests",
+                    StatusCode::SERVICE_UNAVAILABLE => "Service Unavailable: retry the request",
+                    _ => "Internal Server Error",
+                }
+                .to_owned()
+            }),
+        }
+    }
+
+    /// Maps a gRPC status to its HTTP status and error code, worded by
+    /// `message` (from the HTTP status; the JSON API uses the service's own
+    /// message instead). Authentication failures and lost conditional
+    /// writes have their own bodies.
+    pub(super) fn mapped(status: &Status, message: impl Fn(StatusCode) -> String) -> Self {
+        let (http, code) = match status.code() {
+            Code::Unauthenticated => return ApiError::unauthenticated("Authenticate"),
             // A conditional write lost (If-Match): Twilio has no such error,
             // so the code is settingsd's own, in Twilio's style.
-            Code::Aborted => ApiError::precondition_failed(status.message()),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                20503,
-                "Service Unavailable: retry the request",
-            ),
+            Code::Aborted => return ApiError::precondition_failed(status.message()),
+            Code::InvalidArgument => (StatusCode::BAD_REQUEST, 20001),
+            Code::PermissionDenied => (StatusCode::FORBIDDEN, 20403),
+            // UNIMPLEMENTED: a standalone bridge in front of a settingsd
+            // that predates the resource.
+            Code::NotFound | Code::Unimplemented => (StatusCode::NOT_FOUND, 20404),
+            Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, 20429),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                (StatusCode::SERVICE_UNAVAILABLE, 20503)
+            }
             Code::Ok
             | Code::Unknown
             | Code::AlreadyExists
@@ -119,13 +131,10 @@ impl ApiError {
             | Code::Internal
             | Code::DataLoss => {
                 tracing::error!(code = ?status.code(), message = status.message(), "upstream fault");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    20500,
-                    "Internal Server Error",
-                )
+                (StatusCode::INTERNAL_SERVER_ERROR, 20500)
             }
-        }
+        };
+        ApiError::new(http, code, message(http))
     }
 }
 

@@ -32,10 +32,11 @@ use axum::{
 };
 use prost::Message as _;
 use prost_reflect::DynamicMessage;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::{
-    error::ApiError, if_match, insert_etag, none_match, with_credentials, Backend, MAX_BODY_BYTES,
+    error::ApiError, if_match, insert_etag, none_match, require_content_type, with_credentials,
+    Backend, MAX_BODY_BYTES,
 };
 use crate::{
     contract::pb,
@@ -124,17 +125,7 @@ async fn build_update(
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| ApiError::too_large())?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::bad_request(format!(
-            "Unsupported Content-Type {content_type:?}: send the kind's proto3 JSON as \
-             application/json"
-        )));
-    }
+    require_content_type(headers, "application/json", "the kind's proto3 JSON")?;
     let mut json = serde_json::Deserializer::from_slice(&bytes);
     let value = DynamicMessage::deserialize(found.message.clone(), &mut json)
         .and_then(|value| json.end().map(|()| value))
@@ -213,26 +204,5 @@ fn render(catalog: &Catalog, settings: &pb::Settings) -> Result<serde_json::Valu
 /// A status as the API's error: the service's own message, which names
 /// the field, the path or the kind.
 fn error(status: &Status) -> ApiError {
-    let (http, code) = match status.code() {
-        Code::InvalidArgument => (StatusCode::BAD_REQUEST, 20001),
-        Code::Unauthenticated => return ApiError::unauthenticated("Authenticate"),
-        Code::PermissionDenied => (StatusCode::FORBIDDEN, 20403),
-        Code::NotFound | Code::Unimplemented => (StatusCode::NOT_FOUND, 20404),
-        Code::Aborted => return ApiError::precondition_failed(status.message()),
-        Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, 20429),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
-            (StatusCode::SERVICE_UNAVAILABLE, 20503)
-        }
-        Code::Ok
-        | Code::Unknown
-        | Code::AlreadyExists
-        | Code::FailedPrecondition
-        | Code::OutOfRange
-        | Code::Internal
-        | Code::DataLoss => {
-            tracing::error!(code = ?status.code(), message = status.message(), "upstream fault");
-            (StatusCode::INTERNAL_SERVER_ERROR, 20500)
-        }
-    };
-    ApiError::new(http, code, status.message())
+    ApiError::mapped(status, |_| status.message().to_owned())
 }

@@ -284,19 +284,29 @@ async fn read_form(headers: &HeaderMap, body: Body) -> Result<SetSettingsMessage
         .await
         .map_err(|_| ApiError::too_large())?;
     if !bytes.is_empty() {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(ApiError::bad_request(format!(
-                "Unsupported Content-Type {content_type:?}: \
-                 send the parameters as application/x-www-form-urlencoded"
-            )));
-        }
+        require_content_type(
+            headers,
+            "application/x-www-form-urlencoded",
+            "the parameters",
+        )?;
     }
     parse_form(&bytes)
+}
+
+/// Refuses a body whose `Content-Type` is not `expected` (parameters
+/// ignored), saying what to send (`what`).
+fn require_content_type(headers: &HeaderMap, expected: &str, what: &str) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(expected) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "Unsupported Content-Type {content_type:?}: send {what} as {expected}"
+    )))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
