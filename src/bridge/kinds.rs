@@ -118,10 +118,19 @@ async fn build_update(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<pb::UpdateSettingsRequest, ApiError> {
-    // The kind first: an unknown one is 404 whatever the body.
-    let found = catalog
-        .get(&kind)
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, 20404, e.to_string()))?;
+    // A kind this bridge does not know goes to the service as is, which
+    // authenticates the caller before it says the kind is unknown (so a
+    // caller without credentials does not learn which kinds exist).
+    let Ok(found) = catalog.get(&kind) else {
+        return Ok(pb::UpdateSettingsRequest {
+            settings: Some(pb::Settings {
+                kind,
+                account_sid,
+                ..pb::Settings::default()
+            }),
+            update_mask: None,
+        });
+    };
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| ApiError::too_large())?;

@@ -1,6 +1,7 @@
 //! The settings RPCs of every resource: defaults, merge, clear, validation,
-//! restarts and concurrency, written once and run for each resource (see
-//! `for_each_resource!`), and the independence of the resources.
+//! restarts and concurrency, written once and run for each resource and a
+//! declared kind (see `for_each_kind!`), and the independence of the
+//! resources.
 
 use std::collections::HashMap;
 
@@ -33,7 +34,7 @@ async fn setting_one_resource_never_changes_another() {
     assert_eq!(still, stored, "the composition Set left recording alone");
 }
 
-for_each_resource! {
+for_each_kind! {
 
 #[tokio::test]
 async fn get_before_any_set_returns_the_default_resource() {
@@ -102,6 +103,10 @@ async fn accounts_do_not_see_each_others_settings() {
     assert_eq!(other.revision, 0);
     assert_eq!(other.friendly_name, None);
 }
+
+built_in_only! {
+// Twilio's validation rules (SIDs, the S3 URL, the friendly name, the
+// cross-field rules): a declared kind has none of them.
 
 /// Every validation rule, as (what the Set breaks, the field named).
 fn invalid_sets() -> Vec<(SetRecordingSettingsRequest, &'static str)> {
@@ -215,6 +220,8 @@ async fn clearing_a_value_an_enabled_flag_needs_is_rejected() {
     assert!(status.message().contains("aws_s3_url"));
 }
 
+}
+
 #[tokio::test]
 async fn an_empty_account_without_credentials_is_unauthenticated_naming_account_sid() {
     let app = spawn_app().await;
@@ -287,10 +294,10 @@ async fn fifty_concurrent_sets_to_different_fields_of_one_account_all_land() {
         .iter()
         .cloned()
         .map(|(i, req)| {
-            let client = app.settings.clone();
+            let client = app.resource_client();
             tokio::spawn(async move {
                 let request = tonic::Request::new(req.into());
-                let res = client.set(RESOURCE, request).await.unwrap();
+                let res = client.set(request).await.unwrap();
                 (i, res.revision)
             })
         })

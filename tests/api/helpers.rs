@@ -6,16 +6,22 @@
 //! Every in-process server opens its store in [`open_store`]: the one place
 //! a test run picks the backend, so the semantic suites (`grpc_settings`,
 //! `http_bridge`, ...) run unchanged against any `Store` implementation.
+//! Likewise [`ResourceClient`] is the one place a test's Get, Set, Watch,
+//! history or rollback picks the service: a built-in resource's typed one,
+//! or `settingsd.v1.SettingsService` for a declared kind, so the suites of
+//! [`for_each_kind!`] run unchanged for a declared kind too.
 
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
 use std::sync::Arc;
 
+use prost::Message as _;
 use settingsd::{
     auth::{basic_authorization, Authenticator},
     pb::{
-        recording_settings_service_client::RecordingSettingsServiceClient,
-        GetRecordingSettingsRequest, SetRecordingSettingsRequest, WatchRecordingSettingsRequest,
+        self, recording_settings_service_client::RecordingSettingsServiceClient,
+        settings_service_client::SettingsServiceClient, GetRecordingSettingsRequest,
+        SetRecordingSettingsRequest, WatchRecordingSettingsRequest,
     },
     server::{self, Limits, Listeners, PublicUrl, ServerConfig, StoreConfig},
     store::{
@@ -26,8 +32,9 @@ use settingsd::{
 };
 pub use settingsd::{
     contract::{
-        ChangeMessages, GetSettingsMessage, SetSettingsMessage, SettingsChangeMessage,
-        SettingsClient, SettingsMessage, WatchSettingsMessage,
+        ChangeMessages, GetSettingsMessage, ListRevisionsMessage, RevisionsPageMessage,
+        RollbackMessage, SetSettingsMessage, SettingsChangeMessage, SettingsClient,
+        SettingsMessage, WatchSettingsMessage,
     },
     kinds::{Catalog, DeclaredKinds},
     resource::Resource,
@@ -39,7 +46,7 @@ use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
-use tonic::transport::Channel;
+use tonic::{transport::Channel, Request, Status};
 
 pub const ACCOUNT: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 pub const OTHER_ACCOUNT: &str = "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -49,16 +56,21 @@ pub const S3_URL: &str = "https://my-super-duper-bucket.s3.amazonaws.com/my/path
 pub const TWILIO_URL: &str = "https://video.twilio.com/v1/RecordingSettings/Default";
 pub const COMPOSITION_URL: &str = "https://video.twilio.com/v1/CompositionSettings/Default";
 
-/// Instantiates the items given once per settings resource, in modules
-/// `recording` and `composition`, each with `RESOURCE`, `TWILIO_URL` (the
-/// resource's Twilio URL) and a `spawn_app` whose server's helpers
+/// Instantiates the items given once per built-in (Twilio) resource, in
+/// modules `recording` and `composition`, each with `RESOURCE`, `TWILIO_URL`
+/// (the resource's Twilio URL) and a `spawn_app` whose server's helpers
 /// (`get`, `set`, `url`...) address that resource: the semantic tests are
-/// written once and run for every resource.
+/// written once and run for every resource. Tests of the Twilio shape only
+/// (the HTTP bridge, Twilio's libraries) use it directly; the semantic
+/// suites use [`for_each_kind!`], which also runs them for a declared kind.
+/// `built_in_only! { ... }` keeps its items here (see [`for_each_kind!`]).
 macro_rules! for_each_resource {
     ($($item:item)*) => {
         mod recording {
             #[allow(unused_imports)]
             use super::*;
+            #[allow(unused_imports)]
+            use crate::helpers::keep_items as built_in_only;
             #[allow(dead_code)]
             const RESOURCE: Resource = Resource::Recording;
             #[allow(dead_code)]
@@ -72,6 +84,8 @@ macro_rules! for_each_resource {
         mod composition {
             #[allow(unused_imports)]
             use super::*;
+            #[allow(unused_imports)]
+            use crate::helpers::keep_items as built_in_only;
             #[allow(dead_code)]
             const RESOURCE: Resource = Resource::Composition;
             #[allow(dead_code)]
@@ -85,6 +99,94 @@ macro_rules! for_each_resource {
     };
 }
 pub(crate) use for_each_resource;
+
+/// [`for_each_resource!`], and a third module, `declared`, for a declared
+/// kind served by `settingsd.v1.SettingsService`: [`TWIN`] of
+/// `tests/kinds/twin.toml`, whose message has Recording Settings' stored
+/// fields, so the same tests run unchanged through the generic service
+/// (see [`ResourceClient`]). In `declared`, `RESOURCE` is [`TWIN`] (a
+/// declared [`Resource`] is interned at run time, so no `const` can hold
+/// one), `TWILIO_URL` is "" (a declared kind has no Twilio address), and
+/// `spawn_app_on` shadows the helper of that name: a restart on a directory
+/// serves the kind again.
+///
+/// Items inside `built_in_only! { ... }` are left out of `declared`: tests
+/// of Twilio's own rules or shape, which a declared kind does not have.
+/// (The test paths of the built-in resources stay as they were:
+/// `watch::recording::...`.)
+macro_rules! for_each_kind {
+    ($($item:item)*) => {
+        crate::helpers::for_each_resource! { $($item)* }
+        mod declared {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use crate::helpers::leave_out_items as built_in_only;
+            #[allow(dead_code)]
+            const RESOURCE: crate::helpers::DeclaredName = crate::helpers::TWIN;
+            #[allow(dead_code)]
+            const TWILIO_URL: &str = "";
+            #[allow(dead_code)]
+            async fn spawn_app() -> TestApp {
+                crate::helpers::spawn_twin_app().await
+            }
+            #[allow(dead_code)]
+            async fn spawn_app_on(data_dir: &std::path::Path) -> TestApp {
+                crate::helpers::spawn_app_with_kinds(data_dir, crate::helpers::twin_kinds())
+                    .await
+                    .for_resource(RESOURCE)
+            }
+            $($item)*
+        }
+    };
+}
+pub(crate) use for_each_kind;
+
+/// `built_in_only!` in the modules of the built-in resources: the items.
+/// (Each module imports it under that name explicitly: a glob-imported
+/// macro could not be shadowed by `declared`'s, as the compiler resolves
+/// macros while it expands them.)
+macro_rules! keep_items {
+    ($($item:item)*) => {
+        $($item)*
+    };
+}
+pub(crate) use keep_items;
+
+/// `built_in_only!` in [`for_each_kind!`]'s `declared` module: no items.
+macro_rules! leave_out_items {
+    ($($item:item)*) => {};
+}
+pub(crate) use leave_out_items;
+
+/// A declared kind's name, as a `const` can hold it: it becomes the
+/// [`Resource`] (interned) where a test addresses it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeclaredName(pub &'static str);
+
+impl From<DeclaredName> for Resource {
+    fn from(name: DeclaredName) -> Resource {
+        Resource::declared(name.0)
+    }
+}
+
+/// The declared kind of `tests/kinds/twin.toml` (message
+/// `acme.twin.v1.TwinSettings`): Recording Settings' stored fields, with
+/// their numbers and types, so `pb::RecordingSettings` encodes and decodes
+/// its values.
+pub const TWIN: DeclaredName = DeclaredName("twin_settings");
+
+/// The kinds of `tests/kinds/twin.toml`.
+pub fn twin_kinds() -> Arc<Catalog> {
+    test_kinds("twin.toml")
+}
+
+/// An open-mode server with its own data directory, serving
+/// `tests/kinds/twin.toml`, whose helpers address [`TWIN`].
+pub async fn spawn_twin_app() -> TestApp {
+    spawn_app_declaring(twin_kinds()).await.for_resource(TWIN)
+}
+
 pub const TOKEN: &str = "token-of-account-a";
 pub const OTHER_TOKEN: &str = "token-of-account-b";
 pub const API_KEY: &str = "SKaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -129,11 +231,16 @@ pub struct TestApp {
     pub admin_addr: SocketAddr,
     /// A Recording Settings client.
     pub client: Client,
-    /// A client of every resource's service.
+    /// A client of every built-in resource's service.
     pub settings: SettingsClient,
+    /// `settingsd.v1.SettingsService`, which `get`, `set`... call for a
+    /// declared kind.
+    generic: SettingsServiceClient<Channel>,
     /// The resource `get`, `set`, `url`... address (Recording Settings
     /// unless [`TestApp::for_resource`] says otherwise).
     pub resource: Resource,
+    /// The kinds the server serves (a declared kind's type URL).
+    kinds: Arc<Catalog>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
     data_dir: std::path::PathBuf,
@@ -251,6 +358,14 @@ pub fn test_kinds(file: &str) -> Arc<Catalog> {
     ))
 }
 
+/// An open-mode server with its own data directory, serving `kinds`.
+pub async fn spawn_app_declaring(kinds: Arc<Catalog>) -> TestApp {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut app = spawn_app_with_kinds(temp.path(), kinds).await;
+    app._temp = Some(temp);
+    app
+}
+
 /// An open-mode server on `data_dir` serving `kinds`.
 pub async fn spawn_app_with_kinds(data_dir: &Path, kinds: Arc<Catalog>) -> TestApp {
     start_with(
@@ -346,7 +461,7 @@ async fn start_with(
         auth,
         allow_open: false,
         limits,
-        kinds,
+        kinds: Arc::clone(&kinds),
         allow_incompatible_kinds,
     };
     let data_dir = store.data_dir.clone();
@@ -367,8 +482,10 @@ async fn start_with(
         http_addr,
         admin_addr,
         client: RecordingSettingsServiceClient::new(grpc_channel.clone()),
-        settings: SettingsClient::new(grpc_channel),
+        settings: SettingsClient::new(grpc_channel.clone()),
+        generic: SettingsServiceClient::new(grpc_channel),
         resource: Resource::Recording,
+        kinds,
         shutdown: Some(tx),
         handle,
         data_dir,
@@ -439,9 +556,29 @@ pub fn with_auth<T>(message: T, user: &str, secret: &str) -> tonic::Request<T> {
 }
 
 impl TestApp {
-    /// This server, with `get`, `set`, `url`... addressing `resource`.
-    pub fn for_resource(self, resource: Resource) -> TestApp {
-        TestApp { resource, ..self }
+    /// This server, with `get`, `set`, `url`... addressing `resource` (a
+    /// built-in resource, or a declared kind the server serves).
+    pub fn for_resource(self, resource: impl Into<Resource>) -> TestApp {
+        TestApp {
+            resource: resource.into(),
+            ..self
+        }
+    }
+
+    /// A client of [`TestApp::resource`] on this server (see
+    /// [`ResourceClient`]), for tasks of their own.
+    pub fn resource_client(&self) -> ResourceClient {
+        let type_url = self
+            .kinds
+            .of(self.resource)
+            .map(settingsd::kinds::Kind::type_url)
+            .unwrap_or_default();
+        ResourceClient {
+            settings: self.settings.clone(),
+            generic: self.generic.clone(),
+            resource: self.resource,
+            type_url,
+        }
     }
 
     /// The resource's REST URL on the bridge.
@@ -472,7 +609,7 @@ impl TestApp {
         request: impl tonic::IntoRequest<GetRecordingSettingsRequest>,
     ) -> Result<SettingsMessage, tonic::Status> {
         let request = request.into_request().map(GetSettingsMessage::from);
-        self.settings.get(self.resource, request).await
+        self.resource_client().get(request).await
     }
 
     /// A Watch of [`TestApp::resource`] (see [`TestApp::try_get`]).
@@ -481,7 +618,7 @@ impl TestApp {
         request: impl tonic::IntoRequest<WatchRecordingSettingsRequest>,
     ) -> Result<ChangeMessages, tonic::Status> {
         let request = request.into_request().map(WatchSettingsMessage::from);
-        self.settings.watch(self.resource, request).await
+        self.resource_client().watch(request).await
     }
 
     /// Watches `account` (or "-") from `start_revision` (open mode).
@@ -500,7 +637,222 @@ impl TestApp {
         request: impl tonic::IntoRequest<SetRecordingSettingsRequest>,
     ) -> Result<SettingsMessage, tonic::Status> {
         let request = request.into_request().map(SetSettingsMessage::from);
-        self.settings.set(self.resource, request).await
+        self.resource_client().set(request).await
+    }
+}
+
+/// A client of one resource of one server, as [`TestApp`]'s `get`, `set`,
+/// `watch`, `history` and `rollback` address it: a built-in resource
+/// through its typed service ([`SettingsClient`]); a declared kind through
+/// `settingsd.v1.SettingsService`, with the typed requests and answers
+/// translated to and from the generic ones, field for field (the kind's
+/// message must have Recording Settings' stored fields, as [`TWIN`]'s
+/// does). Errors are the service's status, as it sent it. Cheap to clone:
+/// clones share the server's channel.
+#[derive(Debug, Clone)]
+pub struct ResourceClient {
+    settings: SettingsClient,
+    generic: SettingsServiceClient<Channel>,
+    resource: Resource,
+    /// A declared kind's `Any` type URL ("" for a built-in resource, or a
+    /// kind the server does not serve, which it answers NOT_FOUND).
+    type_url: String,
+}
+
+impl ResourceClient {
+    /// Get (`GetSettings` for a declared kind).
+    pub async fn get(
+        &self,
+        request: Request<GetSettingsMessage>,
+    ) -> Result<SettingsMessage, Status> {
+        if self.resource.is_built_in() {
+            return self.settings.get(self.resource, request).await;
+        }
+        let request = request.map(|m| pb::GetSettingsRequest {
+            kind: self.kind(),
+            account_sid: m.account_sid,
+        });
+        let answer = self.generic.clone().get_settings(request).await?;
+        Ok(self.typed(answer.into_inner()))
+    }
+
+    /// Set (`UpdateSettings` for a declared kind, see [`update_request`]).
+    pub async fn set(
+        &self,
+        request: Request<SetSettingsMessage>,
+    ) -> Result<SettingsMessage, Status> {
+        if self.resource.is_built_in() {
+            return self.settings.set(self.resource, request).await;
+        }
+        let request = request.map(|m| update_request(self.kind(), self.type_url.clone(), m));
+        let answer = self.generic.clone().update_settings(request).await?;
+        Ok(self.typed(answer.into_inner()))
+    }
+
+    /// Watch (`WatchSettings` for a declared kind).
+    pub async fn watch(
+        &self,
+        request: Request<WatchSettingsMessage>,
+    ) -> Result<ChangeMessages, Status> {
+        if self.resource.is_built_in() {
+            return self.settings.watch(self.resource, request).await;
+        }
+        let request = request.map(|m| pb::WatchSettingsRequest {
+            kind: self.kind(),
+            account_sid: m.account_sid,
+            start_revision: m.start_revision,
+        });
+        let stream = self
+            .generic
+            .clone()
+            .watch_settings(request)
+            .await?
+            .into_inner();
+        let this = self.clone();
+        Ok(Box::pin(tokio_stream::StreamExt::map(stream, move |m| {
+            m.map(|change| SettingsChangeMessage {
+                revision: change.revision,
+                settings: change.settings.map(|s| this.typed(s)),
+                progress: change.progress,
+                reset: change.reset,
+            })
+        })))
+    }
+
+    /// History (`ListSettingsRevisions` for a declared kind).
+    pub async fn list_revisions(
+        &self,
+        request: Request<ListRevisionsMessage>,
+    ) -> Result<RevisionsPageMessage, Status> {
+        if self.resource.is_built_in() {
+            return self.settings.list_revisions(self.resource, request).await;
+        }
+        let request = request.map(|m| pb::ListSettingsRevisionsRequest {
+            kind: self.kind(),
+            account_sid: m.account_sid,
+            page_size: m.page_size,
+            page_token: m.page_token,
+        });
+        let page = self
+            .generic
+            .clone()
+            .list_settings_revisions(request)
+            .await?
+            .into_inner();
+        Ok(RevisionsPageMessage {
+            revisions: page.revisions.into_iter().map(|s| self.typed(s)).collect(),
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// Rollback (`RollbackSettings` for a declared kind).
+    pub async fn rollback(
+        &self,
+        request: Request<RollbackMessage>,
+    ) -> Result<SettingsMessage, Status> {
+        if self.resource.is_built_in() {
+            return self.settings.rollback(self.resource, request).await;
+        }
+        let request = request.map(|m| pb::RollbackSettingsRequest {
+            kind: self.kind(),
+            account_sid: m.account_sid,
+            revision: m.revision,
+            etag: m.etag,
+        });
+        let answer = self.generic.clone().rollback_settings(request).await?;
+        Ok(self.typed(answer.into_inner()))
+    }
+
+    fn kind(&self) -> String {
+        self.resource.name().to_owned()
+    }
+
+    /// A declared kind's answer as the typed services answer: the value's
+    /// fields, with the answer's account, revision, etag and update time,
+    /// and no Twilio URL.
+    ///
+    /// # Panics
+    /// If the answer is of another kind or type, or its value does not
+    /// decode or holds more than the kind's fields: the service got it
+    /// wrong, and the test says so.
+    fn typed(&self, settings: pb::Settings) -> SettingsMessage {
+        assert_eq!(settings.kind, self.resource.name(), "the answer's kind");
+        let any = settings.value.expect("an answer carries its value");
+        assert_eq!(any.type_url, self.type_url, "the value's type");
+        let value = pb::RecordingSettings::decode(any.value.as_slice())
+            .expect("the value decodes with Recording Settings' field numbers");
+        let only_the_kinds_fields = pb::RecordingSettings {
+            account_sid: String::new(),
+            url: String::new(),
+            revision: 0,
+            update_time: None,
+            etag: String::new(),
+            ..value.clone()
+        };
+        assert_eq!(
+            value, only_the_kinds_fields,
+            "the value has only the kind's fields"
+        );
+        SettingsMessage {
+            account_sid: settings.account_sid,
+            friendly_name: value.friendly_name,
+            aws_credentials_sid: value.aws_credentials_sid,
+            aws_s3_url: value.aws_s3_url,
+            aws_storage_enabled: value.aws_storage_enabled,
+            encryption_key_sid: value.encryption_key_sid,
+            encryption_enabled: value.encryption_enabled,
+            url: String::new(),
+            revision: settings.revision,
+            update_time: settings.update_time,
+            etag: settings.etag,
+        }
+    }
+}
+
+/// A typed Set as an `UpdateSettings` of a declared kind (AIP-134) with the
+/// same effect: the mask names exactly the fields the Set sends (the
+/// friendly name always, each optional field when present), and the value
+/// carries those that are not empty, so a field the Set leaves out is kept
+/// and one it sends as "" (absent from the value) is cleared. The etag
+/// passes through: a conditional Set is a conditional update.
+pub fn update_request(
+    kind: String,
+    type_url: String,
+    set: SetSettingsMessage,
+) -> pb::UpdateSettingsRequest {
+    fn text(path: &str, sent: Option<String>, paths: &mut Vec<String>) -> Option<String> {
+        let sent = sent?;
+        paths.push(path.to_owned());
+        (!sent.is_empty()).then_some(sent)
+    }
+    fn flag(path: &str, sent: Option<bool>, paths: &mut Vec<String>) -> bool {
+        let Some(sent) = sent else { return false };
+        paths.push(path.to_owned());
+        sent
+    }
+    let mut paths = Vec::new();
+    let value = pb::RecordingSettings {
+        friendly_name: text("friendly_name", Some(set.friendly_name), &mut paths),
+        aws_credentials_sid: text("aws_credentials_sid", set.aws_credentials_sid, &mut paths),
+        aws_s3_url: text("aws_s3_url", set.aws_s3_url, &mut paths),
+        aws_storage_enabled: flag("aws_storage_enabled", set.aws_storage_enabled, &mut paths),
+        encryption_key_sid: text("encryption_key_sid", set.encryption_key_sid, &mut paths),
+        encryption_enabled: flag("encryption_enabled", set.encryption_enabled, &mut paths),
+        ..pb::RecordingSettings::default()
+    };
+    pb::UpdateSettingsRequest {
+        settings: Some(pb::Settings {
+            kind,
+            account_sid: set.account_sid,
+            value: Some(prost_types::Any {
+                type_url,
+                value: value.encode_to_vec(),
+            }),
+            revision: 0,
+            etag: set.etag,
+            update_time: None,
+        }),
+        update_mask: Some(prost_types::FieldMask { paths }),
     }
 }
 

@@ -21,8 +21,8 @@ impl TestApp {
                 page_token: page_token.into(),
             },
         ));
-        self.settings
-            .list_revisions(self.resource, request)
+        self.resource_client()
+            .list_revisions(request)
             .await
             .expect("history")
     }
@@ -39,11 +39,11 @@ impl TestApp {
                 etag: String::new(),
             },
         ));
-        self.settings.rollback(self.resource, request).await
+        self.resource_client().rollback(request).await
     }
 }
 
-for_each_resource! {
+for_each_kind! {
     #[tokio::test]
     async fn history_lists_past_states_newest_first_in_pages() {
         let app = spawn_app().await;

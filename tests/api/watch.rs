@@ -12,7 +12,7 @@ use tonic_types::StatusExt;
 
 use crate::helpers::*;
 
-for_each_resource! {
+for_each_kind! {
     #[tokio::test]
     async fn a_watch_from_zero_sends_the_state_then_progress_then_every_later_change() {
         let app = spawn_app().await;
