@@ -82,7 +82,8 @@ pub enum Command {
         grpc_addr: SocketAddr,
     },
     /// Write every stored record of every resource as JSON lines: from a
-    /// stopped server's --data-dir, or from a running server with --grpc-addr.
+    /// stopped server's --data-dir, or from a running server with
+    /// --grpc-addr. Declared kinds' records need --kinds.
     Export(ExportArgs),
     /// Load JSON lines written by `export`, replacing each listed account's
     /// resource: offline (the server must be stopped), or into a running
@@ -150,7 +151,8 @@ pub struct ServeArgs {
     /// Load this file (JSON lines in the export format) at start: every line
     /// is validated first (a bad one stops the start, naming its line), and
     /// only records that differ from what is stored are written, so starting
-    /// again with the same file changes nothing. For test fixtures.
+    /// again with the same file changes nothing. For test fixtures. Lines
+    /// of declared kinds are read with --kinds.
     #[arg(long, env = "SETTINGSD_SEED")]
     pub seed: Option<PathBuf>,
     /// Serve your own settings kinds: a TOML file naming .proto files
@@ -232,6 +234,13 @@ pub struct ExportArgs {
     /// credentials from its [[operators]] table, as NAME:SECRET.
     #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
     pub credentials: Option<BasicCredentials>,
+    /// The kinds file the server serves (`serve --kinds`): declared kinds'
+    /// records are written with their message as proto3 JSON, which needs
+    /// their .proto files. Without it, an export from a server that has
+    /// declared kinds fails, naming the kind; an export of a data directory
+    /// leaves their records out (and says so).
+    #[arg(long, env = "SETTINGSD_KINDS", value_name = "FILE")]
+    pub kinds: Option<PathBuf>,
     /// Where to write; replaced atomically (temporary file, fsync, rename).
     /// Standard output if omitted.
     pub file: Option<PathBuf>,
@@ -253,6 +262,12 @@ pub struct ImportArgs {
     /// credentials from its [[operators]] table, as NAME:SECRET.
     #[arg(long, env = "SETTINGSD_CREDENTIALS", hide_env_values = true)]
     pub credentials: Option<BasicCredentials>,
+    /// The kinds file the server serves (`serve --kinds`): declared kinds'
+    /// lines hold their message as proto3 JSON, read with their .proto
+    /// files. Without it, a line of a declared kind fails the import,
+    /// naming the kind.
+    #[arg(long, env = "SETTINGSD_KINDS", value_name = "FILE")]
+    pub kinds: Option<PathBuf>,
     /// The JSON lines to load. Standard input if omitted.
     pub file: Option<PathBuf>,
 }
@@ -479,6 +494,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             credentials,
             file,
             skip_corrupt,
+            kinds,
             ..
         }) => {
             anyhow::ensure!(
@@ -486,9 +502,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "--skip-corrupt works only with --data-dir (a server's export stops at an \
                  undecodable record)"
             );
+            let catalog = load_catalog(kinds.as_deref())?;
             let client = AdminServiceClient::new(connect(&addr).await?);
             let mut out = backup::ExportWriter::create(file.as_deref())?;
-            export_online(client, credentials.as_ref(), &mut out).await?;
+            export_online(client, credentials.as_ref(), &catalog, &mut out).await?;
             let n = out.commit()?;
             eprintln!("settingsd: exported {n} records from {addr}");
             Ok(())
@@ -501,8 +518,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{} holds no settingsd data (no sled database there); check --data-dir",
                 args.data_dir.display()
             );
-            let store = open_offline(&args.data_dir).await?;
-            let summary = backup::export(&store, args.file.as_deref(), args.skip_corrupt).await;
+            let catalog = load_catalog(args.kinds.as_deref())?;
+            let store = open_offline(&args.data_dir, &catalog).await?;
+            let summary = export_offline(&store, &catalog, &args).await;
             store.close().await?;
             let summary = summary?;
             eprintln!("settingsd: exported {} records", summary.written);
@@ -524,15 +542,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             grpc_addr: Some(addr),
             credentials,
             file,
+            kinds,
             ..
         }) => {
+            let catalog = load_catalog(kinds.as_deref())?;
             let messages = match &file {
                 Some(path) => {
                     let file = std::fs::File::open(path)
                         .with_context(|| format!("cannot open {}", path.display()))?;
-                    backup::read_import_messages(std::io::BufReader::new(file))?
+                    backup::read_import_messages(&catalog, std::io::BufReader::new(file))?
                 }
-                None => backup::read_import_messages(std::io::stdin().lock())?,
+                None => backup::read_import_messages(&catalog, std::io::stdin().lock())?,
             };
             let mut client = AdminServiceClient::new(connect(&addr).await?);
             let request =
@@ -549,16 +569,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import(args) => {
-            let store = open_offline(&args.data_dir).await?;
-            let n = match &args.file {
-                Some(path) => {
-                    let file = std::fs::File::open(path)
-                        .with_context(|| format!("cannot open {}", path.display()))?;
-                    backup::import(&store, std::io::BufReader::new(file)).await?
-                }
-                None => backup::import(&store, std::io::stdin().lock()).await?,
-            };
+            let catalog = load_catalog(args.kinds.as_deref())?;
+            let store = open_offline(&args.data_dir, &catalog).await?;
+            let imported = import_offline(&store, &catalog, args.file.as_deref()).await;
             store.close().await?;
+            let n = imported?;
             eprintln!("settingsd: imported {n} records");
             Ok(())
         }
@@ -776,12 +791,14 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Streams a running server's export into `out`: every resource through
-/// `ExportSettings`, or, from a server that predates it (UNIMPLEMENTED),
-/// its Recording Settings through `ExportRecordingSettings`.
+/// Streams a running server's export into `out`: every kind through
+/// `ExportSettings` (declared kinds' values read with `catalog`), or, from
+/// a server that predates it (UNIMPLEMENTED), its Recording Settings
+/// through `ExportRecordingSettings`.
 async fn export_online(
     mut client: AdminServiceClient<Channel>,
     credentials: Option<&BasicCredentials>,
+    catalog: &Catalog,
     out: &mut backup::ExportWriter,
 ) -> anyhow::Result<()> {
     let request = BasicCredentials::request(credentials, ExportSettingsRequest {});
@@ -789,11 +806,7 @@ async fn export_online(
         Ok(stream) => {
             let mut stream = stream.into_inner();
             while let Some(record) = stream.message().await.map_err(status_error)? {
-                let (resource, message) = record.into_parts().context(
-                    "the server exported a resource this settingsd does not know; \
-                     export with a settingsd as new as the server",
-                )?;
-                out.write(&ExportedRecord::from_message(resource, message))?;
+                out.write(&ExportedRecord::from_exported(catalog, record)?)?;
             }
             Ok(())
         }
@@ -931,12 +944,77 @@ async fn print_ready_line(announced: tokio::sync::oneshot::Receiver<Ready>) {
     }
 }
 
-/// Opens a data directory for export or import, which need it to themselves.
-async fn open_offline(data_dir: &std::path::Path) -> anyhow::Result<SledStore> {
-    let options = StoreOptions::new(data_dir);
+/// Opens a data directory for export or import, which need it to themselves,
+/// with `catalog`'s declared kinds (a kind left out keeps its records on
+/// disk, unread).
+async fn open_offline(data_dir: &std::path::Path, catalog: &Catalog) -> anyhow::Result<SledStore> {
+    let options = StoreOptions {
+        declared: catalog.declared_resources(),
+        ..StoreOptions::new(data_dir)
+    };
     tokio::task::spawn_blocking(move || SledStore::open(&options))
         .await?
         .context("export and import need the data directory to themselves: stop the server first")
+}
+
+/// The kinds of `--kinds FILE` (only the built-in ones without it).
+fn load_catalog(path: Option<&std::path::Path>) -> anyhow::Result<Catalog> {
+    let declared = match path {
+        Some(path) => DeclaredKinds::load(path).map_err(|e| anyhow::anyhow!("--kinds: {e}"))?,
+        None => DeclaredKinds::empty(),
+    };
+    Ok(Catalog::new(declared))
+}
+
+/// The offline export, once the store is open: the declared kinds' schemas
+/// are checked against the stored ones first (reading records with an
+/// incompatible schema would misread them), and the records of declared
+/// kinds that `--kinds` does not declare, which the export cannot see, are
+/// named on stderr.
+async fn export_offline(
+    store: &SledStore,
+    catalog: &Catalog,
+    args: &ExportArgs,
+) -> anyhow::Result<backup::ExportSummary> {
+    server::schemas::check_offline(store, catalog, false)
+        .await
+        .with_context(|| kinds_context(catalog))?;
+    let unseen = store.unopened_kinds()?;
+    if !unseen.is_empty() {
+        eprintln!(
+            "settingsd: warning: {} also holds records of declared kinds {}, which this export \
+             leaves out: pass --kinds FILE with the kinds file that declares them",
+            args.data_dir.display(),
+            unseen.join(", ")
+        );
+    }
+    backup::export(store, catalog, args.file.as_deref(), args.skip_corrupt).await
+}
+
+/// The offline import, once the store is open: the declared kinds' schemas
+/// are checked against the stored ones, and recorded (the records are
+/// written in them), as a server's start does.
+async fn import_offline(
+    store: &SledStore,
+    catalog: &Catalog,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<usize> {
+    server::schemas::check_offline(store, catalog, true)
+        .await
+        .with_context(|| kinds_context(catalog))?;
+    match file {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            backup::import(store, catalog, std::io::BufReader::new(file)).await
+        }
+        None => backup::import(store, catalog, std::io::stdin().lock()).await,
+    }
+}
+
+/// Names the kinds file in a schema check's error.
+fn kinds_context(catalog: &Catalog) -> String {
+    format!("--kinds {}", catalog.declared().source().display())
 }
 
 fn nonzero(n: usize) -> NonZeroUsize {

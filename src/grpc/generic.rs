@@ -85,6 +85,14 @@ impl SettingsGrpc {
         SettingsGrpc { api, catalog }
     }
 
+    /// The kind named `name`, for a caller that authenticates: a caller
+    /// without valid credentials learns nothing, not even which kinds exist.
+    fn kind_for(&self, metadata: &MetadataMap, name: &str) -> Result<&Kind, Error> {
+        self.api.caller(metadata)?;
+        self.kind(name)
+    }
+
+    /// The kind named `name` (the caller already authenticated).
     fn kind(&self, name: &str) -> Result<&Kind, Error> {
         if name.is_empty() {
             return Err(Error::Invalid(ValidationError {
@@ -118,9 +126,9 @@ impl SettingsGrpc {
         metadata: &MetadataMap,
         request: pb::GetSettingsRequest,
     ) -> Result<pb::Settings, Error> {
-        let kind = self.kind(&request.kind)?;
         let _slot = self.api.start()?;
         let account = self.api.authorize(metadata, &request.account_sid)?;
+        let kind = self.kind(&request.kind)?;
         tracing::Span::current().record("account", account.as_str());
         self.api
             .inject(kind.resource, Method::Get, &account)
@@ -143,9 +151,9 @@ impl SettingsGrpc {
             field: Field::Settings,
             violation: Violation::Missing,
         }))?;
-        let kind = self.kind(&settings.kind)?;
         let _slot = self.api.start()?;
         let account = self.api.authorize(metadata, &settings.account_sid)?;
+        let kind = self.kind(&settings.kind)?;
         let update = decode_value(kind, settings.value.as_ref())?;
         let paths = request
             .update_mask
@@ -330,7 +338,24 @@ pub fn decode_value(
 /// keeps the stored encoding when the stored message equals `value` as a
 /// message, and writes `value` otherwise. (A stored record that does not
 /// decode is replaced: an import is how one is repaired.)
-pub fn declared_replacement(kind: &Kind, account: AccountSid, value: Bytes) -> Replacement {
+///
+/// # Errors
+/// A [`Field::Value`] error if `value` is over [`MAX_VALUE_BYTES`]: an
+/// import may not store what no update could.
+pub fn declared_replacement(
+    kind: &Kind,
+    account: AccountSid,
+    value: Bytes,
+) -> Result<Replacement, ValidationError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(ValidationError {
+            field: Field::Value,
+            violation: Violation::Malformed(format!(
+                "is {} bytes encoded; a value may hold at most {MAX_VALUE_BYTES}",
+                value.len()
+            )),
+        });
+    }
     let descriptor = kind.message.clone();
     let merge = move |stored: &[u8]| {
         let decode = |bytes: &[u8]| DynamicMessage::decode(descriptor.clone(), bytes).ok();
@@ -342,11 +367,11 @@ pub fn declared_replacement(kind: &Kind, account: AccountSid, value: Bytes) -> R
             value.clone()
         })
     };
-    Replacement {
+    Ok(Replacement {
         resource: kind.resource,
         account,
         patch: Patch::Message(MessagePatch(Arc::new(merge))),
-    }
+    })
 }
 
 /// An import's record in the generic shape (`ExportedSettings`'s
@@ -377,7 +402,7 @@ pub fn settings_replacement(
     decode_value(kind, settings.value.as_ref())?;
     let value = settings.value.map(|any| any.value).unwrap_or_default();
     if !kind.resource.is_built_in() {
-        return Ok(declared_replacement(kind, account, Bytes::from(value)));
+        return declared_replacement(kind, account, Bytes::from(value));
     }
     let mut message = decode_built_in(&value).map_err(|e| ValidationError {
         field: Field::Value,
@@ -508,7 +533,7 @@ impl pb::settings_service_server::SettingsService for SettingsGrpc {
         observed(&self.api, "WatchSettings", async {
             let (metadata, _, message) = request.into_parts();
             tracing::Span::current().record("kind", message.kind.as_str());
-            let kind = self.kind(&message.kind)?.clone();
+            let kind = self.kind_for(&metadata, &message.kind)?.clone();
             let render = GenericRender {
                 service: self.clone(),
                 kind: kind.clone(),
@@ -536,7 +561,7 @@ impl pb::settings_service_server::SettingsService for SettingsGrpc {
         observed(&self.api, "ListSettingsRevisions", async {
             let (metadata, _, message) = request.into_parts();
             tracing::Span::current().record("kind", message.kind.as_str());
-            let kind = self.kind(&message.kind)?;
+            let kind = self.kind_for(&metadata, &message.kind)?;
             let (records, next_page_token) = self
                 .api
                 .history_page(
@@ -567,7 +592,7 @@ impl pb::settings_service_server::SettingsService for SettingsGrpc {
         observed(&self.api, "RollbackSettings", async {
             let (metadata, _, message) = request.into_parts();
             tracing::Span::current().record("kind", message.kind.as_str());
-            let kind = self.kind(&message.kind)?;
+            let kind = self.kind_for(&metadata, &message.kind)?;
             let record = self
                 .api
                 .rollback_record(

@@ -22,7 +22,7 @@ use tonic::metadata::MetadataMap;
 use self::faults::{Faults, Method};
 pub use self::{
     convert::{parse_etag, parse_patch, replacement, to_message},
-    generic::SettingsGrpc,
+    generic::{declared_replacement, decode_value, SettingsGrpc},
     in_flight::InFlight,
     services::{AdminGrpc, CompositionSettingsGrpc, RecordingSettingsGrpc, WatchStream},
     watch::WatchSlots,

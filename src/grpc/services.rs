@@ -2,12 +2,15 @@
 //! generated trait to the shared [`SettingsApi`], and the operators'
 //! `AdminService`.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{
     convert::{optional_account, optional_resource, recorded_request, replacement, to_message},
+    generic::{render_declared, settings_replacement},
     watch::WatchMessages,
     SettingsApi,
 };
@@ -19,9 +22,10 @@ use crate::{
     },
     domain::{Field, ValidationError, Violation},
     error::Error,
+    kinds::Catalog,
     request_log::RequestLog,
     resource::Resource,
-    store::{replace_changed, Selector, StoredSettings},
+    store::{replace_changed, Record, Selector, StoredSettings},
 };
 
 /// Binds one resource's generated service trait to [`SettingsApi`]: the
@@ -173,9 +177,15 @@ settings_service!(
 
 /// The `settingsd.v1.AdminService` implementation: operator-only RPCs over
 /// every account. Shares the settings services' store, credentials and
-/// in-flight limit.
+/// in-flight limit. Cheap to clone.
 #[derive(Clone)]
-pub struct AdminGrpc(pub SettingsApi);
+pub struct AdminGrpc {
+    api: SettingsApi,
+    /// The kinds the server serves: an export renders a declared kind's
+    /// records in its message type, and an import checks a declared
+    /// record's value against it before anything is written.
+    catalog: Arc<Catalog>,
+}
 
 /// The most records one `ImportSettings` call takes (they are held in
 /// memory, a few hundred bytes each, until all are validated).
@@ -186,9 +196,13 @@ const MAX_IMPORT_RECORDS: usize = 100_000;
 const EXPORT_BUFFER: usize = 64;
 
 impl AdminGrpc {
+    pub fn new(api: SettingsApi, catalog: Arc<Catalog>) -> AdminGrpc {
+        AdminGrpc { api, catalog }
+    }
+
     /// Refuses tenants: admin RPCs are for operators (or anyone in open mode).
     fn operator(&self, request: &Request<impl Sized>) -> Result<(), Status> {
-        match self.0.caller(request.metadata())? {
+        match self.api.caller(request.metadata())? {
             Caller::Account(caller) => Err(Error::OperatorOnly { caller }.into()),
             Caller::Anonymous | Caller::Operator(_) => Ok(()),
         }
@@ -203,12 +217,12 @@ impl AdminGrpc {
         resources: &[Resource],
         message: impl Fn(&SettingsApi, StoredSettings) -> Result<T, Error> + Send + 'static,
     ) -> Result<ReceiverStream<Result<T, Status>>, Status> {
-        let slot = self.0.start()?;
-        if let Caller::Account(caller) = self.0.caller(request.metadata())? {
+        let slot = self.api.start()?;
+        if let Caller::Account(caller) = self.api.caller(request.metadata())? {
             return Err(Error::OperatorOnly { caller }.into());
         }
         let (tx, rx) = mpsc::channel(EXPORT_BUFFER);
-        let api = self.0.clone();
+        let api = self.api.clone();
         let mut scan = api.store.scan(resources);
         tokio::spawn(async move {
             let _slot = slot;
@@ -243,7 +257,11 @@ impl AdminService for AdminGrpc {
         request: Request<pb::InjectFaultRequest>,
     ) -> Result<Response<pb::Fault>, Status> {
         self.operator(&request)?;
-        let fault = self.0.faults.add(request.get_ref()).map_err(Error::from)?;
+        let fault = self
+            .api
+            .faults
+            .add(request.get_ref())
+            .map_err(Error::from)?;
         tracing::info!(?fault, "fault rule added");
         Ok(Response::new(fault))
     }
@@ -254,7 +272,7 @@ impl AdminService for AdminGrpc {
     ) -> Result<Response<pb::ListFaultsResponse>, Status> {
         self.operator(&request)?;
         Ok(Response::new(pb::ListFaultsResponse {
-            faults: self.0.faults.list(),
+            faults: self.api.faults.list(),
         }))
     }
 
@@ -264,7 +282,7 @@ impl AdminService for AdminGrpc {
         request: Request<pb::ClearFaultsRequest>,
     ) -> Result<Response<pb::ClearFaultsResponse>, Status> {
         self.operator(&request)?;
-        let cleared = self.0.faults.clear();
+        let cleared = self.api.faults.clear();
         tracing::info!(cleared, "fault rules cleared");
         Ok(Response::new(pb::ClearFaultsResponse {
             cleared: u32::try_from(cleared).unwrap_or(u32::MAX),
@@ -276,12 +294,12 @@ impl AdminService for AdminGrpc {
         request: Request<pb::ResetSettingsRequest>,
     ) -> Result<Response<pb::ResetSettingsResponse>, Status> {
         self.operator(&request)?;
-        let _slot = self.0.start()?;
+        let _slot = self.api.start()?;
         let selector = Selector {
             resource: optional_resource(&request.get_ref().resource).map_err(Error::from)?,
             account: optional_account(&request.get_ref().account_sid).map_err(Error::from)?,
         };
-        let (reset_count, revision) = self.0.store.reset(selector).await?;
+        let (reset_count, revision) = self.api.store.reset(selector).await?;
         Ok(Response::new(pb::ResetSettingsResponse {
             reset_count,
             revision,
@@ -295,7 +313,7 @@ impl AdminService for AdminGrpc {
         self.operator(&request)?;
         let account = optional_account(&request.get_ref().account_sid).map_err(Error::from)?;
         let limit = usize::try_from(request.get_ref().limit).unwrap_or(usize::MAX);
-        let requests = self.0.requests.recent(account.as_ref(), limit);
+        let requests = self.api.requests.recent(account.as_ref(), limit);
         Ok(Response::new(pb::ListRecentRequestsResponse {
             requests: requests.into_iter().map(recorded_request).collect(),
         }))
@@ -306,8 +324,9 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<tonic::Streaming<pb::ImportSettingsRequest>>,
     ) -> Result<Response<pb::ImportSettingsResponse>, Status> {
+        use pb::exported_settings::Settings;
         self.operator(&request)?;
-        let _slot = self.0.start()?;
+        let _slot = self.api.start()?;
         let mut stream = request.into_inner();
         let mut records = Vec::new();
         while let Some(message) = stream.message().await? {
@@ -319,18 +338,22 @@ impl AdminService for AdminGrpc {
                 )));
             }
             let invalid = |error| Error::InvalidRecord { index, error };
-            let (resource, settings) = message
-                .record
-                .and_then(pb::ExportedSettings::into_parts)
-                .ok_or_else(|| {
-                    invalid(ValidationError {
-                        field: Field::Record,
-                        violation: Violation::Missing,
-                    })
-                })?;
-            records.push(replacement(resource, &settings).map_err(invalid)?);
+            let replacement = match message.record.and_then(|r| r.settings) {
+                Some(Settings::RecordingSettings(m)) => replacement(Resource::Recording, &m.into()),
+                Some(Settings::CompositionSettings(m)) => {
+                    replacement(Resource::Composition, &m.into())
+                }
+                Some(Settings::DeclaredSettings(settings)) => {
+                    settings_replacement(&self.catalog, settings)
+                }
+                None => Err(ValidationError {
+                    field: Field::Record,
+                    violation: Violation::Missing,
+                }),
+            };
+            records.push(replacement.map_err(invalid)?);
         }
-        let (written, unchanged) = replace_changed(&*self.0.store, records).await?;
+        let (written, unchanged) = replace_changed(&*self.api.store, records).await?;
         tracing::info!(written, unchanged, "settings imported");
         Ok(Response::new(pb::ImportSettingsResponse {
             written: written as u64,
@@ -345,9 +368,28 @@ impl AdminService for AdminGrpc {
         &self,
         request: Request<pb::ExportSettingsRequest>,
     ) -> Result<Response<Self::ExportSettingsStream>, Status> {
-        let stream = self.export(&request, &Resource::ALL, |api, record| {
-            let message = to_message(record.record.into_twilio()?, api.url(record.resource));
-            Ok(pb::ExportedSettings::new(record.resource, message))
+        // Every kind the store keeps, declared ones included: a backup
+        // must hold everything a restore needs.
+        let resources = self.api.store.resources().to_vec();
+        let catalog = Arc::clone(&self.catalog);
+        let stream = self.export(&request, &resources, move |api, stored| {
+            let resource = stored.resource;
+            match stored.record {
+                Record::Twilio(settings) => Ok(pb::ExportedSettings::new(
+                    resource,
+                    to_message(settings, api.url(resource)),
+                )),
+                Record::Message(record) => {
+                    let kind = catalog.of(resource).ok_or_else(|| {
+                        Error::Storage(format!(
+                            "the store holds kind {resource}, which the server does not serve"
+                        ))
+                    })?;
+                    Ok(pb::ExportedSettings::declared(render_declared(
+                        kind, record,
+                    )))
+                }
+            }
         })?;
         Ok(Response::new(stream))
     }

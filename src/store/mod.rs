@@ -201,6 +201,14 @@ pub async fn replace_in_batches(
 /// decode counts as different: loading a good one repairs it. Returns
 /// (written, already as given), counting every record given.
 ///
+/// A record is compared as the store would write it: its patch merged into
+/// the stored record, stamped with the stored revision and time. (A
+/// replacement's patch replaces whatever it merges into, so merging into
+/// the stored record gives what the store writes; it also lets a declared
+/// kind's merge answer the stored encoding when the stored message equals
+/// the given one, which bytes alone cannot tell: see
+/// `grpc::declared_replacement`.)
+///
 /// # Errors
 /// As [`replace_in_batches`], or a read of the stored state failing.
 pub async fn replace_changed(
@@ -224,8 +232,7 @@ pub async fn replace_changed(
             }
             stored => stored?,
         };
-        let mut given =
-            Record::default_for(record.resource, record.account.clone()).merged(&record.patch)?;
+        let mut given = stored.merged(&record.patch)?;
         given.stamp(stored.revision(), stored.update_time());
         let same = stored.revision() > 0 && given == stored;
         if !same {

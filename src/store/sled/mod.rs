@@ -264,6 +264,29 @@ impl SledStore {
         self.shared.syncs.load(Ordering::SeqCst)
     }
 
+    /// The declared kinds whose records the data directory holds but that
+    /// this store was not opened with ([`StoreOptions::declared`]): their
+    /// trees stay on disk, unread, so an offline export without them would
+    /// leave them out unnoticed. A kind whose tree is empty is not listed.
+    ///
+    /// # Errors
+    /// [`Error::Reopening`], or sled failing to read its trees.
+    pub fn unopened_kinds(&self) -> Result<Vec<String>, Error> {
+        let inner = self.current()?;
+        let mut kinds = Vec::new();
+        for tree in inner.db.tree_names() {
+            let Some(kind) = tree.strip_prefix(DECLARED_TREE_PREFIX.as_bytes()) else {
+                continue;
+            };
+            let kind = String::from_utf8_lossy(kind).into_owned();
+            let opened = inner.resources.iter().any(|r| r.name() == kind);
+            if !opened && !inner.db.open_tree(&tree)?.is_empty() {
+                kinds.push(kind);
+            }
+        }
+        Ok(kinds)
+    }
+
     /// Makes every write so far durable and stops the committer. Later Sets
     /// fail with [`Error::ShuttingDown`]; reads keep working.
     ///
@@ -618,6 +641,9 @@ impl Drop for Inner {
 /// kind name.
 const SCHEMAS_TREE: &str = "schemas";
 
+/// What a declared kind's tree name starts with (see [`tree_name`]).
+const DECLARED_TREE_PREFIX: &str = "kind:";
+
 /// The sled tree of `resource`'s records. A declared kind's tree is
 /// prefixed so that no kind name can collide with the store's own trees
 /// (`changes`, `meta`) or a built-in resource.
@@ -625,7 +651,7 @@ pub(super) fn tree_name(resource: Resource) -> String {
     if resource.is_built_in() {
         resource.name().to_owned()
     } else {
-        format!("kind:{}", resource.name())
+        format!("{DECLARED_TREE_PREFIX}{}", resource.name())
     }
 }
 
