@@ -13,20 +13,32 @@ use crate::{
     resource::Resource,
 };
 
-/// An operator request's `resource`: a resource's name, or "" for every
-/// resource (`None`).
+/// An operator request's `resource`: the name of a resource (or declared
+/// kind) of `served`, or "" for every resource (`None`).
 ///
 /// # Errors
-/// A [`Field::Resource`] error for any other value.
-pub fn optional_resource(name: &str) -> Result<Option<Resource>, ValidationError> {
+/// A [`Field::Resource`] error for any other value, listing the names.
+pub fn optional_resource(
+    name: &str,
+    served: &[Resource],
+) -> Result<Option<Resource>, ValidationError> {
     match name {
         "" => Ok(None),
-        name => Resource::from_name(name).map(Some).ok_or(ValidationError {
-            field: Field::Resource,
-            violation: Violation::Malformed(
-                "must be recording_settings, composition_settings or empty".to_owned(),
-            ),
-        }),
+        name => served
+            .iter()
+            .find(|r| r.name() == name)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                let names: Vec<_> = served.iter().map(|r| r.name()).collect();
+                ValidationError {
+                    field: Field::Resource,
+                    violation: Violation::Malformed(format!(
+                        "must be one of {} or empty",
+                        names.join(", ")
+                    )),
+                }
+            }),
     }
 }
 

@@ -77,8 +77,12 @@ impl Faults {
     ///
     /// # Errors
     /// The first malformed field.
-    pub fn add(&self, request: &pb::InjectFaultRequest) -> Result<pb::Fault, ValidationError> {
-        let resource = optional_resource(&request.resource)?;
+    pub fn add(
+        &self,
+        request: &pb::InjectFaultRequest,
+        served: &[Resource],
+    ) -> Result<pb::Fault, ValidationError> {
+        let resource = optional_resource(&request.resource, served)?;
         let method = match request.method.as_str() {
             "" => None,
             "get" => Some(Method::Get),

@@ -23,7 +23,7 @@ use std::{sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
 use prost::Message as _;
-use prost_reflect::DynamicMessage;
+use prost_reflect::{DynamicMessage, Value};
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 
@@ -54,10 +54,6 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// How many times an update of a built-in kind computes its result again
 /// after another write changed the resource under it.
 const MAX_BUILT_IN_ATTEMPTS: usize = 16;
-
-/// The fields of a built-in resource's message that the server sets: an
-/// update's values for them are ignored (AIP-203 output only).
-const OUTPUT_ONLY: [&str; 5] = ["account_sid", "url", "revision", "update_time", "etag"];
 
 /// `settingsd.v1.SettingsService`. Cheap to clone.
 #[derive(Clone)]
@@ -186,13 +182,10 @@ impl SettingsGrpc {
         &self,
         kind: &Kind,
         account: &AccountSid,
-        mut update: DynamicMessage,
+        update: DynamicMessage,
         paths: Option<Vec<String>>,
         expected: Option<Etag>,
     ) -> Result<Record, Error> {
-        for field in OUTPUT_ONLY {
-            update.clear_field_by_name(field);
-        }
         for _ in 0..MAX_BUILT_IN_ATTEMPTS {
             let current = self
                 .api
@@ -207,14 +200,21 @@ impl SettingsGrpc {
             mask::apply(&mut merged, &update, paths.as_deref()).map_err(|e| mask_error(&e))?;
             let merged = pb::RecordingSettings::decode(merged.encode_to_vec().as_slice())
                 .map_err(|e| Error::Storage(format!("a built-in resource does not decode: {e}")))?;
+            // Only the resource's own fields are read: the output-only ones
+            // (account_sid, url, revision, update_time, etag) an update
+            // carries are ignored (AIP-203). A string sent empty clears the
+            // field, as in the typed Set (no stored value is ever empty).
+            fn text(v: &Option<String>) -> Option<&str> {
+                v.as_deref().filter(|v| !v.is_empty())
+            }
             let state = Settings::parse(
                 account.clone(),
                 SettingsText {
-                    friendly_name: merged.friendly_name.as_deref(),
-                    aws_credentials_sid: merged.aws_credentials_sid.as_deref(),
-                    aws_s3_url: merged.aws_s3_url.as_deref(),
+                    friendly_name: text(&merged.friendly_name),
+                    aws_credentials_sid: text(&merged.aws_credentials_sid),
+                    aws_s3_url: text(&merged.aws_s3_url),
                     aws_storage_enabled: merged.aws_storage_enabled,
-                    encryption_key_sid: merged.encryption_key_sid.as_deref(),
+                    encryption_key_sid: text(&merged.encryption_key_sid),
                     encryption_enabled: merged.encryption_enabled,
                 },
             )?;
@@ -318,11 +318,56 @@ pub fn decode_value(
             )),
         });
     }
-    DynamicMessage::decode(kind.message.clone(), any.value.as_slice()).map_err(|e| {
-        ValidationError {
+    let value =
+        DynamicMessage::decode(kind.message.clone(), any.value.as_slice()).map_err(|e| {
+            ValidationError {
+                field: Field::Value,
+                violation: Violation::Malformed(format!("does not decode as a {expected}: {e}")),
+            }
+        })?;
+    // A field the kind's schema does not define (a client built from
+    // another version of the .proto, say) is refused rather than stored
+    // unread: what is stored is what the schema says.
+    if let Some((path, number)) = unknown_field(&value, "") {
+        return Err(ValidationError {
             field: Field::Value,
-            violation: Violation::Malformed(format!("does not decode as a {expected}: {e}")),
+            violation: Violation::Malformed(format!(
+                "has a field number {number} in {} that {expected} does not define",
+                if path.is_empty() {
+                    "the message"
+                } else {
+                    &path
+                }
+            )),
+        });
+    }
+    Ok(value)
+}
+
+/// The first field of `message` (or of a message inside it) that its
+/// schema does not define: where (dotted, from the top) and its number.
+fn unknown_field(message: &DynamicMessage, at: &str) -> Option<(String, u32)> {
+    if let Some(field) = message.unknown_fields().next() {
+        return Some((at.to_owned(), field.number()));
+    }
+    let inner = |name: &str| {
+        if at.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{at}.{name}")
         }
+    };
+    message.fields().find_map(|(field, value)| match value {
+        Value::Message(m) => unknown_field(m, &inner(field.name())),
+        Value::List(items) => items.iter().find_map(|item| match item {
+            Value::Message(m) => unknown_field(m, &inner(field.name())),
+            _ => None,
+        }),
+        Value::Map(entries) => entries.values().find_map(|item| match item {
+            Value::Message(m) => unknown_field(m, &inner(field.name())),
+            _ => None,
+        }),
+        _ => None,
     })
 }
 

@@ -260,7 +260,7 @@ impl AdminService for AdminGrpc {
         let fault = self
             .api
             .faults
-            .add(request.get_ref())
+            .add(request.get_ref(), self.api.store.resources())
             .map_err(Error::from)?;
         tracing::info!(?fault, "fault rule added");
         Ok(Response::new(fault))
@@ -296,7 +296,8 @@ impl AdminService for AdminGrpc {
         self.operator(&request)?;
         let _slot = self.api.start()?;
         let selector = Selector {
-            resource: optional_resource(&request.get_ref().resource).map_err(Error::from)?,
+            resource: optional_resource(&request.get_ref().resource, self.api.store.resources())
+                .map_err(Error::from)?,
             account: optional_account(&request.get_ref().account_sid).map_err(Error::from)?,
         };
         let (reset_count, revision) = self.api.store.reset(selector).await?;

@@ -409,7 +409,29 @@ fn refused_updates() -> Vec<Refused> {
         change(request.settings.as_mut().unwrap());
         request
     };
+    // The value's encoding plus fields its schema does not define: field
+    // 99 (varint 1) at the top, and inside `default_tier` (field 5).
+    let with_unknown = |extra: &[u8]| {
+        let mut request = update(&value(), None);
+        let any = request.settings.as_mut().unwrap().value.as_mut().unwrap();
+        any.value.extend_from_slice(extra);
+        request
+    };
     vec![
+        Refused {
+            what: "a field the schema does not define",
+            request: with_unknown(&[0x98, 0x06, 0x01]),
+            code: Code::InvalidArgument,
+            says: &["field number 99", "acme.billing.v1.BillingLimits"],
+            field: Some("settings.value"),
+        },
+        Refused {
+            what: "a field the schema does not define, in a nested message",
+            request: with_unknown(&[0x2a, 0x03, 0x98, 0x06, 0x01]),
+            code: Code::InvalidArgument,
+            says: &["field number 99", "default_tier"],
+            field: Some("settings.value"),
+        },
         Refused {
             what: "an unknown path",
             request: masked(&["display_name", "nope"]),
@@ -609,6 +631,32 @@ fn recording_update(value: &pb::RecordingSettings) -> pb::UpdateSettingsRequest 
         }),
         update_mask: None,
     }
+}
+
+/// The typed Set clears an optional field sent as "": so does a merge of a
+/// built-in kind through the generic service.
+#[tokio::test]
+async fn an_empty_string_clears_a_built_in_field_through_the_generic_api_as_in_the_typed_set() {
+    let (app, _dir) = serve_kinds().await;
+    let mut grpc = client(&app).await;
+    grpc.update_settings(recording_update(&pb::RecordingSettings {
+        friendly_name: Some("with url".into()),
+        aws_s3_url: Some("https://bucket.s3.amazonaws.com/r/".into()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+
+    grpc.update_settings(recording_update(&pb::RecordingSettings {
+        aws_s3_url: Some(String::new()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let typed = app.get(ACCOUNT).await;
+
+    assert_eq!(typed.aws_s3_url, None, "cleared");
+    assert_eq!(typed.friendly_name.as_deref(), Some("with url"), "kept");
 }
 
 #[tokio::test]

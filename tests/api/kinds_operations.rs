@@ -890,3 +890,61 @@ async fn the_binary_serves_a_kinds_file_and_refuses_an_incompatible_restart_unle
         "the new schema is served"
     );
 }
+
+/// The emulator's controls name a declared kind as they name a built-in
+/// resource: a reset of that kind only, a fault on its Get only.
+#[tokio::test]
+async fn reset_and_fault_injection_name_a_declared_kind() {
+    use settingsd::pb::admin_service_client::AdminServiceClient;
+    let (app, _dir) = serve_kinds().await;
+    let mut grpc = client(&app).await;
+    let mut admin = AdminServiceClient::new(crate::helpers::channel(app.grpc_addr).await);
+    write(&mut grpc, FULL, None).await;
+    let recording = app.set(crate::helpers::set_request(ACCOUNT, "kept")).await;
+
+    let reset = admin
+        .reset_settings(pb::ResetSettingsRequest {
+            account_sid: String::new(),
+            resource: KIND.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let after_reset = read(&mut grpc).await;
+    admin
+        .inject_fault(pb::InjectFaultRequest {
+            resource: KIND.into(),
+            method: "get".into(),
+            grpc_code: Code::Unavailable as i32,
+            count: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let faulted = grpc
+        .get_settings(get_request(KIND, ACCOUNT))
+        .await
+        .unwrap_err();
+    let unknown = admin
+        .reset_settings(pb::ResetSettingsRequest {
+            account_sid: String::new(),
+            resource: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+
+    assert_eq!(reset.reset_count, 1, "{reset:?}");
+    assert_eq!(after_reset.revision, 0, "reset to the empty message");
+    assert_eq!(
+        app.get(ACCOUNT).await,
+        recording,
+        "another resource is left alone"
+    );
+    assert_eq!(faulted.code(), Code::Unavailable, "{faulted:?}");
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert!(
+        unknown.message().contains(KIND),
+        "lists the kinds: {}",
+        unknown.message()
+    );
+}
