@@ -693,3 +693,55 @@ async fn serve_seed_loads_a_declared_kinds_line_and_starting_again_with_it_chang
     );
     assert!(without_kinds.stdout.is_empty(), "it never served");
 }
+
+/// A record written before a field was removed (its number reserved since)
+/// still carries that field's bytes. An update may not send a field the
+/// schema does not define, but a backup of such a record must restore: the
+/// import takes it as it was exported.
+#[tokio::test]
+async fn a_record_carrying_a_removed_fields_bytes_exports_and_imports_after_a_compatible_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = spawn_app_with_kinds(dir.path(), test_kinds("kinds.toml")).await;
+    client(&old)
+        .await
+        .update_settings(update(
+            &limits(r#"{"displayName": "Acme", "enforced": true}"#),
+            None,
+        ))
+        .await
+        .unwrap();
+    old.stop().await.unwrap();
+    crate::helpers::wait_until_released(dir.path());
+    let evolved = test_kinds("evolved/compatible/kinds.toml");
+    let new = spawn_app_with_kinds(dir.path(), evolved.clone()).await;
+    let records = export(&mut admin(new.grpc_addr).await).await;
+    let target_dir = tempfile::tempdir().unwrap();
+    let target = spawn_app_with_kinds(target_dir.path(), evolved).await;
+
+    let imported = import(&mut admin(target.grpc_addr).await, records.clone()).await;
+    let restored = client(&target)
+        .await
+        .get_settings(get_request(KIND, ACCOUNT))
+        .await
+        .unwrap()
+        .into_inner();
+    let Exported::DeclaredSettings(exported) = &records[0] else {
+        panic!("a declared record: {records:?}");
+    };
+
+    assert_eq!(imported.unwrap().written, 1);
+    assert_eq!(
+        restored.value.as_ref().unwrap().value,
+        exported.value.as_ref().unwrap().value,
+        "restored byte for byte, the removed field's bytes included"
+    );
+    assert!(
+        exported
+            .value
+            .as_ref()
+            .unwrap()
+            .value
+            .ends_with(&[0x48, 0x01]),
+        "field 9 (enforced = true) is still in the stored bytes"
+    );
+}
