@@ -1113,3 +1113,23 @@ pub fn corrupt_resource(data_dir: &Path, resource: Resource, account: &str, byte
     drop((tree, db));
     wait_until_released(data_dir);
 }
+
+/// grpcurl from `GRPCURL`, the project's `.venv` (made by `.ci/run`), or PATH.
+pub fn grpcurl() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("GRPCURL") {
+        return path.into();
+    }
+    let venv = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/grpcurl");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("grpcurl"))
+        .find(|p| p.exists());
+    on_path.expect(
+        "grpcurl not found: run `bash .ci/run` once (it installs grpcurl into .venv), \
+         or set GRPCURL to a grpcurl binary",
+    )
+}

@@ -1,8 +1,6 @@
 //! What operators and grpcurl see: health, reflection (v1 and v1alpha), and
 //! grpcurl itself against the server.
 
-use std::path::PathBuf;
-
 use tokio::process::Command;
 
 use tokio_stream::StreamExt;
@@ -97,26 +95,6 @@ async fn reflection_v1alpha_lists_the_service() {
         panic!("unexpected reflection answer {response:?}");
     };
     assert!(list.service.iter().any(|s| s.name == SERVICE));
-}
-
-/// grpcurl from `GRPCURL`, the project's `.venv` (made by `.ci/run`), or PATH.
-fn grpcurl() -> PathBuf {
-    if let Some(path) = std::env::var_os("GRPCURL") {
-        return path.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/grpcurl");
-    if venv.exists() {
-        return venv;
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("grpcurl"))
-        .find(|p| p.exists());
-    on_path.expect(
-        "grpcurl not found: run `bash .ci/run` once (it installs grpcurl into .venv), \
-         or set GRPCURL to a grpcurl binary",
-    )
 }
 
 async fn run_grpcurl(args: &[&str]) -> String {

@@ -22,9 +22,9 @@ use tonic_types::StatusExt;
 use crate::{
     helpers::{
         binary, channel, finish, full_set_request, set_request, spawn_app, spawn_app_with_kinds,
-        test_kinds, BinaryServer, Resource, TestApp, ACCOUNT, OTHER_ACCOUNT, SERVE_ON_PORT_0,
+        test_kinds, BinaryServer, Resource, ACCOUNT, OTHER_ACCOUNT, SERVE_ON_PORT_0,
     },
-    kinds::{any, client, limits, update, value_of},
+    kinds::{any, client, limits, serve_kinds, update, value_of},
 };
 
 const KIND: &str = "billing_limits";
@@ -112,15 +112,9 @@ fn declared(account: &str, value: prost_types::Any) -> Exported {
 }
 
 /// A server on a fresh directory serving the test kinds.
-async fn spawn_app_with_test_kinds() -> (TestApp, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with_kinds(dir.path(), test_kinds("kinds.toml")).await;
-    (app, dir)
-}
-
 #[tokio::test]
 async fn an_online_export_streams_both_built_in_resources_and_a_declared_kinds_record_as_an_any() {
-    let (app, _dir) = spawn_app_with_test_kinds().await;
+    let (app, _dir) = serve_kinds().await;
     let written = client(&app)
         .await
         .update_settings(update(&limits(VALUE), None))
@@ -156,8 +150,8 @@ async fn an_online_export_streams_both_built_in_resources_and_a_declared_kinds_r
 #[tokio::test]
 async fn a_declared_kinds_record_round_trips_through_export_and_import_and_importing_it_again_changes_nothing(
 ) {
-    let (source, _source_dir) = spawn_app_with_test_kinds().await;
-    let (target, _target_dir) = spawn_app_with_test_kinds().await;
+    let (source, _source_dir) = serve_kinds().await;
+    let (target, _target_dir) = serve_kinds().await;
     let original = client(&source)
         .await
         .update_settings(update(&limits(VALUE), None))
@@ -202,7 +196,7 @@ async fn a_declared_kinds_record_round_trips_through_export_and_import_and_impor
 /// entries in another order) leaves the stored record alone.
 #[tokio::test]
 async fn importing_an_equal_value_encoded_differently_counts_as_unchanged() {
-    let (app, _dir) = spawn_app_with_test_kinds().await;
+    let (app, _dir) = serve_kinds().await;
     let stored = client(&app)
         .await
         .update_settings(update(&limits(VALUE), None))
@@ -285,7 +279,7 @@ fn map_entries(encoded: &[u8], number: u64) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn an_imported_record_of_an_unknown_kind_or_of_another_type_is_refused_naming_it() {
-    let (app, _dir) = spawn_app_with_test_kinds().await;
+    let (app, _dir) = serve_kinds().await;
     let built_in_only = spawn_app().await;
     let good = declared(ACCOUNT, any(&limits(r#"{"displayName":"fine"}"#)));
     let mut unknown_kind = declared(OTHER_ACCOUNT, any(&limits("{}")));
@@ -360,7 +354,7 @@ async fn an_imported_record_of_an_unknown_kind_or_of_another_type_is_refused_nam
 /// answers it) imports as its typed record would: validated as a Set.
 #[tokio::test]
 async fn a_built_in_kinds_record_in_the_generic_shape_imports_validated_as_a_set() {
-    let (app, _dir) = spawn_app_with_test_kinds().await;
+    let (app, _dir) = serve_kinds().await;
     let generic = |name: &str| {
         let value = pb::RecordingSettings {
             friendly_name: Some(name.into()),
@@ -549,7 +543,7 @@ async fn the_cli_exports_a_declared_kind_as_proto3_json_and_imports_it_into_a_fr
 
 #[tokio::test]
 async fn an_online_import_of_declared_lines_loads_them_and_loading_them_again_changes_nothing() {
-    let (app, _dir) = spawn_app_with_test_kinds().await;
+    let (app, _dir) = serve_kinds().await;
     let file = tempfile::NamedTempFile::new().unwrap();
     let value: serde_json::Value = serde_json::from_str(VALUE).unwrap();
     let line = serde_json::json!({"resource": KIND, "account_sid": ACCOUNT, "value": value});

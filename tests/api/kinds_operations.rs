@@ -482,30 +482,14 @@ async fn rollback_to_a_revision_not_in_the_accounts_history_is_not_found_and_cha
 
 // --- grpcurl --------------------------------------------------------------
 
-/// grpcurl from `GRPCURL`, the project's `.venv` (made by `.ci/run`), or
-/// PATH, as `introspection` finds it.
-fn grpcurl() -> PathBuf {
-    if let Some(path) = std::env::var_os("GRPCURL") {
-        return path.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/grpcurl");
-    if venv.exists() {
-        return venv;
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("grpcurl"))
-        .find(|p| p.exists());
-    on_path.expect(
-        "grpcurl not found: run `bash .ci/run` once (it installs grpcurl into .venv), \
-         or set GRPCURL to a grpcurl binary",
-    )
-}
-
 /// grpcurl's stdout, asserting that it succeeded.
 async fn run_grpcurl(args: &[&str]) -> String {
-    let output = finish(Command::new(grpcurl()).arg("-plaintext").args(args)).await;
+    let output = finish(
+        Command::new(crate::helpers::grpcurl())
+            .arg("-plaintext")
+            .args(args),
+    )
+    .await;
     assert!(
         output.status.success(),
         "grpcurl {args:?} failed: {}",
