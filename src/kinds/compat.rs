@@ -20,6 +20,7 @@
 //! | field removed, number reserved in the new message            | yes     | stored values become unknown fields; nothing can reuse the number |
 //! | field removed, number not reserved                           | **no**  | a later field could reuse the number and misread stored values |
 //! | a new field uses a number the old message reserved           | **no**  | stored records may still hold the removed field's values under it |
+//! | a reserved number no longer reserved (dropped or narrowed)   | **no**  | the next schema could then reuse it: each start compares only with the last |
 //! | scalar type changed (`int64` to `string`, `int32` to `int64`, ...) | **no** | different encoding or meaning |
 //! | `enum` to `int32`, `int32` to `enum`, one enum to another    | yes     | both are `int32` varints |
 //! | proto3 `optional` added or removed                           | yes     | same encoding; only presence tracking changes |
@@ -126,6 +127,25 @@ impl Checker<'_> {
                 }
             }
         }
+        // A reservation stays: dropped, the number would look free to the
+        // next schema, whose new field on it would misread the removed
+        // field's values that stored records still carry (the check only
+        // ever compares with the last recorded schema).
+        let kept: Vec<_> = new.reserved_ranges().collect();
+        for range in old.reserved_ranges() {
+            if let Some(number) = uncovered(range, &kept) {
+                if new.get_field(number).is_none() {
+                    return Err(self.incompatible(
+                        join(prefix, &format!("(reserved {number})")),
+                        number,
+                        format!(
+                            "number {number} was reserved and no longer is: stored records may \
+                             hold a removed field's values under it; keep `reserved {number};`"
+                        ),
+                    ));
+                }
+            }
+        }
         for new_field in new.fields() {
             let number = new_field.number();
             if old.get_field(number).is_none() && is_reserved(old, number) {
@@ -211,6 +231,18 @@ fn same_scalar(old: &Kind, new: &Kind) -> bool {
         (Kind::Enum(_) | Kind::Int32, Kind::Enum(_) | Kind::Int32) => true,
         (old, new) => std::mem::discriminant(old) == std::mem::discriminant(new),
     }
+}
+
+/// The first number of `range` that none of `ranges` holds.
+fn uncovered(range: std::ops::Range<u32>, ranges: &[std::ops::Range<u32>]) -> Option<u32> {
+    let mut at = range.start;
+    while at < range.end {
+        match ranges.iter().find(|r| r.contains(&at)) {
+            Some(covering) => at = covering.end,
+            None => return Some(at),
+        }
+    }
+    None
 }
 
 fn is_reserved(message: &MessageDescriptor, number: u32) -> bool {
@@ -373,6 +405,29 @@ mod tests {
             "message M { string a = 1; int64 b = 2; }",
             "message M { string a = 1; reserved \"b\"; }",
             "b",
+        );
+    }
+
+    #[test]
+    fn dropping_a_reservation_is_refused_and_narrowing_one_too() {
+        let reason = refused(
+            "message M { string a = 1; reserved 5; }",
+            "message M { string a = 1; }",
+            "(reserved 5)",
+        );
+        assert!(reason.contains("keep `reserved 5;`"), "{reason}");
+        refused(
+            "message M { string a = 1; reserved 5 to 9; }",
+            "message M { string a = 1; reserved 5 to 7; }",
+            "(reserved 8)",
+        );
+        assert_eq!(
+            change(
+                "message M { string a = 1; reserved 5 to 9; }",
+                "message M { string a = 1; reserved 5, 6 to 8, 9 to 20; }"
+            ),
+            Ok(()),
+            "the same numbers, reserved otherwise"
         );
     }
 
