@@ -40,7 +40,7 @@ use super::{
 };
 use crate::{
     contract::pb,
-    kinds::{mask, Catalog},
+    kinds::{mask, Catalog, Kind},
 };
 
 /// The route of one account's settings of one kind.
@@ -100,37 +100,63 @@ async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match build_update(&state.catalog, account_sid, kind, query, &headers, body).await {
+    let built = match state.catalog.get(&kind) {
+        Ok(found) => build_update(found, account_sid.clone(), query, &headers, body).await,
+        Err(_) => Err(unknown_here(&kind)),
+    };
+    match built {
         Ok(update) => match with_credentials(update, &headers) {
             Ok(request) => respond(&state.catalog, state.backend.update_settings(request).await),
             Err(e) => e.into_response(),
         },
-        Err(e) => e.into_response(),
+        Err(problem) => reject(&state, account_sid, kind, &headers, problem).await,
     }
+}
+
+/// Answers a PATCH that could not become an update (a body that does not
+/// parse, a kind this bridge has no schema for). Credentials come first,
+/// as on the Twilio paths: the service decides, through a Get of the same
+/// account and kind, so that a caller it refuses learns nothing about
+/// which kinds exist or what their fields are.
+async fn reject(
+    state: &KindsState,
+    account_sid: String,
+    kind: String,
+    headers: &HeaderMap,
+    problem: ApiError,
+) -> Response {
+    let probe = pb::GetSettingsRequest { kind, account_sid };
+    let probe = match with_credentials(probe, headers) {
+        Ok(probe) => probe,
+        Err(e) => return e.into_response(),
+    };
+    match state.backend.get_settings(probe).await {
+        Err(status) => error(&status).into_response(),
+        Ok(_) => problem.into_response(),
+    }
+}
+
+/// A kind the service serves but this bridge has no schema for: a
+/// standalone bridge (`settingsd bridge`) knows the built-in kinds only.
+fn unknown_here(kind: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        20501,
+        format!(
+            "kind {kind} is served upstream, but this bridge has no schema for it (a standalone \
+             bridge knows the built-in kinds only): use the settingsd server's own HTTP port"
+        ),
+    )
 }
 
 /// A PATCH as the `UpdateSettings` request it becomes.
 async fn build_update(
-    catalog: &Catalog,
+    found: &Kind,
     account_sid: String,
-    kind: String,
     query: Option<String>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<pb::UpdateSettingsRequest, ApiError> {
-    // A kind this bridge does not know goes to the service as is, which
-    // authenticates the caller before it says the kind is unknown (so a
-    // caller without credentials does not learn which kinds exist).
-    let Ok(found) = catalog.get(&kind) else {
-        return Ok(pb::UpdateSettingsRequest {
-            settings: Some(pb::Settings {
-                kind,
-                account_sid,
-                ..pb::Settings::default()
-            }),
-            update_mask: None,
-        });
-    };
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| ApiError::too_large())?;
@@ -154,7 +180,7 @@ async fn build_update(
         .filter(|paths| !paths.is_empty());
     Ok(pb::UpdateSettingsRequest {
         settings: Some(pb::Settings {
-            kind,
+            kind: found.name().to_owned(),
             account_sid,
             value: Some(prost_types::Any {
                 type_url: found.type_url(),
@@ -173,6 +199,9 @@ fn respond(catalog: &Catalog, result: Result<pb::Settings, Status>) -> Response 
         Ok(settings) => settings,
         Err(status) => return error(&status).into_response(),
     };
+    if catalog.get(&settings.kind).is_err() {
+        return unknown_here(&settings.kind).into_response();
+    }
     let json = match render(catalog, &settings) {
         Ok(json) => json,
         Err(e) => {

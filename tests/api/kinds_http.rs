@@ -273,3 +273,74 @@ async fn basic_auth_decides_the_account_as_on_the_twilio_paths() {
     assert_eq!(own.status(), StatusCode::OK);
     assert_eq!(other.status(), StatusCode::FORBIDDEN);
 }
+
+/// Credentials come first: a caller the service refuses learns neither
+/// which kinds exist nor what their fields are, whatever its body says.
+#[tokio::test]
+async fn a_caller_without_credentials_learns_nothing_from_a_bad_patch() {
+    let app = spawn_authenticated_app_with_kinds(test_kinds("kinds.toml")).await;
+    let client = reqwest::Client::new();
+    let patch = |kind: &str, body: &'static str| {
+        client
+            .patch(url(&app, ACCOUNT, kind))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+    };
+
+    let bad_field = patch("billing_limits", r#"{"nope": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    let unknown_kind = patch("nope", r#"{}"#).send().await.unwrap();
+    let own_bad_field = patch("billing_limits", r#"{"nope": 1}"#)
+        .basic_auth(ACCOUNT, Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+
+    for response in [bad_field, unknown_kind] {
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("nope") && !body.contains("acme"), "{body}");
+    }
+    assert_eq!(
+        own_bad_field.status(),
+        StatusCode::BAD_REQUEST,
+        "with credentials, the error"
+    );
+}
+
+/// A standalone bridge has the built-in kinds' schemas only: a declared
+/// kind served upstream is a clear 501, not a 500 or a misleading 400.
+#[tokio::test]
+async fn a_standalone_bridge_answers_501_for_a_declared_kind_and_serves_built_in_ones() {
+    let (app, _dir) = app().await;
+    let bridge = crate::helpers::BinaryServer::start_bridge(app.grpc_addr).await;
+    let base = |kind: &str| {
+        format!(
+            "http://{}/v1/accounts/{ACCOUNT}/settings/{kind}",
+            bridge.http_addr
+        )
+    };
+    let client = reqwest::Client::new();
+
+    let get = client.get(base("billing_limits")).send().await.unwrap();
+    let patch = client
+        .patch(base("billing_limits"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(r#"{"displayName": "x"}"#)
+        .send()
+        .await
+        .unwrap();
+    let built_in = client.get(base("recording_settings")).send().await.unwrap();
+
+    for response in [get, patch] {
+        assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains("billing_limits"),
+            "{body}"
+        );
+    }
+    assert_eq!(built_in.status(), StatusCode::OK);
+}
