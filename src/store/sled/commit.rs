@@ -2,7 +2,6 @@
 //! makes it so ([`Syncer`]).
 
 use std::{
-    collections::BTreeMap,
     fs::File,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -12,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::error::Error;
 
@@ -29,65 +28,8 @@ compile_error!("unsafe-skip-fdatasync loses acknowledged writes on power loss: t
 /// share the next one, so the sync rate stays bounded however many writers wait.
 pub(super) struct GroupCommit {
     queue: Arc<(Mutex<CommitQueue>, Condvar)>,
-    waiters: Arc<Waiters>,
+    outcome: watch::Receiver<CommitOutcome>,
     thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// The writers waiting for their revision to be durable, each woken only
-/// once a commit covers it. (A broadcast, such as a watch channel, wakes
-/// every waiter on every commit; at 64 writers most of them wrote after
-/// the commit began, are not covered, and only go back to sleep: a futex
-/// storm that cost CPU on every Set.)
-#[derive(Default)]
-struct Waiters {
-    state: Mutex<WaitState>,
-}
-
-#[derive(Default)]
-struct WaitState {
-    outcome: CommitOutcome,
-    /// By the revision each waits for.
-    waiting: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
-}
-
-impl Waiters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, WaitState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Changes the outcome and wakes every waiter it settles: those it
-    /// covers, or all of them once a commit failed or the committer stopped.
-    fn publish(&self, change: impl FnOnce(&mut CommitOutcome)) {
-        let settled = {
-            let mut state = self.lock();
-            change(&mut state.outcome);
-            if state.outcome.poisoned.is_some() || state.outcome.stopped {
-                std::mem::take(&mut state.waiting)
-            } else {
-                let first_later = state.outcome.durable.saturating_add(1);
-                let later = state.waiting.split_off(&first_later);
-                std::mem::replace(&mut state.waiting, later)
-            }
-        };
-        for waiter in settled.into_values().flatten() {
-            let _ = waiter.send(()); // a writer that gave up is gone
-        }
-    }
-}
-
-impl CommitOutcome {
-    /// What a writer of `revision` is told, once there is something to tell.
-    fn settles(&self, revision: u64) -> Option<Result<(), Error>> {
-        if self.durable >= revision {
-            Some(Ok(()))
-        } else if let Some(error) = &self.poisoned {
-            Some(Err(Error::WritesStopped(Arc::clone(error))))
-        } else if self.stopped {
-            Some(Err(Error::ShuttingDown))
-        } else {
-            None
-        }
-    }
 }
 
 #[derive(Default)]
@@ -117,16 +59,15 @@ impl GroupCommit {
     /// sync (see [`CommitHooks`]).
     pub(super) fn start(syncer: Arc<Syncer>, hooks: Arc<dyn CommitHooks>) -> Self {
         let queue = Arc::new((Mutex::new(CommitQueue::default()), Condvar::new()));
-        let waiters = Arc::new(Waiters::default());
+        let (tx, rx) = watch::channel(CommitOutcome::default());
         let thread_queue = Arc::clone(&queue);
-        let thread_waiters = Arc::clone(&waiters);
         let thread = std::thread::Builder::new()
             .name("settingsd-commit".into())
-            .spawn(move || commit_loop(&syncer, &thread_queue, &thread_waiters, &*hooks))
+            .spawn(move || commit_loop(&syncer, &thread_queue, &tx, &*hooks))
             .expect("spawning the commit thread");
         GroupCommit {
             queue,
-            waiters,
+            outcome: rx,
             thread: Mutex::new(Some(thread)),
         }
     }
@@ -142,22 +83,18 @@ impl GroupCommit {
     }
 
     pub(super) async fn wait_durable(&self, revision: u64) -> Result<(), Error> {
-        let woken = {
-            let mut state = self.waiters.lock();
-            if let Some(told) = state.outcome.settles(revision) {
-                return told;
-            }
-            let (tx, rx) = oneshot::channel();
-            state.waiting.entry(revision).or_default().push(tx);
-            rx
-        };
-        // Woken when settled (or the committer went away without saying).
-        let _ = woken.await;
-        self.waiters
-            .lock()
-            .outcome
-            .settles(revision)
-            .unwrap_or(Err(Error::ShuttingDown))
+        let mut outcome = self.outcome.clone();
+        let settled = outcome
+            .wait_for(|o| o.durable >= revision || o.stopped || o.poisoned.is_some())
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        if settled.durable >= revision {
+            return Ok(());
+        }
+        match &settled.poisoned {
+            Some(error) => Err(Error::WritesStopped(Arc::clone(error))),
+            None => Err(Error::ShuttingDown),
+        }
     }
 
     pub(super) fn is_stopping(&self) -> bool {
@@ -182,7 +119,7 @@ impl GroupCommit {
                 return Err(Error::Storage("the commit thread panicked".into()));
             }
         }
-        match &self.waiters.lock().outcome.poisoned {
+        match &self.outcome.borrow().poisoned {
             Some(error) => Err(Error::Storage(format!(
                 "a commit failed ({error}); writes after it were not acknowledged"
             ))),
@@ -204,7 +141,7 @@ pub(super) trait CommitHooks: Send + Sync {
 fn commit_loop(
     syncer: &Syncer,
     queue: &(Mutex<CommitQueue>, Condvar),
-    waiters: &Waiters,
+    outcome: &watch::Sender<CommitOutcome>,
     hooks: &dyn CommitHooks,
 ) {
     let (lock, wake) = queue;
@@ -224,17 +161,17 @@ fn commit_loop(
             match syncer.sync() {
                 Ok(()) => {
                     hooks.durable(target);
-                    waiters.publish(|o| o.durable = o.durable.max(target));
+                    outcome.send_modify(|o| o.durable = o.durable.max(target));
                     hooks.committed();
                 }
-                Err(error) => waiters.publish(|o| {
+                Err(error) => outcome.send_modify(|o| {
                     o.poisoned.get_or_insert(error);
                 }),
             }
             attempted = target;
         }
         if stopping {
-            waiters.publish(|o| o.stopped = true);
+            outcome.send_modify(|o| o.stopped = true);
             return;
         }
     }
