@@ -152,6 +152,7 @@ impl SettingsGrpc {
         let kind = self.kind(&settings.kind)?;
         let update = decode_value(kind, settings.value.as_ref())?;
         refuse_unknown_fields(kind, &update)?;
+        check_json(kind, &update)?;
         let paths = request
             .update_mask
             .map(|m| m.paths)
@@ -195,6 +196,16 @@ impl SettingsGrpc {
                 .await?
                 .into_twilio()?;
             let base = Etag::of_revision(current.revision);
+            // The caller's etag must name the state the update is computed
+            // from: the write below is conditional on that state only.
+            if let Some(expected) = expected.filter(|e| *e != base) {
+                return Err(Error::EtagMismatch {
+                    resource: kind.resource,
+                    account: account.clone(),
+                    expected,
+                    current: base,
+                });
+            }
             let message = encode_built_in(kind.resource, to_message(current, String::new()));
             let mut merged = DynamicMessage::decode(kind.message.clone(), message.as_slice())
                 .map_err(|e| Error::Storage(format!("a built-in resource does not decode: {e}")))?;
@@ -220,11 +231,10 @@ impl SettingsGrpc {
                 },
             )?;
             let patch = Patch::Twilio(SettingsPatch::replacing(&state)?);
-            let condition = expected.unwrap_or(base);
             match self
                 .api
                 .store
-                .set(kind.resource, account, patch, Some(condition))
+                .set(kind.resource, account, patch, Some(base))
                 .await
             {
                 // Changed since it was read: compute the update again on the
@@ -325,6 +335,25 @@ pub fn decode_value(
             violation: Violation::Malformed(format!("does not decode as a {expected}: {e}")),
         }
     })
+}
+
+/// Refuses a value that cannot be written as proto3 JSON (an `Any` of a
+/// type the schema does not have, a `Timestamp` out of range...): stored,
+/// it could be read over gRPC but not through the JSON API or into a
+/// backup. Checked only for kinds whose values may hold such types.
+///
+/// # Errors
+/// A [`Field::Value`] error saying why.
+pub fn check_json(kind: &Kind, value: &DynamicMessage) -> Result<(), ValidationError> {
+    if !kind.holds_well_known {
+        return Ok(());
+    }
+    serde_json::to_value(value)
+        .map(drop)
+        .map_err(|e| ValidationError {
+            field: Field::Value,
+            violation: Violation::Malformed(format!("cannot be written as proto3 JSON: {e}")),
+        })
 }
 
 /// Refuses an update's value with a field the kind's schema does not
@@ -454,7 +483,7 @@ pub fn settings_replacement(
         violation: Violation::Malformed(e.to_string()),
     })?;
     let account = AccountSid::parse(&settings.account_sid)?;
-    decode_value(kind, settings.value.as_ref())?;
+    check_json(kind, &decode_value(kind, settings.value.as_ref())?)?;
     let value = settings.value.map(|any| any.value).unwrap_or_default();
     if !kind.resource.is_built_in() {
         return declared_replacement(kind, account, Bytes::from(value));

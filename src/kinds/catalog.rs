@@ -20,6 +20,12 @@ pub struct Kind {
     pub resource: Resource,
     /// The message type of its values.
     pub message: MessageDescriptor,
+    /// Its values may hold well-known types (`google.protobuf.*`), whose
+    /// proto3 JSON can fail where the encoding does not (an `Any` of a type
+    /// not in the schema, a `Timestamp` out of range): such a value must be
+    /// checked before it is stored, or the JSON API and backups could not
+    /// show it.
+    pub holds_well_known: bool,
 }
 
 impl Kind {
@@ -51,6 +57,21 @@ fn built_in_message(resource: Resource) -> &'static str {
     }
 }
 
+/// Whether `message` has a field (at any depth) of a `google.protobuf.*`
+/// message type.
+fn holds_well_known(message: &MessageDescriptor, seen: &mut Vec<String>) -> bool {
+    if seen.iter().any(|s| s == message.full_name()) {
+        return false;
+    }
+    seen.push(message.full_name().to_owned());
+    message.fields().any(|field| match field.kind() {
+        prost_reflect::Kind::Message(inner) => {
+            inner.full_name().starts_with("google.protobuf.") || holds_well_known(&inner, seen)
+        }
+        _ => false,
+    })
+}
+
 impl Catalog {
     /// The built-in kinds and `declared`.
     ///
@@ -67,11 +88,14 @@ impl Catalog {
                 message: own
                     .get_message_by_name(built_in_message(resource))
                     .expect("the built-in messages are compiled in"),
+                // Only the output-only update_time, which the server sets.
+                holds_well_known: false,
             })
             .collect();
         kinds.extend(declared.kinds().iter().map(|kind| Kind {
             resource: Resource::declared(kind.name.as_str()),
             message: kind.message.clone(),
+            holds_well_known: holds_well_known(&kind.message, &mut Vec::new()),
         }));
         Catalog { kinds, declared }
     }

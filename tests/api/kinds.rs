@@ -777,3 +777,103 @@ async fn a_built_in_kind_updated_generically_is_what_its_typed_get_reads_output_
     assert_eq!(answered, typed, "the generic answer is the typed resource");
     assert_eq!(other.revision, 0, "the value's account_sid is ignored");
 }
+
+/// A value whose encoding is fine but whose proto3 JSON is not (an `Any`
+/// of a type the schema does not have) is refused: stored, the JSON API
+/// and backups could not show it. One that renders is stored.
+#[tokio::test]
+async fn a_value_that_cannot_be_written_as_json_is_refused_naming_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with_kinds(dir.path(), test_kinds("notes.toml")).await;
+    let mut grpc = client(&app).await;
+    let note = |extra: Option<prost_types::Any>| {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Note {
+            #[prost(string, tag = "1")]
+            text: String,
+            #[prost(message, optional, tag = "2")]
+            remind_at: Option<prost_types::Timestamp>,
+            #[prost(message, optional, tag = "3")]
+            extra: Option<prost_types::Any>,
+        }
+        let value = Note {
+            text: "call back".into(),
+            remind_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            extra,
+        };
+        pb::UpdateSettingsRequest {
+            settings: Some(pb::Settings {
+                kind: "notes".into(),
+                account_sid: ACCOUNT.into(),
+                value: Some(prost_types::Any {
+                    type_url: "type.googleapis.com/acme.notes.v1.Note".into(),
+                    value: value.encode_to_vec(),
+                }),
+                ..pb::Settings::default()
+            }),
+            update_mask: None,
+        }
+    };
+
+    let refused = grpc
+        .update_settings(note(Some(prost_types::Any {
+            type_url: "type.googleapis.com/acme.unknown.v1.Thing".into(),
+            value: vec![8, 1],
+        })))
+        .await
+        .unwrap_err();
+    let stored = grpc.update_settings(note(None)).await.unwrap().into_inner();
+    let json = reqwest::get(format!(
+        "http://{}/v1/accounts/{ACCOUNT}/settings/notes",
+        app.http_addr
+    ))
+    .await
+    .unwrap();
+
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("proto3 JSON"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("settings.value"),
+        "{}",
+        refused.message()
+    );
+    assert!(stored.revision > 0);
+    assert_eq!(json.status(), reqwest::StatusCode::OK);
+    let json: serde_json::Value = json.json().await.unwrap();
+    assert_eq!(json["value"]["remindAt"], "2027-01-15T08:00:00Z", "{json}");
+}
+
+/// A conditional update of a built-in kind applies only to the state its
+/// etag names, even though the update is computed outside the store's
+/// lock: a stale etag is ABORTED naming the current one.
+#[tokio::test]
+async fn a_built_in_kinds_conditional_generic_update_with_a_stale_etag_is_aborted() {
+    let (app, _dir) = serve_kinds().await;
+    let mut grpc = client(&app).await;
+    let first = app.set(crate::helpers::set_request(ACCOUNT, "first")).await;
+    let second = app
+        .set(crate::helpers::set_request(ACCOUNT, "second"))
+        .await;
+    let mut stale = recording_update(&pb::RecordingSettings {
+        friendly_name: Some("stale".into()),
+        ..Default::default()
+    });
+    stale.settings.as_mut().unwrap().etag = first.etag.clone();
+
+    let aborted = grpc.update_settings(stale).await.unwrap_err();
+
+    assert_eq!(aborted.code(), Code::Aborted, "{aborted:?}");
+    assert!(
+        aborted.message().contains(&second.etag),
+        "{}",
+        aborted.message()
+    );
+    assert_eq!(app.get(ACCOUNT).await, second, "nothing written");
+}
