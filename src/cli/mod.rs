@@ -24,7 +24,7 @@ use crate::{
         GetSettingsMessage, ListRevisionsMessage, RollbackMessage, SetSettingsMessage,
         SettingsClient, SettingsMessage, WatchSettingsMessage,
     },
-    kinds::{Catalog, DeclaredKinds},
+    kinds::{Catalog, DeclaredKinds, KindName},
     metrics::Metrics,
     resource::Resource,
     server::{self, Limits, Listeners, PublicUrl, Ready, ServerConfig, StoreConfig},
@@ -322,6 +322,18 @@ fn parse_resource(value: &str) -> Result<Resource, String> {
     value.parse()
 }
 
+/// A built-in resource's short or stable name, as its stable name, or a
+/// declared kind's name (which the server checks: the CLI does not know
+/// its kinds).
+fn parse_kind(value: &str) -> Result<String, String> {
+    match value.parse::<Resource>() {
+        Ok(resource) => Ok(resource.name().to_owned()),
+        Err(_) => KindName::parse(value)
+            .map(|name| name.as_str().to_owned())
+            .map_err(|e| format!("not recording, composition or a kind's name: {e}")),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GetArgs {
     #[command(flatten)]
@@ -345,9 +357,11 @@ pub enum AdminCommand {
     /// Make matching Gets and Sets fail (or wait) on purpose, to test a
     /// client's retry paths; prints the rule.
     InjectFault {
-        /// recording or composition; both if omitted.
-        #[arg(long, value_parser = parse_resource)]
-        resource: Option<Resource>,
+        /// recording, composition or a declared kind's name (`serve
+        /// --kinds`, whose Get and Set are GetSettings and UpdateSettings);
+        /// every one if omitted.
+        #[arg(long, value_parser = parse_kind)]
+        resource: Option<String>,
         /// get or set; both if omitted.
         #[arg(long, default_value = "")]
         method: String,
@@ -382,9 +396,9 @@ pub enum AdminCommand {
         /// Only this account's settings (AC + 32 hex digits).
         #[arg(long)]
         account: Option<String>,
-        /// recording or composition: only this resource.
-        #[arg(long, value_parser = parse_resource)]
-        resource: Option<Resource>,
+        /// recording, composition or a declared kind's name: only this one.
+        #[arg(long, value_parser = parse_kind)]
+        resource: Option<String>,
         /// Every resource of every account.
         #[arg(long, conflicts_with_all = ["account", "resource"])]
         all: bool,
@@ -665,7 +679,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             delay_ms,
         } => {
             let request = crate::pb::InjectFaultRequest {
-                resource: resource.map_or(String::new(), |r| r.name().to_owned()),
+                resource: resource.unwrap_or_default(),
                 method,
                 account_sid: account,
                 count,
@@ -707,7 +721,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         } => {
             let request = crate::pb::ResetSettingsRequest {
                 account_sid: account.unwrap_or_default(),
-                resource: resource.map_or(String::new(), |r| r.name().to_owned()),
+                resource: resource.unwrap_or_default(),
             };
             let reset = client
                 .reset_settings(BasicCredentials::request(credentials, request))
@@ -992,24 +1006,32 @@ async fn export_offline(
 }
 
 /// The offline import, once the store is open: the declared kinds' schemas
-/// are checked against the stored ones, and recorded (the records are
+/// are checked against the stored ones first, and recorded once the
+/// records are in (the records are
 /// written in them), as a server's start does.
 async fn import_offline(
     store: &SledStore,
     catalog: &Catalog,
     file: Option<&std::path::Path>,
 ) -> anyhow::Result<usize> {
-    server::schemas::check_offline(store, catalog, true)
+    // Checked first; recorded only once the records are in, so an import
+    // that fails (a bad line writes nothing) leaves the schemas as they
+    // were, and the server's own kinds file still starts.
+    server::schemas::check_offline(store, catalog, false)
         .await
         .with_context(|| kinds_context(catalog))?;
-    match file {
+    let imported = match file {
         Some(path) => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            backup::import(store, catalog, std::io::BufReader::new(file)).await
+            backup::import(store, catalog, std::io::BufReader::new(file)).await?
         }
-        None => backup::import(store, catalog, std::io::stdin().lock()).await,
-    }
+        None => backup::import(store, catalog, std::io::stdin().lock()).await?,
+    };
+    server::schemas::check_offline(store, catalog, true)
+        .await
+        .with_context(|| kinds_context(catalog))?;
+    Ok(imported)
 }
 
 /// Names the kinds file in a schema check's error.

@@ -739,3 +739,68 @@ async fn a_record_carrying_a_removed_fields_bytes_exports_and_imports_after_a_co
         "field 9 (enforced = true) is still in the stored bytes"
     );
 }
+
+/// An offline import that fails (a bad line: nothing is written) leaves the
+/// recorded schemas alone, so the server's own kinds file still starts
+/// (it would be refused had the import's newer schema been recorded).
+#[tokio::test]
+async fn a_failed_offline_import_records_no_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with_kinds(dir.path(), test_kinds("kinds.toml")).await;
+    client(&app)
+        .await
+        .update_settings(update(&limits(r#"{"displayName": "kept"}"#), None))
+        .await
+        .unwrap();
+    app.stop().await.unwrap();
+    crate::helpers::wait_until_released(dir.path());
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "not json\n").unwrap();
+    let newer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kinds/evolved/compatible/kinds.toml");
+
+    let import = settingsd(&[
+        "import",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--kinds",
+        newer.to_str().unwrap(),
+        bad.path().to_str().unwrap(),
+    ])
+    .await;
+    crate::helpers::wait_until_released(dir.path());
+    let start =
+        crate::helpers::start_error_with_kinds(dir.path(), test_kinds("kinds.toml"), false).await;
+
+    assert!(!import.status.success(), "{}", stderr(&import));
+    assert!(start.is_none(), "the original kinds still start: {start:?}");
+}
+
+/// `settingsd admin reset --resource` and `fault --resource` take a
+/// declared kind's name as they take a built-in one (the server checks it).
+#[tokio::test]
+async fn the_admin_cli_resets_a_declared_kind_by_name() {
+    let (app, _dir) = serve_kinds().await;
+    let mut grpc = client(&app).await;
+    grpc.update_settings(update(&limits(VALUE), None))
+        .await
+        .unwrap();
+    let addr = app.grpc_addr.to_string();
+
+    let reset = settingsd(&["admin", "--grpc-addr", &addr, "reset", "--resource", KIND]).await;
+    let unknown = settingsd(&["admin", "--grpc-addr", &addr, "reset", "--resource", "nope"]).await;
+    let after = grpc
+        .get_settings(get_request(KIND, ACCOUNT))
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    assert_eq!(after.revision, 0, "reset");
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains(KIND),
+        "names the kinds: {}",
+        stderr(&unknown)
+    );
+}
