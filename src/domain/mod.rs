@@ -48,6 +48,10 @@ pub enum Field {
     Settings,
     Value,
     UpdateMask,
+    /// UpdateSettings' account, kind and etag, inside its `settings`.
+    SettingsAccountSid,
+    SettingsKind,
+    SettingsEtag,
 }
 
 impl Field {
@@ -76,6 +80,9 @@ impl Field {
             Field::Settings => "settings",
             Field::Value => "settings.value",
             Field::UpdateMask => "update_mask",
+            Field::SettingsAccountSid => "settings.account_sid",
+            Field::SettingsKind => "settings.kind",
+            Field::SettingsEtag => "settings.etag",
         }
     }
 }

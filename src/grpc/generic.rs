@@ -69,6 +69,23 @@ fn malformed(field: Field, why: String) -> Error {
     })
 }
 
+/// An UpdateSettings error of a field inside its `settings`, named by its
+/// path in the request (`settings.account_sid`, not `account_sid`).
+fn in_settings(e: Error) -> Error {
+    match e {
+        Error::Invalid(mut invalid) => {
+            invalid.field = match invalid.field {
+                Field::AccountSid => Field::SettingsAccountSid,
+                Field::Kind => Field::SettingsKind,
+                Field::Etag => Field::SettingsEtag,
+                other => other,
+            };
+            Error::Invalid(invalid)
+        }
+        other => other,
+    }
+}
+
 fn mask_error(e: &mask::MaskError) -> Error {
     malformed(
         Field::UpdateMask,
@@ -148,8 +165,11 @@ impl SettingsGrpc {
             violation: Violation::Missing,
         }))?;
         let _slot = self.api.start()?;
-        let account = self.api.authorize(metadata, &settings.account_sid)?;
-        let kind = self.kind(&settings.kind)?;
+        let account = self
+            .api
+            .authorize(metadata, &settings.account_sid)
+            .map_err(in_settings)?;
+        let kind = self.kind(&settings.kind).map_err(in_settings)?;
         let update = decode_value(kind, settings.value.as_ref())?;
         refuse_unknown_fields(kind, &update)?;
         check_json(kind, &update)?;
@@ -160,7 +180,7 @@ impl SettingsGrpc {
         if let Some(paths) = &paths {
             mask::validate(&kind.message, paths).map_err(|e| mask_error(&e))?;
         }
-        let expected = parse_etag(&settings.etag)?;
+        let expected = parse_etag(&settings.etag).map_err(|e| in_settings(e.into()))?;
         tracing::Span::current().record("account", account.as_str());
         self.api
             .inject(kind.resource, Method::Set, &account)

@@ -516,8 +516,8 @@ fn refused_updates() -> Vec<Refused> {
             what: "an empty kind",
             request: with_settings(&|s| s.kind = String::new()),
             code: Code::InvalidArgument,
-            says: &["kind"],
-            field: Some("kind"),
+            says: &["settings.kind"],
+            field: Some("settings.kind"),
         },
         Refused {
             what: "an unknown kind",
@@ -536,15 +536,15 @@ fn refused_updates() -> Vec<Refused> {
             what: "a malformed account",
             request: with_settings(&|s| s.account_sid = "AC123".into()),
             code: Code::InvalidArgument,
-            says: &["account_sid"],
-            field: Some("account_sid"),
+            says: &["settings.account_sid"],
+            field: Some("settings.account_sid"),
         },
         Refused {
             what: "a malformed etag",
             request: with_settings(&|s| s.etag = "not an etag".into()),
             code: Code::InvalidArgument,
-            says: &["etag"],
-            field: Some("etag"),
+            says: &["settings.etag"],
+            field: Some("settings.etag"),
         },
     ]
 }
