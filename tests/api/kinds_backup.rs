@@ -694,18 +694,7 @@ async fn serve_seed_loads_a_declared_kinds_line_and_starting_again_with_it_chang
 /// import takes it as it was exported.
 #[tokio::test]
 async fn a_record_carrying_a_removed_fields_bytes_exports_and_imports_after_a_compatible_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let old = spawn_app_with_kinds(dir.path(), test_kinds("kinds.toml")).await;
-    client(&old)
-        .await
-        .update_settings(update(
-            &limits(r#"{"displayName": "Acme", "enforced": true}"#),
-            None,
-        ))
-        .await
-        .unwrap();
-    old.stop().await.unwrap();
-    crate::helpers::wait_until_released(dir.path());
+    let dir = stopped_with(r#"{"displayName": "Acme", "enforced": true}"#).await;
     let evolved = test_kinds("evolved/compatible/kinds.toml");
     let new = spawn_app_with_kinds(dir.path(), evolved.clone()).await;
     let records = export(&mut admin(new.grpc_addr).await).await;
@@ -745,15 +734,7 @@ async fn a_record_carrying_a_removed_fields_bytes_exports_and_imports_after_a_co
 /// (it would be refused had the import's newer schema been recorded).
 #[tokio::test]
 async fn a_failed_offline_import_records_no_schema() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with_kinds(dir.path(), test_kinds("kinds.toml")).await;
-    client(&app)
-        .await
-        .update_settings(update(&limits(r#"{"displayName": "kept"}"#), None))
-        .await
-        .unwrap();
-    app.stop().await.unwrap();
-    crate::helpers::wait_until_released(dir.path());
+    let dir = stopped_with(r#"{"displayName": "kept"}"#).await;
     let bad = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bad.path(), "not json\n").unwrap();
     let newer =
@@ -803,4 +784,19 @@ async fn the_admin_cli_resets_a_declared_kind_by_name() {
         "names the kinds: {}",
         stderr(&unknown)
     );
+}
+
+/// A data directory holding one billing_limits record (`json`), written
+/// under tests/kinds/kinds.toml by a server that has stopped since.
+async fn stopped_with(json: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with_kinds(dir.path(), test_kinds("kinds.toml")).await;
+    client(&app)
+        .await
+        .update_settings(update(&limits(json), None))
+        .await
+        .unwrap();
+    app.stop().await.unwrap();
+    crate::helpers::wait_until_released(dir.path());
+    dir
 }
