@@ -71,7 +71,7 @@ for_each_kind! {
 
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_details_bad_request().expect("BadRequest detail");
-        assert_eq!(details.field_violations[0].field, "etag");
+        assert_eq!(details.field_violations[0].field, ETAG_FIELD);
     }
 
     built_in_only! {

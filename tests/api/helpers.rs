@@ -75,6 +75,9 @@ macro_rules! for_each_resource {
             const RESOURCE: Resource = Resource::Recording;
             #[allow(dead_code)]
             const TWILIO_URL: &str = crate::helpers::TWILIO_URL;
+            /// Where a Set's etag is, as an error names it.
+            #[allow(dead_code)]
+            const ETAG_FIELD: &str = "etag";
             #[allow(dead_code)]
             async fn spawn_app() -> TestApp {
                 crate::helpers::spawn_app().await.for_resource(RESOURCE)
@@ -91,6 +94,8 @@ macro_rules! for_each_resource {
             #[allow(dead_code)]
             const TWILIO_URL: &str = crate::helpers::COMPOSITION_URL;
             #[allow(dead_code)]
+            const ETAG_FIELD: &str = "etag";
+            #[allow(dead_code)]
             async fn spawn_app() -> TestApp {
                 crate::helpers::spawn_app().await.for_resource(RESOURCE)
             }
@@ -106,7 +111,8 @@ pub(crate) use for_each_resource;
 /// fields, so the same tests run unchanged through the generic service
 /// (see [`ResourceClient`]). In `declared`, `RESOURCE` is [`TWIN`] (a
 /// declared [`Resource`] is interned at run time, so no `const` can hold
-/// one), `TWILIO_URL` is "" (a declared kind has no Twilio address), and
+/// one), `TWILIO_URL` is "" (a declared kind has no Twilio address),
+/// `ETAG_FIELD` is `settings.etag` (where UpdateSettings has it), and
 /// `spawn_app_on` shadows the helper of that name: a restart on a directory
 /// serves the kind again.
 ///
@@ -126,6 +132,9 @@ macro_rules! for_each_kind {
             const RESOURCE: crate::helpers::DeclaredName = crate::helpers::TWIN;
             #[allow(dead_code)]
             const TWILIO_URL: &str = "";
+            /// UpdateSettings carries the etag inside its `settings`.
+            #[allow(dead_code)]
+            const ETAG_FIELD: &str = "settings.etag";
             #[allow(dead_code)]
             async fn spawn_app() -> TestApp {
                 crate::helpers::spawn_twin_app().await
