@@ -94,7 +94,7 @@ async fn check(
     store: &dyn Store,
     catalog: &Catalog,
     incompatible: impl Fn(&str, compat::Incompatibility) -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<(Resource, Vec<u8>)>> {
+) -> anyhow::Result<Vec<Checked>> {
     let mut schemas = Vec::new();
     for kind in catalog.declared().kinds() {
         let resource = Resource::declared(kind.name.as_str());
@@ -103,8 +103,9 @@ async fn check(
             file_descriptor_set: catalog.declared().schema_of(kind),
         }
         .encode_to_vec();
-        if let Some(old) = store.schema(resource).await? {
-            if old != schema {
+        let stored = store.schema(resource).await?;
+        if let Some(old) = &stored {
+            if *old != schema {
                 let old = StoredSchema::decode(old.as_slice()).map_err(|e| {
                     anyhow::anyhow!("kind {}: the stored schema does not decode: {e}", kind.name)
                 })?;
@@ -116,16 +117,31 @@ async fn check(
                 }
             }
         }
-        schemas.push((resource, schema));
+        schemas.push(Checked {
+            resource,
+            stored,
+            schema,
+        });
     }
     Ok(schemas)
 }
 
+/// A declared kind's schema, checked against what was stored.
+struct Checked {
+    resource: Resource,
+    /// The stored schema it was checked against.
+    stored: Option<Vec<u8>>,
+    /// Its own, encoded as the store keeps it.
+    schema: Vec<u8>,
+}
+
 /// Records each checked schema as the one its kind's records are written
 /// with from now on.
-async fn record(store: &dyn Store, schemas: Vec<(Resource, Vec<u8>)>) -> anyhow::Result<()> {
-    for (resource, schema) in schemas {
-        store.put_schema(resource, schema).await?;
+async fn record(store: &dyn Store, schemas: Vec<Checked>) -> anyhow::Result<()> {
+    for checked in schemas {
+        store
+            .put_schema(checked.resource, checked.stored, checked.schema)
+            .await?;
     }
     Ok(())
 }

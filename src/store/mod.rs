@@ -171,6 +171,14 @@ pub struct StoreHealth {
     pub commit_running_for: Option<Duration>,
 }
 
+/// A schema recorded by someone else between a check and its record.
+pub(crate) fn schema_moved(kind: Resource) -> Error {
+    Error::Unavailable(format!(
+        "the schema of kind {kind} was recorded by another settingsd while this one checked \
+         its own against it: start again to check against that one"
+    ))
+}
+
 /// How many replacements [`replace_in_batches`] applies per durable commit.
 const REPLACE_BATCH: usize = 4096;
 
@@ -360,11 +368,21 @@ pub trait Store: Send + Sync + 'static {
     async fn schema(&self, kind: Resource) -> Result<Option<Vec<u8>>, Error>;
 
     /// Records `schema` as the one `kind`'s records are written with from
-    /// now on, durably. Called when a server starts, before it serves.
+    /// now on, durably, if the stored one is still `checked` (what
+    /// [`Store::schema`] answered when the caller checked the new one
+    /// against it): front ends sharing a store that start at once are
+    /// each checked against what the other recorded. Called when a server
+    /// starts, before it serves.
     ///
     /// # Errors
-    /// As [`Store::set`].
-    async fn put_schema(&self, kind: Resource, schema: Vec<u8>) -> Result<(), Error>;
+    /// [`Error::Unavailable`] if the stored schema is no longer `checked`
+    /// (check again); as [`Store::set`].
+    async fn put_schema(
+        &self,
+        kind: Resource,
+        checked: Option<Vec<u8>>,
+        schema: Vec<u8>,
+    ) -> Result<(), Error>;
 
     /// Every resource this store was opened for: the built-in ones, then
     /// the declared kinds given when it opened. A reset or watch of every

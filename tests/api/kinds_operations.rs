@@ -932,3 +932,35 @@ async fn reset_and_fault_injection_name_a_declared_kind() {
         unknown.message()
     );
 }
+
+/// A schema is recorded only over the one it was checked against: two
+/// front ends of one store starting at once with different kinds files
+/// cannot both pass against the same old schema (the second is told to
+/// start again, and is then checked against the first's).
+#[tokio::test]
+async fn a_schema_is_recorded_only_over_the_one_it_was_checked_against() {
+    let dir = tempfile::tempdir().unwrap();
+    let kind = settingsd::resource::Resource::declared(KIND);
+    let options = settingsd::store::sled::StoreOptions {
+        declared: vec![kind],
+        ..settingsd::store::sled::StoreOptions::new(dir.path())
+    };
+    let store = crate::helpers::open_store(options).await;
+
+    let first = store.put_schema(kind, None, b"v1".to_vec()).await;
+    let racing = store.put_schema(kind, None, b"v2".to_vec()).await;
+    let after_check = store
+        .put_schema(kind, Some(b"v1".to_vec()), b"v3".to_vec())
+        .await;
+    let stored = store.schema(kind).await.unwrap();
+    store.close().await.unwrap();
+
+    assert!(first.is_ok(), "{first:?}");
+    let racing = racing.unwrap_err();
+    assert!(
+        matches!(&racing, settingsd::Error::Unavailable(m) if m.contains(KIND) && m.contains("start again")),
+        "{racing:?}"
+    );
+    assert!(after_check.is_ok(), "{after_check:?}");
+    assert_eq!(stored.as_deref(), Some(&b"v3"[..]));
+}

@@ -1127,22 +1127,27 @@ impl Store for EtcdStore {
         Ok(kv.map(|kv| kv.value))
     }
 
-    async fn put_schema(&self, kind: Resource, schema: Vec<u8>) -> Result<(), Error> {
-        let key = self.shared.keys.schema_key(kind);
-        let (mut seen, _) = self.shared.reads.read(key.clone()).await?;
-        for _ in 0..MAX_ATTEMPTS {
-            if seen.as_ref().is_some_and(|kv| kv.value == schema) {
-                return Ok(());
-            }
-            let base = seen.as_ref().map_or(0, |kv| kv.mod_revision);
-            match self.shared.put_if(&key, base, schema.clone()).await? {
-                Ok(_) => return Ok(()),
-                Err(now) => seen = now,
-            }
+    async fn put_schema(
+        &self,
+        kind: Resource,
+        checked: Option<Vec<u8>>,
+        schema: Vec<u8>,
+    ) -> Result<(), Error> {
+        if checked.as_deref() == Some(schema.as_slice()) {
+            return Ok(());
         }
-        Err(Error::Unavailable(format!(
-            "the schema of {kind} changed under {MAX_ATTEMPTS} attempts to record it"
-        )))
+        let key = self.shared.keys.schema_key(kind);
+        let (seen, _) = self.shared.reads.read(key.clone()).await?;
+        // Put only over the schema that was checked, at the revision it was
+        // read at: another front end's record in between fails the compare.
+        if seen.as_ref().map(|kv| kv.value.as_slice()) != checked.as_deref() {
+            return Err(super::schema_moved(kind));
+        }
+        let base = seen.as_ref().map_or(0, |kv| kv.mod_revision);
+        match self.shared.put_if(&key, base, schema).await? {
+            Ok(_) => Ok(()),
+            Err(_) => Err(super::schema_moved(kind)),
+        }
     }
 
     fn resources(&self) -> &[Resource] {

@@ -804,14 +804,21 @@ impl Store for SledStore {
         .await
     }
 
-    async fn put_schema(&self, kind: Resource, schema: Vec<u8>) -> Result<(), Error> {
+    async fn put_schema(
+        &self,
+        kind: Resource,
+        checked: Option<Vec<u8>>,
+        schema: Vec<u8>,
+    ) -> Result<(), Error> {
         let inner = self.current()?;
         blocking(move || {
             let schemas = inner.db.open_tree(SCHEMAS_TREE)?;
-            if schemas.get(kind.name())?.as_deref() == Some(schema.as_slice()) {
+            if checked.as_deref() == Some(schema.as_slice()) {
                 return Ok(());
             }
-            schemas.insert(kind.name(), schema)?;
+            schemas
+                .compare_and_swap(kind.name(), checked, Some(schema))?
+                .map_err(|_| super::schema_moved(kind))?;
             // Before serving, so no commit is running beside this one.
             inner.syncer.sync().map_err(Error::WritesStopped)
         })
