@@ -33,19 +33,20 @@ pub enum Resource {
     Declared(DeclaredId),
 }
 
-/// A declared kind's name, interned: [`Resource`] stays `Copy` and cheap to
-/// compare however long the name. The table is process-wide and only
+/// A declared kind's name, interned: [`Resource`] stays `Copy`, and its
+/// name is read without a lock (requests read it on every call). The
+/// table of names is process-wide, consulted only to intern, and only
 /// grows (by the distinct kind names a process ever declares, a handful),
 /// so a name interned once is the same [`Resource`] in every server of the
-/// process. The number is never stored: stores write the name.
+/// process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeclaredId(u32);
+pub struct DeclaredId(&'static str);
 
 static DECLARED: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
 
 impl DeclaredId {
     fn name(self) -> &'static str {
-        DECLARED.read().unwrap_or_else(PoisonError::into_inner)[self.0 as usize]
+        self.0
     }
 }
 
@@ -132,16 +133,17 @@ impl Resource {
         if let Some(builtin) = Resource::from_name(name) {
             return builtin;
         }
-        let position = |names: &[&str]| names.iter().position(|n| *n == name);
-        if let Some(i) = position(&DECLARED.read().unwrap_or_else(PoisonError::into_inner)) {
-            return Resource::Declared(DeclaredId(u32::try_from(i).unwrap_or(u32::MAX)));
+        let find = |names: &[&'static str]| names.iter().copied().find(|n| *n == name);
+        if let Some(interned) = find(&DECLARED.read().unwrap_or_else(PoisonError::into_inner)) {
+            return Resource::Declared(DeclaredId(interned));
         }
         let mut names = DECLARED.write().unwrap_or_else(PoisonError::into_inner);
-        let i = position(&names).unwrap_or_else(|| {
-            names.push(Box::leak(name.to_owned().into_boxed_str()));
-            names.len() - 1
+        let interned = find(&names).unwrap_or_else(|| {
+            let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            names.push(leaked);
+            leaked
         });
-        Resource::Declared(DeclaredId(u32::try_from(i).unwrap_or(u32::MAX)))
+        Resource::Declared(DeclaredId(interned))
     }
 
     /// Whether it is one of the built-in (Twilio) resources.

@@ -80,21 +80,40 @@ pub fn replacement(
     message: &SettingsMessage,
 ) -> Result<crate::store::Replacement, ValidationError> {
     let account = AccountSid::parse(&message.account_sid)?;
-    let text = crate::domain::SettingsText {
-        friendly_name: message.friendly_name.as_deref(),
-        aws_credentials_sid: message.aws_credentials_sid.as_deref(),
-        aws_s3_url: message.aws_s3_url.as_deref(),
-        aws_storage_enabled: message.aws_storage_enabled,
-        encryption_key_sid: message.encryption_key_sid.as_deref(),
-        encryption_enabled: message.encryption_enabled,
-    };
-    let state = Settings::parse(account.clone(), text)?;
-    let patch = SettingsPatch::replacing(&state)?;
+    let patch = replacing_patch(account.clone(), message, false)?;
     Ok(crate::store::Replacement {
         resource,
         account,
         patch: patch.into(),
     })
+}
+
+/// The patch that makes `account`'s built-in resource hold exactly
+/// `message`'s fields, validated as a Set validates (every field, the
+/// cross-field rules, `friendly_name` required). With `blank_clears`, a
+/// string sent empty is an unset field, as in a Set (a generic update);
+/// without, it is a value, and refused (an import's record says exactly
+/// what is stored).
+///
+/// # Errors
+/// The first invalid field.
+pub fn replacing_patch(
+    account: AccountSid,
+    message: &SettingsMessage,
+    blank_clears: bool,
+) -> Result<SettingsPatch, ValidationError> {
+    fn text(v: &Option<String>, blank_clears: bool) -> Option<&str> {
+        v.as_deref().filter(|v| !(blank_clears && v.is_empty()))
+    }
+    let text = crate::domain::SettingsText {
+        friendly_name: text(&message.friendly_name, blank_clears),
+        aws_credentials_sid: text(&message.aws_credentials_sid, blank_clears),
+        aws_s3_url: text(&message.aws_s3_url, blank_clears),
+        aws_storage_enabled: message.aws_storage_enabled,
+        encryption_key_sid: text(&message.encryption_key_sid, blank_clears),
+        encryption_enabled: message.encryption_enabled,
+    };
+    SettingsPatch::replacing(&Settings::parse(account, text)?)
 }
 
 /// A request-log entry as `ListRecentRequests` answers it.

@@ -15,9 +15,10 @@
 //!   store's atomic read-merge-write.
 //! - a **built-in kind** keeps its own rules: the update is applied to the
 //!   stored resource as a message, and the result is validated exactly as a
-//!   typed Set validates (every field, then the cross-field rules), and
-//!   written conditionally on the revision it was computed from (retried
-//!   if another write came first), so it is as atomic as a typed Set.
+//!   typed Set validates (every field, then the cross-field rules). Both
+//!   run inside the store's atomic read-merge-write (a
+//!   [`Patch::TwilioWith`]), so it is as atomic as a typed Set, and an etag
+//!   is checked against the state the update is applied to.
 
 use std::{sync::Arc, time::SystemTime};
 
@@ -28,7 +29,7 @@ use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{metadata::MetadataMap, Request, Response, Status};
 
 use super::{
-    convert::{parse_etag, replacement, to_message},
+    convert::{parse_etag, replacement, replacing_patch, to_message},
     faults::Method,
     services::{observed, WatchStream},
     watch::WatchRender,
@@ -36,13 +37,11 @@ use super::{
 };
 use crate::{
     contract::{pb, SettingsMessage, WatchSettingsMessage},
-    domain::{
-        AccountSid, Etag, Field, Settings, SettingsPatch, SettingsText, ValidationError, Violation,
-    },
+    domain::{AccountSid, Etag, Field, Settings, ValidationError, Violation},
     error::Error,
     kinds::{mask, Catalog, Kind},
     resource::Resource,
-    store::{MessagePatch, MessageRecord, Patch, Record, Replacement},
+    store::{MessagePatch, MessageRecord, Patch, Record, Replacement, TwilioMerge},
 };
 
 /// The largest a declared kind's stored value may grow, encoded: a merge
@@ -50,10 +49,6 @@ use crate::{
 /// limit, so the result is bounded here too (a settings record is small;
 /// a large one is a mistake, and would slow every read of it).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-
-/// How many times an update of a built-in kind computes its result again
-/// after another write changed the resource under it.
-const MAX_BUILT_IN_ATTEMPTS: usize = 16;
 
 /// `settingsd.v1.SettingsService`. Cheap to clone.
 #[derive(Clone)]
@@ -208,66 +203,22 @@ impl SettingsGrpc {
         paths: Option<Vec<String>>,
         expected: Option<Etag>,
     ) -> Result<Record, Error> {
-        for _ in 0..MAX_BUILT_IN_ATTEMPTS {
-            let current = self
-                .api
-                .store
-                .get(kind.resource, account)
-                .await?
-                .into_twilio()?;
-            let base = Etag::of_revision(current.revision);
-            // The caller's etag must name the state the update is computed
-            // from: the write below is conditional on that state only.
-            if let Some(expected) = expected.filter(|e| *e != base) {
-                return Err(Error::EtagMismatch {
-                    resource: kind.resource,
-                    account: account.clone(),
-                    expected,
-                    current: base,
-                });
-            }
-            let message = encode_built_in(kind.resource, to_message(current, String::new()));
-            let mut merged = DynamicMessage::decode(kind.message.clone(), message.as_slice())
+        let (resource, descriptor) = (kind.resource, kind.message.clone());
+        let merge = move |current: &Settings| {
+            let message = encode_built_in(resource, to_message(current.clone(), String::new()));
+            let mut merged = DynamicMessage::decode(descriptor.clone(), message.as_slice())
                 .map_err(|e| Error::Storage(format!("a built-in resource does not decode: {e}")))?;
             mask::apply(&mut merged, &update, paths.as_deref()).map_err(|e| mask_error(&e))?;
-            let merged = pb::RecordingSettings::decode(merged.encode_to_vec().as_slice())
+            let merged = decode_built_in(&merged.encode_to_vec())
                 .map_err(|e| Error::Storage(format!("a built-in resource does not decode: {e}")))?;
             // Only the resource's own fields are read: the output-only ones
             // (account_sid, url, revision, update_time, etag) an update
             // carries are ignored (AIP-203). A string sent empty clears the
-            // field, as in the typed Set (no stored value is ever empty).
-            fn text(v: &Option<String>) -> Option<&str> {
-                v.as_deref().filter(|v| !v.is_empty())
-            }
-            let state = Settings::parse(
-                account.clone(),
-                SettingsText {
-                    friendly_name: text(&merged.friendly_name),
-                    aws_credentials_sid: text(&merged.aws_credentials_sid),
-                    aws_s3_url: text(&merged.aws_s3_url),
-                    aws_storage_enabled: merged.aws_storage_enabled,
-                    encryption_key_sid: text(&merged.encryption_key_sid),
-                    encryption_enabled: merged.encryption_enabled,
-                },
-            )?;
-            let patch = Patch::Twilio(SettingsPatch::replacing(&state)?);
-            match self
-                .api
-                .store
-                .set(kind.resource, account, patch, Some(base))
-                .await
-            {
-                // Changed since it was read: compute the update again on the
-                // newer state (unless the caller asked for this etag).
-                Err(Error::EtagMismatch { .. }) if expected.is_none() => continue,
-                result => return result,
-            }
-        }
-        Err(Error::Unavailable(format!(
-            "the {} of account {account} changed under {MAX_BUILT_IN_ATTEMPTS} attempts to \
-             update it",
-            kind.resource.title()
-        )))
+            // field, as in the typed Set.
+            Ok(replacing_patch(current.account_sid.clone(), &merged, true)?)
+        };
+        let patch = Patch::TwilioWith(TwilioMerge(Arc::new(merge)));
+        self.api.store.set(resource, account, patch, expected).await
     }
 }
 

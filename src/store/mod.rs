@@ -52,7 +52,7 @@ pub mod etcd;
 mod record;
 pub mod sled;
 
-pub use record::{MergeFn, MessagePatch, MessageRecord, Patch, Record};
+pub use record::{MergeFn, MessagePatch, MessageRecord, Patch, Record, TwilioMerge};
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -240,7 +240,7 @@ pub async fn replace_changed(
             }
             stored => stored?,
         };
-        let mut given = stored.merged(&record.patch)?;
+        let mut given = stored.merged(record.patch.clone())?;
         given.stamp(stored.revision(), stored.update_time());
         let same = stored.revision() > 0 && given == stored;
         if !same {

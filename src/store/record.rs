@@ -100,9 +100,10 @@ impl Record {
     /// [`Error::Invalid`] if the result breaks a rule of its kind; an
     /// [`Error::Storage`] for a patch of the other body (a bug of the
     /// caller: the kinds are fixed per resource).
-    pub fn merged(&self, patch: &Patch) -> Result<Record, Error> {
+    pub fn merged(&self, patch: Patch) -> Result<Record, Error> {
         match (self, patch) {
-            (Record::Twilio(s), Patch::Twilio(p)) => Ok(Record::Twilio(s.merged(p.clone())?)),
+            (Record::Twilio(s), Patch::Twilio(p)) => Ok(Record::Twilio(s.merged(p)?)),
+            (Record::Twilio(s), Patch::TwilioWith(f)) => Ok(Record::Twilio(s.merged((f.0)(s)?)?)),
             (Record::Message(m), Patch::Message(p)) => Ok(Record::Message(MessageRecord {
                 value: (p.0)(&m.value)?,
                 ..m.clone()
@@ -174,10 +175,26 @@ impl fmt::Debug for MessagePatch {
     }
 }
 
+/// A built-in resource's patch computed from the stored resource, inside
+/// the store's atomic read-merge-write (a generic update: its mask applies
+/// to what is stored). Like [`MergeFn`], it may run more than once.
+#[derive(Clone)]
+pub struct TwilioMerge(pub Arc<TwilioMergeFn>);
+
+/// See [`TwilioMerge`].
+pub type TwilioMergeFn = dyn Fn(&Settings) -> Result<SettingsPatch, Error> + Send + Sync;
+
+impl fmt::Debug for TwilioMerge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TwilioMerge(..)")
+    }
+}
+
 /// What a write merges into a [`Record`].
 #[derive(Debug, Clone)]
 pub enum Patch {
     Twilio(SettingsPatch),
+    TwilioWith(TwilioMerge),
     Message(MessagePatch),
 }
 

@@ -686,7 +686,7 @@ impl Shared {
                     });
                 }
             }
-            let mut next = known.record.merged(&patch)?;
+            let mut next = known.record.merged(patch.clone())?;
             let time = Some(now_micros());
             next.stamp(0, time);
             match self.put_if(&key, known.mod_revision, encode(&next)).await? {
@@ -1064,7 +1064,7 @@ impl Store for EtcdStore {
         // the last counts (writes to different keys have no order to keep).
         let mut last = HashMap::new();
         for r in replacements {
-            let next = Record::default_for(r.resource, r.account.clone()).merged(&r.patch)?;
+            let next = Record::default_for(r.resource, r.account.clone()).merged(r.patch)?;
             last.insert(
                 self.shared.keys.key(r.resource, &r.account),
                 (r.resource, next),

@@ -181,7 +181,9 @@ impl ChangeLog {
         record: &[u8],
         reset: bool,
     ) -> ([u8; 8], Vec<u8>) {
-        let mut value = resource_header(resource, settings.account_sid());
+        let account = settings.account_sid();
+        let mut value = Vec::with_capacity(header_len(resource, account) + record.len());
+        write_header(&mut value, resource, account);
         if reset {
             value[0] |= RESET_FLAG;
         }
@@ -214,7 +216,7 @@ impl ChangeLog {
             };
             if stored < revision {
                 if !change.reset {
-                    let header = resource_header(change.resource, account).len();
+                    let header = header_len(change.resource, account);
                     tree.insert(account.as_str(), &value[header..])?;
                     repaired += 1;
                 } else if tree.remove(account.as_str())?.is_some() {
@@ -415,13 +417,14 @@ impl ChangeLog {
         let end = before
             .unwrap_or(u64::MAX)
             .min(self.durable().saturating_add(1));
+        let header = resource_header(resource, account);
         let mut out = Vec::new();
         for entry in self.changes.range(..end.to_be_bytes()).rev() {
             if out.len() >= limit {
                 break;
             }
             let (key, value) = entry?;
-            if is_for(&value, resource, account) {
+            if is_for(&value, &header) {
                 let revision = be_u64(&key).unwrap_or(0);
                 out.push(decode_change(revision, &value)?);
             }
@@ -445,7 +448,7 @@ impl ChangeLog {
             return Err(not_found());
         }
         match self.changes.get(revision.to_be_bytes())? {
-            Some(value) if is_for(&value, resource, account) => {
+            Some(value) if is_for(&value, &resource_header(resource, account)) => {
                 Ok(decode_change(revision, &value)?.record)
             }
             _ => Err(not_found()),
@@ -627,8 +630,25 @@ impl Lag {
 /// built-in one's index, or [`DECLARED_KIND`] and the kind's name), then
 /// the account SID's length and the SID.
 fn resource_header(resource: Resource, account: &AccountSid) -> Vec<u8> {
+    let mut header = Vec::with_capacity(header_len(resource, account));
+    write_header(&mut header, resource, account);
+    header
+}
+
+/// How long [`resource_header`] is.
+fn header_len(resource: Resource, account: &AccountSid) -> usize {
+    let kind = if resource.is_built_in() {
+        1
+    } else {
+        2 + resource.name().len()
+    };
+    kind + 1 + account.as_str().len()
+}
+
+/// Appends [`resource_header`] to `out`.
+fn write_header(out: &mut Vec<u8>, resource: Resource, account: &AccountSid) {
     let account = account.as_str().as_bytes();
-    let mut header = Vec::with_capacity(2 + account.len() + 64);
+    let header = out;
     match Resource::ALL.iter().position(|r| *r == resource) {
         Some(index) => header.push(u8::try_from(index).unwrap_or(DECLARED_KIND)),
         None => {
@@ -640,12 +660,11 @@ fn resource_header(resource: Resource, account: &AccountSid) -> Vec<u8> {
     }
     header.push(u8::try_from(account.len()).unwrap_or(u8::MAX));
     header.extend_from_slice(account);
-    header
 }
 
-/// Whether a change entry is for this resource of this account.
-fn is_for(value: &[u8], resource: Resource, account: &AccountSid) -> bool {
-    let header = resource_header(resource, account);
+/// Whether a change entry is for the resource and account whose
+/// [`resource_header`] is `header` (made once per listing, not per entry).
+fn is_for(value: &[u8], header: &[u8]) -> bool {
     value.len() >= header.len()
         && value[0] & !RESET_FLAG == header[0]
         && value[1..header.len()] == header[1..]

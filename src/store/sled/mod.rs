@@ -477,7 +477,7 @@ impl Inner {
         &self,
         resource: Resource,
         account: &AccountSid,
-        patch: &Patch,
+        patch: Patch,
         merge: Merge,
         expected: Option<Etag>,
     ) -> Result<Record, Error> {
@@ -749,7 +749,7 @@ impl Store for SledStore {
         expected: Option<Etag>,
     ) -> Result<Record, Error> {
         let inner = self.current()?;
-        let stored = inner.apply(resource, account, &patch, Merge::IntoStored, expected)?;
+        let stored = inner.apply(resource, account, patch, Merge::IntoStored, expected)?;
         inner.wait_durable(stored.revision()).await?;
         Ok(stored)
     }
@@ -761,7 +761,7 @@ impl Store for SledStore {
             let mut applied = 0;
             let mut last = None;
             for r in replacements {
-                match writer.apply(r.resource, &r.account, &r.patch, Merge::IntoDefault, None) {
+                match writer.apply(r.resource, &r.account, r.patch, Merge::IntoDefault, None) {
                     Ok(stored) => {
                         last = Some(stored.revision());
                         applied += 1;
