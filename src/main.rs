@@ -7,6 +7,13 @@ use clap::Parser;
 use settingsd::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's allocator: a request allocates and frees
+/// dozens of small buffers on whichever worker runs it, and glibc's arenas
+/// spent a sixth of a Set's CPU in `malloc`/`free` and their consolidation
+/// (BENCHMARKS.md, "Durable writes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
