@@ -315,29 +315,49 @@ impl ChangeLog {
     /// Removes the oldest changes beyond the limit. Not synced on its own:
     /// the next commit's flush covers it, and a compaction lost in a crash
     /// is simply redone.
+    ///
+    /// One `meta` write per call, for the highest revision it is about to
+    /// remove, not one per change: in a log at its limit every commit
+    /// compacts as many changes as it added, and the per-change write was a
+    /// third sled write per Set, on the commit thread before the writers
+    /// are told.
     fn compact(&self) -> sled::Result<()> {
-        for _ in 0..COMPACT_PER_COMMIT {
-            if !self.counted.load(Ordering::SeqCst)
-                || self.retained.load(Ordering::SeqCst) <= self.limit
-            {
+        if !self.counted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let excess = self
+            .retained
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.limit);
+        let take = usize::try_from(excess)
+            .unwrap_or(usize::MAX)
+            .min(COMPACT_PER_COMMIT);
+        if take == 0 {
+            return Ok(());
+        }
+        // Only what watchers already had: a change not yet published must
+        // still be there for the watchers it is about to reach.
+        let published = self.published.load(Ordering::SeqCst);
+        let mut doomed = Vec::with_capacity(take);
+        for key in self.changes.iter().keys().take(take) {
+            let key = key?;
+            if be_u64(&key).unwrap_or(u64::MAX) > published {
                 break;
             }
-            let Some((key, _)) = self.changes.first()? else {
-                break;
-            };
-            // Only what watchers already had: a change not yet published
-            // must still be there for the watchers it is about to reach.
-            if be_u64(&key).unwrap_or(u64::MAX) > self.published.load(Ordering::SeqCst) {
-                break;
-            }
-            // Recorded before the removal, so a crash between the two never
-            // leaves a gap that looks retained.
-            let through = self
-                .compacted_through
-                .fetch_max(be_u64(&key).unwrap_or(0), Ordering::SeqCst)
-                .max(be_u64(&key).unwrap_or(0));
-            self.meta
-                .insert(COMPACTED_THROUGH, &through.to_be_bytes())?;
+            doomed.push(key);
+        }
+        let Some(last) = doomed.last() else {
+            return Ok(());
+        };
+        // Recorded before the removals, so a crash between them never
+        // leaves a gap that looks retained.
+        let through = self
+            .compacted_through
+            .fetch_max(be_u64(last).unwrap_or(0), Ordering::SeqCst)
+            .max(be_u64(last).unwrap_or(0));
+        self.meta
+            .insert(COMPACTED_THROUGH, &through.to_be_bytes())?;
+        for key in doomed {
             if self.changes.remove(&key)?.is_some() {
                 self.retained.fetch_sub(1, Ordering::SeqCst);
             }
