@@ -57,7 +57,7 @@ use crate::{
 /// resource's line, field for field as exports have always written it, or
 /// a declared kind's, with `value` and without the built-in fields (which
 /// are then left unset here).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "Line")]
 pub struct ExportedRecord {
     /// The resource's stable name ([`Resource::name`]: a built-in
@@ -247,21 +247,18 @@ impl ExportedRecord {
         }
     }
 
-    /// A record of declared `kind`: `value` (its message, encoded) as
-    /// proto3 JSON.
+    /// A record of declared `kind`: `message`, its value, as proto3 JSON.
     ///
     /// # Errors
-    /// If `value` does not decode as the kind's message, saying why.
+    /// If the value cannot be written as proto3 JSON, saying why.
     fn from_declared(
         kind: &Kind,
         account_sid: String,
-        value: &[u8],
+        message: &DynamicMessage,
         revision: u64,
         update_time: Option<prost_types::Timestamp>,
     ) -> Result<Self, String> {
-        let message = DynamicMessage::decode(kind.message.clone(), value)
-            .map_err(|e| format!("does not decode as a {}: {e}", kind.message.full_name()))?;
-        let value = serde_json::to_value(&message).map_err(|e| {
+        let value = serde_json::to_value(message).map_err(|e| {
             format!(
                 "cannot be written as proto3 JSON ({}): {e}",
                 kind.message.full_name()
@@ -270,15 +267,11 @@ impl ExportedRecord {
         Ok(ExportedRecord {
             resource: Some(kind.name().to_owned()),
             account_sid,
-            friendly_name: None,
-            aws_credentials_sid: None,
-            aws_s3_url: None,
-            aws_storage_enabled: false,
-            encryption_key_sid: None,
-            encryption_enabled: false,
             value: Some(value),
             revision,
             update_time: update_time.map(|t| t.to_string()),
+            // A declared kind's line has none of the built-in fields.
+            ..ExportedRecord::default()
         })
     }
 
@@ -299,18 +292,22 @@ impl ExportedRecord {
                 let kind = catalog.of(resource).ok_or_else(|| {
                     Error::Storage(format!("the store holds kind {resource}, unknown here"))
                 })?;
-                Self::from_declared(
-                    kind,
-                    record.account_sid.as_str().to_owned(),
-                    &record.value,
-                    record.revision,
-                    record.update_time.map(prost_types::Timestamp::from),
-                )
-                .map_err(|detail| Error::Corrupt {
-                    resource,
-                    account: record.account_sid,
-                    detail,
-                })
+                DynamicMessage::decode(kind.message.clone(), &record.value[..])
+                    .map_err(|e| format!("does not decode as a {}: {e}", kind.message.full_name()))
+                    .and_then(|message| {
+                        Self::from_declared(
+                            kind,
+                            record.account_sid.as_str().to_owned(),
+                            &message,
+                            record.revision,
+                            record.update_time.map(prost_types::Timestamp::from),
+                        )
+                    })
+                    .map_err(|detail| Error::Corrupt {
+                        resource,
+                        account: record.account_sid,
+                        detail,
+                    })
             }
         }
     }
@@ -350,13 +347,12 @@ impl ExportedRecord {
                      not declared here: pass --kinds FILE with the kinds file the server serves"
                 )
             })?;
-        decode_value(kind, settings.value.as_ref())
+        let message = decode_value(kind, settings.value.as_ref())
             .with_context(|| format!("the server's record of kind {name} of account {account}"))?;
-        let value = settings.value.map(|any| any.value).unwrap_or_default();
         Self::from_declared(
             kind,
             settings.account_sid,
-            &value,
+            &message,
             settings.revision,
             settings.update_time,
         )

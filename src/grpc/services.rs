@@ -340,17 +340,16 @@ impl AdminService for AdminGrpc {
             }
             let invalid = |error| Error::InvalidRecord { index, error };
             let replacement = match message.record.and_then(|r| r.settings) {
-                Some(Settings::RecordingSettings(m)) => replacement(Resource::Recording, &m.into()),
-                Some(Settings::CompositionSettings(m)) => {
-                    replacement(Resource::Composition, &m.into())
-                }
                 Some(Settings::DeclaredSettings(settings)) => {
                     settings_replacement(&self.catalog, settings)
                 }
-                None => Err(ValidationError {
-                    field: Field::Record,
-                    violation: Violation::Missing,
-                }),
+                settings => match (pb::ExportedSettings { settings }).into_parts() {
+                    Some((resource, m)) => replacement(resource, &m),
+                    None => Err(ValidationError {
+                        field: Field::Record,
+                        violation: Violation::Missing,
+                    }),
+                },
             };
             records.push(replacement.map_err(invalid)?);
         }

@@ -310,18 +310,12 @@ message Tier { string name = 1; int64 limit = 2; }
         paths.iter().map(|path| (*path).to_owned()).collect()
     }
 
+    /// A `BillingLimits` with every field populated (the API tests' too).
     fn full() -> DynamicMessage {
-        record(json!({
-            "displayName": "Acme",
-            "monthlyCapCents": "5000",
-            "graceDays": 3,
-            "plan": "PLAN_PRO",
-            "defaultTier": {"name": "base", "limit": "10"},
-            "tiers": [{"name": "a", "limit": "1"}, {"name": "b", "limit": "2"}],
-            "quotas": {"calls": "100", "rooms": "5"},
-            "tags": ["x", "y"],
-            "enforced": true
-        }))
+        record(
+            serde_json::from_str(include_str!("../../tests/kinds/billing_limits_full.json"))
+                .unwrap(),
+        )
     }
 
     #[test]

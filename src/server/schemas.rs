@@ -139,6 +139,10 @@ struct Checked {
 /// with from now on.
 async fn record(store: &dyn Store, schemas: Vec<Checked>) -> anyhow::Result<()> {
     for checked in schemas {
+        // Unchanged: nothing to record (and, on sled, no sync to pay).
+        if checked.stored.as_deref() == Some(checked.schema.as_slice()) {
+            continue;
+        }
         store
             .put_schema(checked.resource, checked.stored, checked.schema)
             .await?;

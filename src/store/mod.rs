@@ -372,7 +372,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::schema`] answered when the caller checked the new one
     /// against it): front ends sharing a store that start at once are
     /// each checked against what the other recorded. Called when a server
-    /// starts, before it serves.
+    /// starts, before it serves, and only for a schema that differs from
+    /// `checked` (an unchanged one needs no write).
     ///
     /// # Errors
     /// [`Error::Unavailable`] if the stored schema is no longer `checked`

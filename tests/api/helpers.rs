@@ -956,6 +956,17 @@ pub async fn finish_ok(command: &mut Command) -> String {
 }
 
 /// `settingsd ARGS` to its end.
+/// grpcurl's stdout (with `-plaintext`), asserting that it succeeded.
+pub async fn run_grpcurl(args: &[&str]) -> String {
+    let output = finish(Command::new(grpcurl()).arg("-plaintext").args(args)).await;
+    assert!(
+        output.status.success(),
+        "grpcurl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 pub async fn cli(args: &[&str]) -> std::process::Output {
     finish(binary().args(args)).await
 }

@@ -1,8 +1,6 @@
 //! What operators and grpcurl see: health, reflection (v1 and v1alpha), and
 //! grpcurl itself against the server.
 
-use tokio::process::Command;
-
 use tokio_stream::StreamExt;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -95,21 +93,6 @@ async fn reflection_v1alpha_lists_the_service() {
         panic!("unexpected reflection answer {response:?}");
     };
     assert!(list.service.iter().any(|s| s.name == SERVICE));
-}
-
-async fn run_grpcurl(args: &[&str]) -> String {
-    let output = Command::new(grpcurl())
-        .arg("-plaintext")
-        .args(args)
-        .output()
-        .await
-        .expect("run grpcurl");
-    assert!(
-        output.status.success(),
-        "grpcurl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 #[tokio::test]

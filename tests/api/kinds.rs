@@ -19,18 +19,9 @@ use crate::helpers::{channel, spawn_app_with_kinds, test_kinds, TestApp, OTHER_A
 pub const ACCOUNT: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 pub const KIND: &str = "billing_limits";
 
-/// A `BillingLimits` with every field populated.
-pub const FULL: &str = r#"{
-    "displayName": "Acme",
-    "monthlyCapCents": "5000",
-    "graceDays": 3,
-    "plan": "PLAN_PRO",
-    "defaultTier": {"name": "base", "limit": "10"},
-    "tiers": [{"name": "a", "limit": "1"}, {"name": "b", "limit": "2"}],
-    "quotas": {"calls": "100", "rooms": "5"},
-    "tags": ["x", "y"],
-    "enforced": true
-}"#;
+/// A `BillingLimits` with every field populated (shared with the mask's
+/// unit tests).
+pub const FULL: &str = include_str!("../kinds/billing_limits_full.json");
 
 pub async fn client(app: &TestApp) -> SettingsServiceClient<Channel> {
     SettingsServiceClient::new(channel(app.grpc_addr).await)
@@ -618,7 +609,7 @@ async fn an_update_with_the_current_etag_applies_and_one_with_a_stale_etag_is_ab
 // --- Built-in kinds through the generic API ------------------------------
 
 /// An update of ACCOUNT's recording_settings to `value`.
-fn recording_update(value: &pb::RecordingSettings) -> pb::UpdateSettingsRequest {
+pub fn recording_update(value: &pb::RecordingSettings) -> pb::UpdateSettingsRequest {
     pb::UpdateSettingsRequest {
         settings: Some(pb::Settings {
             kind: "recording_settings".into(),

@@ -21,10 +21,13 @@ use tonic_types::StatusExt;
 
 use crate::{
     helpers::{
-        binary, channel, finish, full_set_request, set_request, spawn_app, spawn_app_with_kinds,
-        test_kinds, BinaryServer, Resource, ACCOUNT, OTHER_ACCOUNT, SERVE_ON_PORT_0,
+        binary, channel, cli, finish, full_set_request, set_request, spawn_app,
+        spawn_app_with_kinds, test_kinds, BinaryServer, Resource, ACCOUNT, OTHER_ACCOUNT,
+        SERVE_ON_PORT_0,
     },
-    kinds::{any, client, limits, serve_kinds, update, value_of},
+    kinds::{
+        any, client, get_request, limits, recording_update, serve_kinds, update, value_of, write,
+    },
 };
 
 const KIND: &str = "billing_limits";
@@ -94,13 +97,6 @@ async fn import(
         .map(tonic::Response::into_inner)
 }
 
-fn get_request(kind: &str, account: &str) -> pb::GetSettingsRequest {
-    pb::GetSettingsRequest {
-        kind: kind.into(),
-        account_sid: account.into(),
-    }
-}
-
 /// A `billing_limits` record of `account` for an import.
 fn declared(account: &str, value: prost_types::Any) -> Exported {
     Exported::DeclaredSettings(pb::Settings {
@@ -115,12 +111,7 @@ fn declared(account: &str, value: prost_types::Any) -> Exported {
 #[tokio::test]
 async fn an_online_export_streams_both_built_in_resources_and_a_declared_kinds_record_as_an_any() {
     let (app, _dir) = serve_kinds().await;
-    let written = client(&app)
-        .await
-        .update_settings(update(&limits(VALUE), None))
-        .await
-        .unwrap()
-        .into_inner();
+    let written = write(&mut client(&app).await, VALUE, None).await;
     app.set(full_set_request(ACCOUNT)).await;
     let app = app.for_resource(Resource::Composition);
     app.set(set_request(OTHER_ACCOUNT, "compositions")).await;
@@ -152,12 +143,7 @@ async fn a_declared_kinds_record_round_trips_through_export_and_import_and_impor
 ) {
     let (source, _source_dir) = serve_kinds().await;
     let (target, _target_dir) = serve_kinds().await;
-    let original = client(&source)
-        .await
-        .update_settings(update(&limits(VALUE), None))
-        .await
-        .unwrap()
-        .into_inner();
+    let original = write(&mut client(&source).await, VALUE, None).await;
     source.set(set_request(ACCOUNT, "recordings")).await;
     let records = export(&mut admin(source.grpc_addr).await).await;
     let mut target_admin = admin(target.grpc_addr).await;
@@ -197,12 +183,7 @@ async fn a_declared_kinds_record_round_trips_through_export_and_import_and_impor
 #[tokio::test]
 async fn importing_an_equal_value_encoded_differently_counts_as_unchanged() {
     let (app, _dir) = serve_kinds().await;
-    let stored = client(&app)
-        .await
-        .update_settings(update(&limits(VALUE), None))
-        .await
-        .unwrap()
-        .into_inner();
+    let stored = write(&mut client(&app).await, VALUE, None).await;
     let stored_bytes = stored.value.clone().unwrap().value;
     // The map's entries (field 7, quotas) reversed, after the other
     // fields: the same message, other bytes.
@@ -360,15 +341,7 @@ async fn a_built_in_kinds_record_in_the_generic_shape_imports_validated_as_a_set
             friendly_name: Some(name.into()),
             ..pb::RecordingSettings::default()
         };
-        Exported::DeclaredSettings(pb::Settings {
-            kind: "recording_settings".into(),
-            account_sid: ACCOUNT.into(),
-            value: Some(prost_types::Any {
-                type_url: "type.googleapis.com/settingsd.v1.RecordingSettings".into(),
-                value: value.encode_to_vec(),
-            }),
-            ..pb::Settings::default()
-        })
+        Exported::DeclaredSettings(recording_update(&value).settings.unwrap())
     };
     let mut admin = admin(app.grpc_addr).await;
 
@@ -417,11 +390,6 @@ async fn read(server: &BinaryServer, account: &str) -> pb::Settings {
         .into_inner()
 }
 
-/// `settingsd ARGS` to its end.
-async fn settingsd(args: &[&str]) -> std::process::Output {
-    finish(binary().args(args)).await
-}
-
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -447,14 +415,9 @@ async fn the_cli_exports_a_declared_kind_as_proto3_json_and_imports_it_into_a_fr
     let (file_arg, online_arg) = (file.to_str().unwrap(), online.to_str().unwrap());
     let kinds = kinds_file();
     let server = serve_with_kinds(&source, &[]).await;
-    let written = settings_client(&server)
-        .await
-        .update_settings(update(&limits(VALUE), None))
-        .await
-        .unwrap()
-        .into_inner();
+    let written = write(&mut settings_client(&server).await, VALUE, None).await;
     let addr = server.grpc_addr.to_string();
-    let exported_online = settingsd(&[
+    let exported_online = cli(&[
         "export",
         "--grpc-addr",
         &addr,
@@ -463,11 +426,11 @@ async fn the_cli_exports_a_declared_kind_as_proto3_json_and_imports_it_into_a_fr
         online_arg,
     ])
     .await;
-    let online_without_kinds = settingsd(&["export", "--grpc-addr", &addr]).await;
+    let online_without_kinds = cli(&["export", "--grpc-addr", &addr]).await;
     stop(server).await;
     let source_arg = source.to_str().unwrap();
 
-    let exported = settingsd(&[
+    let exported = cli(&[
         "export",
         "--data-dir",
         source_arg,
@@ -476,10 +439,10 @@ async fn the_cli_exports_a_declared_kind_as_proto3_json_and_imports_it_into_a_fr
         file_arg,
     ])
     .await;
-    let without_kinds = settingsd(&["export", "--data-dir", source_arg]).await;
+    let without_kinds = cli(&["export", "--data-dir", source_arg]).await;
     let import_without_kinds =
-        settingsd(&["import", "--data-dir", target.to_str().unwrap(), file_arg]).await;
-    let imported = settingsd(&[
+        cli(&["import", "--data-dir", target.to_str().unwrap(), file_arg]).await;
+    let imported = cli(&[
         "import",
         "--data-dir",
         target.to_str().unwrap(),
@@ -552,15 +515,15 @@ async fn an_online_import_of_declared_lines_loads_them_and_loading_them_again_ch
     let addr = app.grpc_addr.to_string();
     let path = file.path().to_str().unwrap();
 
-    let first = settingsd(&["import", "--grpc-addr", &addr, "--kinds", &kinds, path]).await;
+    let first = cli(&["import", "--grpc-addr", &addr, "--kinds", &kinds, path]).await;
     let loaded = client(&app)
         .await
         .get_settings(get_request(KIND, ACCOUNT))
         .await
         .unwrap()
         .into_inner();
-    let again = settingsd(&["import", "--grpc-addr", &addr, "--kinds", &kinds, path]).await;
-    let without_kinds = settingsd(&["import", "--grpc-addr", &addr, path]).await;
+    let again = cli(&["import", "--grpc-addr", &addr, "--kinds", &kinds, path]).await;
+    let without_kinds = cli(&["import", "--grpc-addr", &addr, path]).await;
 
     assert!(
         stderr(&first).contains("imported 1 records (0 already so)"),
@@ -621,7 +584,7 @@ async fn a_declared_line_of_the_wrong_shape_fails_the_import_naming_the_line_and
         let good = serde_json::json!({"resource": KIND, "account_sid": OTHER_ACCOUNT, "value": {}});
         std::fs::write(&file, format!("{good}\n{line}\n")).unwrap();
 
-        let out = settingsd(&[
+        let out = cli(&[
             "import",
             "--data-dir",
             data.to_str().unwrap(),
@@ -740,7 +703,7 @@ async fn a_failed_offline_import_records_no_schema() {
     let newer =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kinds/evolved/compatible/kinds.toml");
 
-    let import = settingsd(&[
+    let import = cli(&[
         "import",
         "--data-dir",
         dir.path().to_str().unwrap(),
@@ -749,7 +712,6 @@ async fn a_failed_offline_import_records_no_schema() {
         bad.path().to_str().unwrap(),
     ])
     .await;
-    crate::helpers::wait_until_released(dir.path());
     let start =
         crate::helpers::start_error_with_kinds(dir.path(), test_kinds("kinds.toml"), false).await;
 
@@ -757,19 +719,17 @@ async fn a_failed_offline_import_records_no_schema() {
     assert!(start.is_none(), "the original kinds still start: {start:?}");
 }
 
-/// `settingsd admin reset --resource` and `fault --resource` take a
-/// declared kind's name as they take a built-in one (the server checks it).
+/// `settingsd admin reset --resource` and `inject-fault --resource` take
+/// a declared kind's name as they take a built-in one (the server checks it).
 #[tokio::test]
-async fn the_admin_cli_resets_a_declared_kind_by_name() {
+async fn the_admin_cli_resets_and_injects_faults_into_a_declared_kind_by_name() {
     let (app, _dir) = serve_kinds().await;
     let mut grpc = client(&app).await;
-    grpc.update_settings(update(&limits(VALUE), None))
-        .await
-        .unwrap();
+    write(&mut grpc, VALUE, None).await;
     let addr = app.grpc_addr.to_string();
 
-    let reset = settingsd(&["admin", "--grpc-addr", &addr, "reset", "--resource", KIND]).await;
-    let unknown = settingsd(&["admin", "--grpc-addr", &addr, "reset", "--resource", "nope"]).await;
+    let reset = cli(&["admin", "--grpc-addr", &addr, "reset", "--resource", KIND]).await;
+    let unknown = cli(&["admin", "--grpc-addr", &addr, "reset", "--resource", "nope"]).await;
     let after = grpc
         .get_settings(get_request(KIND, ACCOUNT))
         .await
@@ -784,6 +744,32 @@ async fn the_admin_cli_resets_a_declared_kind_by_name() {
         "names the kinds: {}",
         stderr(&unknown)
     );
+
+    let fault = cli(&[
+        "admin",
+        "--grpc-addr",
+        &addr,
+        "inject-fault",
+        "--resource",
+        KIND,
+        "--method",
+        "get",
+        "--count",
+        "1",
+        "--code",
+        "14",
+    ])
+    .await;
+    let failed = grpc.get_settings(get_request(KIND, ACCOUNT)).await;
+    let then = grpc.get_settings(get_request(KIND, ACCOUNT)).await;
+
+    assert!(fault.status.success(), "{}", stderr(&fault));
+    assert_eq!(
+        failed.unwrap_err().code(),
+        Code::Unavailable,
+        "the injected fault"
+    );
+    assert!(then.is_ok(), "one request only: {then:?}");
 }
 
 /// A data directory holding one billing_limits record (`json`), written

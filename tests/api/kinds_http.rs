@@ -6,9 +6,9 @@ use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    spawn_app_with_kinds, spawn_authenticated_app_with_kinds, test_kinds, TestApp, ACCOUNT,
-    OTHER_ACCOUNT, TOKEN,
+    spawn_authenticated_app_with_kinds, test_kinds, TestApp, ACCOUNT, OTHER_ACCOUNT, TOKEN,
 };
+use crate::kinds::serve_kinds;
 
 fn url(app: &TestApp, account: &str, kind: &str) -> String {
     format!(
@@ -50,15 +50,9 @@ async fn json_of(response: reqwest::Response) -> (StatusCode, Option<String>, Va
     (status, etag, response.json().await.unwrap())
 }
 
-async fn app() -> (TestApp, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with_kinds(dir.path(), test_kinds("kinds.toml")).await;
-    (app, dir)
-}
-
 #[tokio::test]
 async fn get_of_a_never_set_kind_is_the_empty_value_at_revision_0_with_its_etag() {
-    let (app, _dir) = app().await;
+    let (app, _dir) = serve_kinds().await;
 
     let (status, etag, body) = json_of(get(&app, "billing_limits").await).await;
 
@@ -79,7 +73,7 @@ async fn get_of_a_never_set_kind_is_the_empty_value_at_revision_0_with_its_etag(
 
 #[tokio::test]
 async fn patch_merges_proto3_json_and_get_reads_it_back_with_the_same_etag() {
-    let (app, _dir) = app().await;
+    let (app, _dir) = serve_kinds().await;
 
     let (status, etag, written) = json_of(
         patch(
@@ -116,7 +110,7 @@ async fn patch_merges_proto3_json_and_get_reads_it_back_with_the_same_etag() {
 
 #[tokio::test]
 async fn an_update_mask_sets_and_clears_exactly_its_paths() {
-    let (app, _dir) = app().await;
+    let (app, _dir) = serve_kinds().await;
     patch(&app, "", r#"{"displayName": "Acme", "monthlyCapCents": "500", "defaultTier": {"name": "a", "limit": "1"}}"#, None).await;
 
     let (status, _, body) = json_of(
@@ -144,7 +138,7 @@ async fn an_update_mask_sets_and_clears_exactly_its_paths() {
 
 #[tokio::test]
 async fn if_match_makes_a_patch_conditional_and_if_none_match_answers_304() {
-    let (app, _dir) = app().await;
+    let (app, _dir) = serve_kinds().await;
     let (_, first, _) = json_of(patch(&app, "", r#"{"displayName": "one"}"#, None).await).await;
     let first = first.unwrap();
 
@@ -179,7 +173,7 @@ async fn if_match_makes_a_patch_conditional_and_if_none_match_answers_304() {
 
 #[tokio::test]
 async fn bad_input_is_a_400_naming_what_is_wrong_and_changes_nothing() {
-    let (app, _dir) = app().await;
+    let (app, _dir) = serve_kinds().await;
     patch(&app, "", r#"{"displayName": "kept"}"#, None).await;
 
     let unknown_field = patch(&app, "", r#"{"displayNam": "x"}"#, None).await;
@@ -214,7 +208,7 @@ async fn bad_input_is_a_400_naming_what_is_wrong_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_built_in_kind_keeps_its_rules_through_the_json_api() {
-    let (app, _dir) = app().await;
+    let (app, _dir) = serve_kinds().await;
 
     let bad = reqwest::Client::new()
         .patch(url(&app, ACCOUNT, "recording_settings"))
@@ -314,7 +308,7 @@ async fn a_caller_without_credentials_learns_nothing_from_a_bad_patch() {
 /// kind served upstream is a clear 501, not a 500 or a misleading 400.
 #[tokio::test]
 async fn a_standalone_bridge_answers_501_for_a_declared_kind_and_serves_built_in_ones() {
-    let (app, _dir) = app().await;
+    let (app, _dir) = serve_kinds().await;
     let bridge = crate::helpers::BinaryServer::start_bridge(app.grpc_addr).await;
     let base = |kind: &str| {
         format!(

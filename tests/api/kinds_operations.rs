@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use prost_reflect::ReflectMessage;
 use serde_json::json;
 use settingsd::pb::{self, settings_service_client::SettingsServiceClient};
-use tokio::process::Command;
 use tonic::{transport::Channel, Code, Streaming};
 
 use crate::{
     helpers::{
-        binary, cli, finish, spawn_app_with_kinds, spawn_authenticated_app_with_kinds,
+        binary, cli, finish, run_grpcurl, spawn_app_with_kinds, spawn_authenticated_app_with_kinds,
         start_error_with_kinds, test_kinds, wait_until_released, with_auth, BinaryServer, GUARD,
         OTHER_ACCOUNT, OTHER_TOKEN, SERVE_ON_PORT_0, TOKEN,
     },
@@ -481,22 +480,6 @@ async fn rollback_to_a_revision_not_in_the_accounts_history_is_not_found_and_cha
 }
 
 // --- grpcurl --------------------------------------------------------------
-
-/// grpcurl's stdout, asserting that it succeeded.
-async fn run_grpcurl(args: &[&str]) -> String {
-    let output = finish(
-        Command::new(crate::helpers::grpcurl())
-            .arg("-plaintext")
-            .args(args),
-    )
-    .await;
-    assert!(
-        output.status.success(),
-        "grpcurl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 #[tokio::test]
 async fn grpcurl_lists_describes_and_updates_a_declared_kind_with_json_through_reflection() {

@@ -1133,9 +1133,6 @@ impl Store for EtcdStore {
         checked: Option<Vec<u8>>,
         schema: Vec<u8>,
     ) -> Result<(), Error> {
-        if checked.as_deref() == Some(schema.as_slice()) {
-            return Ok(());
-        }
         let key = self.shared.keys.schema_key(kind);
         let (seen, _) = self.shared.reads.read(key.clone()).await?;
         // Put only over the schema that was checked, at the revision it was

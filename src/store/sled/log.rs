@@ -216,7 +216,9 @@ impl ChangeLog {
             };
             if stored < revision {
                 if !change.reset {
-                    let header = header_len(change.resource, account);
+                    // The header as `entry` wrote it (start-up only: the
+                    // allocation does not matter here).
+                    let header = resource_header(change.resource, account).len();
                     tree.insert(account.as_str(), &value[header..])?;
                     repaired += 1;
                 } else if tree.remove(account.as_str())?.is_some() {
@@ -655,7 +657,9 @@ fn resource_header(resource: Resource, account: &AccountSid) -> Vec<u8> {
     header
 }
 
-/// How long [`resource_header`] is.
+/// How long [`resource_header`] is: a capacity hint, so that a change
+/// entry is one allocation (what the header is, and where a stored change's
+/// record starts, is `write_header`'s alone).
 fn header_len(resource: Resource, account: &AccountSid) -> usize {
     let kind = if resource.is_built_in() {
         1

@@ -813,9 +813,6 @@ impl Store for SledStore {
         let inner = self.current()?;
         blocking(move || {
             let schemas = inner.db.open_tree(SCHEMAS_TREE)?;
-            if checked.as_deref() == Some(schema.as_slice()) {
-                return Ok(());
-            }
             schemas
                 .compare_and_swap(kind.name(), checked, Some(schema))?
                 .map_err(|_| super::schema_moved(kind))?;
