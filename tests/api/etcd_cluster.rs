@@ -81,11 +81,16 @@ pub struct EtcdCluster {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// `count` distinct free ports. The listeners are held until all are
+/// picked: released one by one, the OS could hand the same port out twice
+/// (CI saw "initial cluster ... has duplicate url").
+fn free_ports(count: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
 }
 
 fn alive(pid: u32) -> bool {
@@ -110,11 +115,12 @@ impl EtcdCluster {
     /// [`EtcdCluster::start`] with extra etcd flags for every member.
     pub fn start_with(n: usize, flags: &[&str]) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports(2 * n);
         let members = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
+                client_port: ports[2 * i],
+                peer_port: ports[2 * i + 1],
                 dir: dir.path().join(format!("m{i}")),
                 process: None,
                 starts: 0,
